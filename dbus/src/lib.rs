@@ -1,0 +1,43 @@
+//! The D-Bus contract of kimchid, compiled by both sides: the daemon serves it, the
+//! gateway and the tests call it. Names, option keys and errors live here once.
+
+mod error;
+mod options;
+mod proxy;
+mod types;
+
+pub use error::Error;
+pub use options::{CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT};
+pub use proxy::{ManagerProxy, SessionsProxy};
+pub use types::{ScreenshotSupport, SessionInfo, VmInfo};
+
+/// Well-known bus name owned by kimchid.
+pub const BUS_NAME: &str = "org.kimchi.Kimchi1";
+/// Root of the object tree; the ObjectManager lives here.
+pub const ROOT_PATH: &str = "/org/kimchi/Kimchi1";
+pub const MANAGER_PATH: &str = "/org/kimchi/Kimchi1/Manager";
+pub const SESSIONS_PATH: &str = "/org/kimchi/Kimchi1/Sessions";
+
+pub const MANAGER_INTERFACE: &str = "org.kimchi.Kimchi1.Manager";
+pub const SESSIONS_INTERFACE: &str = "org.kimchi.Kimchi1.Sessions";
+pub const VM_INTERFACE: &str = "org.kimchi.Kimchi1.VM";
+
+/// Object path of a VM, keyed by its UUID (which never changes, unlike its name).
+pub fn vm_path(uuid: &str) -> String {
+    format!("{ROOT_PATH}/vm/_{}", uuid.replace('-', "_"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_path_is_a_valid_object_path() {
+        let p = vm_path("0d5e9e6a-3c1b-4a8e-9d7e-2f9f5f5f5f5f");
+        assert_eq!(
+            p,
+            "/org/kimchi/Kimchi1/vm/_0d5e9e6a_3c1b_4a8e_9d7e_2f9f5f5f5f5f"
+        );
+        zbus::ObjectPath::try_from(p.as_str()).unwrap();
+    }
+}
