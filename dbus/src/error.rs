@@ -14,7 +14,11 @@ pub enum Error {
     InvalidState(String),
     NotAuthorized(String),
     SessionInvalid(String),
+    /// Login refused: unknown user, wrong password or unusable account.
+    AuthenticationFailed(String),
     Busy(String),
     NotSupported(String),
+    /// A backend kimchid depends on (libvirt) is down; retrying later may work.
+    Unavailable(String),
     Failed(String),
 }

@@ -110,7 +110,10 @@ mod tests {
             "org.example.hint".into(),
             OwnedVariant::try_from(Variant::from(3u32)).unwrap(),
         );
-        assert_eq!(CallOptions::from_dict(&dict).unwrap(), CallOptions::default());
+        assert_eq!(
+            CallOptions::from_dict(&dict).unwrap(),
+            CallOptions::default()
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use zbus::{OwnedVariant, proxy};
+use zbus::{proxy, OwnedVariant};
 
 use crate::{Error, ScreenshotSupport, SessionInfo, VmInfo};
 

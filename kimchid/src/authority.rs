@@ -1,0 +1,230 @@
+//! Every method call is judged here before it does anything: polkit decides, with
+//! the caller's bus name as subject. Calls from the gateway must carry a web session;
+//! the web user's name and groups travel to polkit as details for the shipped rule.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kimchi_dbus::{CallOptions, SessionInfo};
+use zbus::fdo::DBusProxy;
+use zbus::message::Header;
+use zbus::names::BusName;
+use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+
+use crate::error::{Error, Result};
+use crate::sessions::SessionStore;
+
+/// polkit action ids, one per operation family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::Read => "org.kimchi.read",
+        }
+    }
+}
+
+/// Who is calling, once identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A process on the bus, judged as itself.
+    Direct { uid: u32 },
+    /// A web user, speaking through the gateway.
+    Web(SessionInfo),
+}
+
+pub struct Authority {
+    polkit: AuthorityProxy<'static>,
+    bus: DBusProxy<'static>,
+    sessions: Arc<SessionStore>,
+    gateway_uid: Option<u32>,
+}
+
+impl Authority {
+    pub async fn new(
+        conn: &zbus::Connection,
+        sessions: Arc<SessionStore>,
+        gateway_uid: Option<u32>,
+    ) -> Result<Self> {
+        let polkit = AuthorityProxy::new(conn)
+            .await
+            .map_err(|e| Error::Polkit(e.to_string()))?;
+        let bus = DBusProxy::new(conn)
+            .await
+            .map_err(|e| Error::Internal(format!("bus driver proxy: {e}")))?;
+        Ok(Authority {
+            polkit,
+            bus,
+            sessions,
+            gateway_uid,
+        })
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    pub fn gateway_uid(&self) -> Option<u32> {
+        self.gateway_uid
+    }
+
+    /// The kernel-attested uid of the sender of `hdr`.
+    pub async fn caller_uid(&self, hdr: &Header<'_>) -> Result<u32> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| Error::NotAuthorized("message has no sender".into()))?;
+        self.bus
+            .get_connection_unix_user(BusName::from(sender.clone()))
+            .await
+            .map_err(|e| Error::Internal(format!("cannot identify caller {sender}: {e}")))
+    }
+
+    /// Identifies the caller and asks polkit whether it may perform `action`;
+    /// `object` names the target (`("kimchi.vm.name", "web01")`) for targeted rules.
+    pub async fn authorize(
+        &self,
+        hdr: &Header<'_>,
+        opts: &CallOptions,
+        action: Action,
+        object: Option<(&str, &str)>,
+    ) -> Result<Caller> {
+        let uid = self.caller_uid(hdr).await?;
+        let caller = identify(&self.sessions, self.gateway_uid, uid, opts)?;
+        let groups;
+        let mut details: HashMap<&str, &str> = HashMap::new();
+        if let Some((key, value)) = object {
+            details.insert(key, value);
+        }
+        let mut flags = CheckAuthorizationFlags::empty();
+        match &caller {
+            Caller::Web(info) => {
+                groups = info.groups.join(",");
+                details.insert("kimchi.web.user", &info.user);
+                details.insert("kimchi.web.groups", &groups);
+            }
+            Caller::Direct { .. } => {
+                if !opts.no_user_interaction {
+                    flags |= CheckAuthorizationFlags::ALLOW_USER_INTERACTION;
+                }
+            }
+        }
+        let subject =
+            Subject::new_for_message_header(hdr).map_err(|e| Error::Polkit(e.to_string()))?;
+        let result = self
+            .polkit
+            .check_authorization(&subject, action.id(), &details, flags, "")
+            .await
+            .map_err(|e| Error::Polkit(e.to_string()))?;
+        if result.is_authorized {
+            return Ok(caller);
+        }
+        let who = match &caller {
+            Caller::Web(info) => format!("user '{}'", info.user),
+            Caller::Direct { uid } => format!("uid {uid}"),
+        };
+        let hint = if result.is_challenge {
+            " (authentication required; no agent answered)"
+        } else {
+            ""
+        };
+        Err(Error::NotAuthorized(format!(
+            "{who} is not allowed to perform {}{hint}",
+            action.id()
+        )))
+    }
+}
+
+/// Sessions are honoured only from the gateway, and the gateway acts only through
+/// sessions: it has no authority of its own.
+fn identify(
+    sessions: &SessionStore,
+    gateway_uid: Option<u32>,
+    uid: u32,
+    opts: &CallOptions,
+) -> Result<Caller> {
+    let from_gateway = gateway_uid == Some(uid);
+    match (&opts.session, from_gateway) {
+        (Some(token), true) => sessions.resolve(token).map(Caller::Web).ok_or_else(|| {
+            Error::SessionInvalid("session expired or unknown; log in again".into())
+        }),
+        (Some(_), false) => Err(Error::NotAuthorized(
+            "option kimchi.session is accepted only from the gateway".into(),
+        )),
+        (None, true) => Err(Error::SessionInvalid(
+            "calls from the gateway must carry a web session".into(),
+        )),
+        (None, false) => Ok(Caller::Direct { uid }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const GW: u32 = 990;
+
+    fn store_with(user: &str) -> (SessionStore, String) {
+        let store = SessionStore::new(Duration::from_secs(60), Duration::from_secs(600));
+        let token = store.create(SessionInfo {
+            user: user.into(),
+            uid: 1001,
+            groups: vec!["kimchi-users".into()],
+        });
+        (store, token)
+    }
+
+    fn with_session(token: &str) -> CallOptions {
+        CallOptions {
+            session: Some(token.into()),
+            ..CallOptions::default()
+        }
+    }
+
+    #[test]
+    fn gateway_with_valid_session_acts_as_the_web_user() {
+        let (store, token) = store_with("bob");
+        let caller = identify(&store, Some(GW), GW, &with_session(&token)).unwrap();
+        assert!(matches!(caller, Caller::Web(info) if info.user == "bob"));
+    }
+
+    #[test]
+    fn session_from_another_uid_is_refused_even_if_valid() {
+        let (store, token) = store_with("bob");
+        let err = identify(&store, Some(GW), 0, &with_session(&token)).unwrap_err();
+        assert!(matches!(err, Error::NotAuthorized(_)));
+    }
+
+    #[test]
+    fn gateway_without_session_has_no_authority() {
+        let (store, _) = store_with("bob");
+        let err = identify(&store, Some(GW), GW, &CallOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::SessionInvalid(_)));
+    }
+
+    #[test]
+    fn gateway_with_unknown_session_is_session_invalid() {
+        let (store, _) = store_with("bob");
+        let err = identify(&store, Some(GW), GW, &with_session("forged")).unwrap_err();
+        assert!(matches!(err, Error::SessionInvalid(_)));
+    }
+
+    #[test]
+    fn direct_caller_is_judged_as_itself() {
+        let (store, _) = store_with("bob");
+        let caller = identify(&store, Some(GW), 0, &CallOptions::default()).unwrap();
+        assert_eq!(caller, Caller::Direct { uid: 0 });
+    }
+
+    #[test]
+    fn without_a_gateway_user_no_session_is_honoured() {
+        let (store, token) = store_with("bob");
+        let err = identify(&store, None, GW, &with_session(&token)).unwrap_err();
+        assert!(matches!(err, Error::NotAuthorized(_)));
+    }
+}

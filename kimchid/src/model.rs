@@ -1,0 +1,221 @@
+//! kimchid's in-memory view of libvirt, kept current by libvirt events and a periodic
+//! resync, so that reads never wait on libvirt round trips.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kimchi_dbus::ScreenshotSupport;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::libvirt::{DomainRecord, Libvirt, LibvirtEvent};
+use crate::notify;
+
+/// Catches anything an event could have missed (events are lost while reconnecting).
+const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What changed, for the bus layer to export or announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    VmAdded(String),
+    VmRemoved(String),
+    VmChanged(String),
+    Host,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub libvirt_connected: bool,
+    pub stream_protocols: Vec<String>,
+    pub screenshot: ScreenshotSupport,
+}
+
+pub struct Model {
+    libvirt: Arc<Libvirt>,
+    vms: RwLock<BTreeMap<String, DomainRecord>>,
+    host: RwLock<HostState>,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+impl Model {
+    pub fn new(libvirt: Arc<Libvirt>, changes: mpsc::UnboundedSender<Change>) -> Arc<Self> {
+        Arc::new(Model {
+            libvirt,
+            vms: RwLock::new(BTreeMap::new()),
+            host: RwLock::new(HostState {
+                libvirt_connected: false,
+                stream_protocols: Vec::new(),
+                screenshot: ScreenshotSupport::Unknown,
+            }),
+            changes,
+        })
+    }
+
+    pub fn libvirt_uri(&self) -> &str {
+        self.libvirt.uri()
+    }
+
+    pub fn host(&self) -> HostState {
+        self.host.read().expect("model lock poisoned").clone()
+    }
+
+    /// VMs sorted by name, case-insensitively, as Kimchi listed them.
+    pub fn vms(&self) -> Vec<DomainRecord> {
+        let mut vms: Vec<DomainRecord> = self
+            .vms
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        vms.sort_by_key(|v| v.name.to_lowercase());
+        vms
+    }
+
+    pub fn vm_by_uuid(&self, uuid: &str) -> Option<DomainRecord> {
+        self.vms
+            .read()
+            .expect("model lock poisoned")
+            .get(uuid)
+            .cloned()
+    }
+
+    pub fn vm_by_name(&self, name: &str) -> Result<DomainRecord> {
+        self.vms
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .find(|v| v.name == name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
+    }
+
+    /// Applies libvirt events until the libvirt adapter stops sending them.
+    pub async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<LibvirtEvent>) {
+        let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.apply(event).await,
+                    None => return,
+                },
+                _ = resync.tick() => {
+                    if self.host().libvirt_connected {
+                        self.resync().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, event: LibvirtEvent) {
+        match event {
+            LibvirtEvent::Connected => {
+                self.set_host(|h| h.libvirt_connected = true);
+                self.resync().await;
+                if self.host().screenshot == ScreenshotSupport::Unknown {
+                    self.probe_capabilities().await;
+                }
+            }
+            LibvirtEvent::Disconnected(reason) => {
+                let was = self.host().libvirt_connected;
+                self.set_host(|h| h.libvirt_connected = false);
+                if was {
+                    tracing::warn!(%reason, "libvirt disconnected");
+                }
+                notify::status(&format!(
+                    "libvirt unreachable at {} ({reason}), retrying",
+                    self.libvirt.uri()
+                ));
+            }
+            LibvirtEvent::DomainChanged { uuid } => match self.libvirt.domain(uuid.clone()).await {
+                Ok(Some(record)) => self.upsert(record),
+                Ok(None) => self.remove(&uuid),
+                Err(e) => tracing::warn!(%uuid, "cannot re-read domain after event: {e}"),
+            },
+        }
+    }
+
+    async fn resync(&self) {
+        let records = match self.libvirt.list_domains().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("resync with libvirt failed: {e}");
+                return;
+            }
+        };
+        let gone: Vec<String> = {
+            let vms = self.vms.read().expect("model lock poisoned");
+            vms.keys()
+                .filter(|uuid| !records.iter().any(|r| &r.uuid == *uuid))
+                .cloned()
+                .collect()
+        };
+        for uuid in gone {
+            self.remove(&uuid);
+        }
+        for record in records {
+            self.upsert(record);
+        }
+        self.report_status();
+    }
+
+    async fn probe_capabilities(&self) {
+        match self.libvirt.probe_capabilities().await {
+            Ok(caps) => {
+                tracing::info!(?caps, "host capabilities probed");
+                self.set_host(|h| {
+                    h.stream_protocols = caps.stream_protocols;
+                    h.screenshot = if caps.screenshot {
+                        ScreenshotSupport::Yes
+                    } else {
+                        ScreenshotSupport::No
+                    };
+                });
+            }
+            Err(e) => tracing::warn!("capability probe failed, will retry on reconnect: {e}"),
+        }
+    }
+
+    fn upsert(&self, record: DomainRecord) {
+        let change = {
+            let mut vms = self.vms.write().expect("model lock poisoned");
+            match vms.insert(record.uuid.clone(), record.clone()) {
+                None => Some(Change::VmAdded(record.uuid)),
+                Some(old) if old != record => Some(Change::VmChanged(record.uuid)),
+                Some(_) => None,
+            }
+        };
+        if let Some(change) = change {
+            let added = matches!(change, Change::VmAdded(_));
+            let _ = self.changes.send(change);
+            if added {
+                self.report_status();
+            }
+        }
+    }
+
+    fn remove(&self, uuid: &str) {
+        let removed = self.vms.write().expect("model lock poisoned").remove(uuid);
+        if removed.is_some() {
+            let _ = self.changes.send(Change::VmRemoved(uuid.to_owned()));
+            self.report_status();
+        }
+    }
+
+    fn set_host(&self, f: impl FnOnce(&mut HostState)) {
+        f(&mut self.host.write().expect("model lock poisoned"));
+        let _ = self.changes.send(Change::Host);
+    }
+
+    fn report_status(&self) {
+        if self.host().libvirt_connected {
+            let n = self.vms.read().expect("model lock poisoned").len();
+            notify::status(&format!(
+                "libvirt: connected ({}), {n} VMs",
+                self.libvirt.uri()
+            ));
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The sd_notify protocol: readiness, status line, watchdog, stopping. Without
+//! `NOTIFY_SOCKET` (not under systemd) every call is a no-op.
+
+use sd_notify::NotifyState;
+
+pub fn ready(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Pets the watchdog at half the interval systemd asked for, for as long as the
+/// runtime is alive to run this task.
+pub async fn watchdog() {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tick.tick().await;
+        send(&[NotifyState::Watchdog]);
+    }
+}
+
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("sd_notify failed: {e}");
+    }
+}
