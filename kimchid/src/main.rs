@@ -1,15 +1,16 @@
 mod authority;
 mod bus;
 mod cli;
+mod config;
 mod error;
 mod libvirt;
+mod logging;
 mod model;
 mod notify;
 mod pam;
 mod sessions;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use nix::unistd::User;
@@ -17,20 +18,24 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::authority::Authority;
+use crate::config::Config;
 use crate::libvirt::Libvirt;
+use crate::logging::LogControl;
 use crate::model::Model;
 use crate::sessions::SessionStore;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = cli::Args::parse();
-    match run(args).await {
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kimchid: bad configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let log = LogControl::init(&config.log_level);
+    match run(args, config, log).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -39,39 +44,44 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+async fn run(
+    args: cli::Args,
+    mut config: Config,
+    log: LogControl,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         format!(
             "cannot create state directory {}: {e}",
-            args.state_dir.display()
+            config.state_dir.display()
         )
     })?;
-    let gateway_uid = match User::from_name(&args.gateway_user)? {
+    let gateway_uid = match User::from_name(&config.gateway_user)? {
         Some(u) => Some(u.uid.as_raw()),
         None => {
             tracing::warn!(
-                user = %args.gateway_user,
+                user = %config.gateway_user,
                 "gateway user does not exist: no web sessions will be accepted"
             );
             None
         }
     };
 
-    let libvirt = Libvirt::new(args.libvirt_uri.clone())?;
+    let libvirt = Libvirt::new(config.libvirt_uri.clone())?;
     let (libvirt_tx, libvirt_rx) = mpsc::unbounded_channel();
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let model = Model::new(libvirt.clone(), changes_tx);
 
     let conn = zbus::connection::Builder::system().build().await?;
     let sessions = Arc::new(SessionStore::new(
-        Duration::from_secs(args.session_idle_secs),
-        Duration::from_secs(args.session_max_secs),
+        config.session_idle(),
+        config.session_max(),
     ));
-    let authority = Arc::new(Authority::new(&conn, sessions, gateway_uid).await?);
+    let authority = Arc::new(Authority::new(&conn, sessions.clone(), gateway_uid).await?);
     bus::export(&conn, model.clone(), authority).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
     conn.request_name(kimchi_dbus::BUS_NAME).await?;
-    notify::ready(&format!("connecting to libvirt at {}", args.libvirt_uri));
+    let ready_status = format!("connecting to libvirt at {}", config.libvirt_uri);
+    notify::ready(&ready_status);
     tracing::info!("serving {} on the system bus", kimchi_dbus::BUS_NAME);
 
     tokio::spawn(libvirt.maintain_connection(libvirt_tx));
@@ -81,12 +91,49 @@ async fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notify::reloading();
+                config = reload(&args, config, &log, &sessions);
+                notify::ready(&ready_status);
+            }
+        }
     }
     notify::stopping();
     tracing::info!("stopping");
     conn.release_name(kimchi_dbus::BUS_NAME).await?;
     Ok(())
+}
+
+/// Re-reads the configuration and applies what can change while running; a bad file
+/// keeps the old configuration. Bus clients stay connected throughout.
+fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &SessionStore) -> Config {
+    let new = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration: {e}");
+            return old;
+        }
+    };
+    log.set_level(&new.log_level);
+    sessions.set_lifetimes(new.session_idle(), new.session_max());
+    if new.libvirt_uri != old.libvirt_uri
+        || new.gateway_user != old.gateway_user
+        || new.state_dir != old.state_dir
+    {
+        tracing::warn!(
+            "libvirt_uri, gateway_user and state_dir changes take effect at the next start"
+        );
+    }
+    tracing::info!("configuration reloaded");
+    Config {
+        libvirt_uri: old.libvirt_uri,
+        gateway_user: old.gateway_user,
+        state_dir: old.state_dir,
+        ..new
+    }
 }

@@ -11,6 +11,14 @@ pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
 
+/// The notify-reload handshake: RELOADING=1 with the monotonic time, then READY=1.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(e) => tracing::warn!("cannot read the monotonic clock: {e}"),
+    }
+}
+
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }

@@ -17,19 +17,28 @@ struct Session {
     last_used: Instant,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Lifetimes {
+    idle: Duration,
+    max: Duration,
+}
+
 pub struct SessionStore {
     sessions: Mutex<HashMap<TokenHash, Session>>,
-    idle_timeout: Duration,
-    max_lifetime: Duration,
+    lifetimes: Mutex<Lifetimes>,
 }
 
 impl SessionStore {
-    pub fn new(idle_timeout: Duration, max_lifetime: Duration) -> Self {
+    pub fn new(idle: Duration, max: Duration) -> Self {
         SessionStore {
             sessions: Mutex::new(HashMap::new()),
-            idle_timeout,
-            max_lifetime,
+            lifetimes: Mutex::new(Lifetimes { idle, max }),
         }
+    }
+
+    /// New lifetimes apply to existing sessions too (a reload can shorten them).
+    pub fn set_lifetimes(&self, idle: Duration, max: Duration) {
+        *self.lifetimes.lock().expect("session lock poisoned") = Lifetimes { idle, max };
     }
 
     /// Mints a token for `info`; the token itself is returned once and never stored.
@@ -38,8 +47,9 @@ impl SessionStore {
         rand::rng().fill_bytes(&mut raw);
         let token = hex::encode(raw);
         let now = Instant::now();
+        let lifetimes = self.lifetimes();
         let mut sessions = self.sessions.lock().expect("session lock poisoned");
-        sessions.retain(|_, s| !self.expired(s, now));
+        sessions.retain(|_, s| !s.expired(lifetimes, now));
         sessions.insert(
             hash(&token),
             Session {
@@ -59,9 +69,10 @@ impl SessionStore {
 
     fn resolve_at(&self, token: &str, now: Instant) -> Option<SessionInfo> {
         let key = hash(token);
+        let lifetimes = self.lifetimes();
         let mut sessions = self.sessions.lock().expect("session lock poisoned");
         let session = sessions.get_mut(&key)?;
-        if self.expired(session, now) {
+        if session.expired(lifetimes, now) {
             sessions.remove(&key);
             return None;
         }
@@ -78,9 +89,15 @@ impl SessionStore {
             .is_some()
     }
 
-    fn expired(&self, s: &Session, now: Instant) -> bool {
-        now.duration_since(s.last_used) > self.idle_timeout
-            || now.duration_since(s.created) > self.max_lifetime
+    fn lifetimes(&self) -> Lifetimes {
+        *self.lifetimes.lock().expect("session lock poisoned")
+    }
+}
+
+impl Session {
+    fn expired(&self, lifetimes: Lifetimes, now: Instant) -> bool {
+        now.duration_since(self.last_used) > lifetimes.idle
+            || now.duration_since(self.created) > lifetimes.max
     }
 }
 
@@ -142,6 +159,15 @@ mod tests {
             store.resolve_at(&token, start + Duration::from_secs(120)),
             None
         );
+    }
+
+    #[test]
+    fn shortened_lifetime_applies_to_existing_sessions() {
+        let store = SessionStore::new(Duration::from_secs(600), Duration::from_secs(6000));
+        let token = store.create(alice());
+        store.set_lifetimes(Duration::from_secs(10), Duration::from_secs(6000));
+        let later = Instant::now() + Duration::from_secs(11);
+        assert_eq!(store.resolve_at(&token, later), None);
     }
 
     #[test]
