@@ -146,6 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_file_documents_the_defaults() {
+        let shipped = include_str!("../kimchid.conf");
+        let uncommented: String = shipped
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            Config::parse(shipped, Path::new("kimchid.conf")).unwrap(),
+            Config::default()
+        );
+        assert_eq!(
+            Config::parse(&uncommented, Path::new("kimchid.conf")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let err = Config::parse("libvirt_url = \"x\"\n", Path::new("k.conf")).unwrap_err();
         assert!(err.contains("libvirt_url"), "{err}");
