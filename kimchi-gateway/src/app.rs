@@ -1,0 +1,268 @@
+//! One request, start to end: route, method, negotiation, body, credentials, the
+//! resource, and the error document when any step says no.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, SET_COOKIE, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response};
+
+use crate::auth::{self, Credentials};
+use crate::body;
+use crate::error::Error;
+use crate::kimchid::{Call, Kimchid};
+use crate::negotiate;
+use crate::reply::Reply;
+use crate::resources::{config, login, vms};
+use crate::router::{Protected, Public, Route};
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+pub struct App {
+    kimchid: Kimchid,
+    max_body_bytes: u64,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub local_port: u16,
+    pub peer: SocketAddr,
+}
+
+/// What the error reply needs to know about the request after its body is consumed.
+struct ErrorContext {
+    /// Whether a 401 should carry a Basic challenge.
+    challenge: bool,
+    had_session_cookie: bool,
+}
+
+impl App {
+    pub fn new(max_body_bytes: u64) -> App {
+        App {
+            kimchid: Kimchid::new(),
+            max_body_bytes,
+        }
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        // Random so that it can go to logs and to kimchid without revealing anything.
+        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let context = ErrorContext {
+            challenge: auth::wants_challenge(req.headers()),
+            had_session_cookie: auth::session_token(req.headers()).is_some(),
+        };
+
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let (route, result) = match Route::parse(&path) {
+            Ok(route) => {
+                let result = self
+                    .respond(&route, &parts, &mut body, &request_id, conn)
+                    .await;
+                (Some(route), result)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        // Answered before the body was read (an early refusal): read it first.
+        if let Some(unread) = body {
+            body::discard(unread).await;
+        }
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => error_reply(&e, route.as_ref(), &context, &request_id),
+        };
+        let status = reply.status();
+        tracing::info!(
+            request_id,
+            peer = %conn.peer,
+            %method,
+            path,
+            status = status.as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        let request_id = HeaderValue::from_str(&request_id).expect("hex is a valid header value");
+        reply
+            .with_header(REQUEST_ID_HEADER, request_id)
+            .into_response(method == Method::HEAD)
+    }
+
+    /// The reply to a request whose body is taken from `body` only once the request
+    /// has passed every check that needs no body.
+    async fn respond(
+        &self,
+        route: &Route,
+        parts: &Parts,
+        body: &mut Option<Incoming>,
+        request_id: &str,
+        conn: Conn,
+    ) -> Result<Reply, Error> {
+        let (method, headers) = (&parts.method, &parts.headers);
+        route.check_method(method)?;
+        negotiate::check_accept(headers)?;
+        auth::refuse_cross_site(method, headers)?;
+        let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
+        // A body-less POST is checked too, so that a cross-site form cannot pass as JSON.
+        if has_body || !auth::is_safe(method) {
+            negotiate::check_content_type(headers)?;
+        }
+        let body = match body.take() {
+            Some(unread) => body::read(unread, self.max_body_bytes).await?,
+            None => Bytes::new(),
+        };
+
+        match route {
+            Route::Public(Public::Config) => Ok(config::get(conn.local_port)),
+            Route::Public(Public::Capabilities) => config::capabilities(&self.kimchid).await,
+            Route::Public(Public::Login) => login::login(&self.kimchid, request_id, &body).await,
+            Route::Protected(protected) => {
+                match auth::credentials(headers)?.ok_or(Error::NoCredentials)? {
+                    Credentials::Session(token) => {
+                        auth::check_csrf(method, headers, &token)?;
+                        self.protected(protected, request_id, &token).await
+                    }
+                    Credentials::Basic { user, password } => {
+                        self.with_basic(protected, request_id, &user, &password)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Basic credentials open a session for this request only.
+    async fn with_basic(
+        &self,
+        route: &Protected,
+        request_id: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Reply, Error> {
+        let (token, info) = self.kimchid.login(user, password, request_id).await?;
+        tracing::debug!(request_id, user = %info.user, "Basic credentials accepted");
+        let result = self.protected(route, request_id, &token).await;
+        if let Err(e) = self.kimchid.logout(&token, request_id).await {
+            tracing::warn!(request_id, "could not close the per-request session: {e}");
+        }
+        result
+    }
+
+    async fn protected(
+        &self,
+        route: &Protected,
+        request_id: &str,
+        session: &str,
+    ) -> Result<Reply, Error> {
+        let call = Call {
+            request_id,
+            session: Some(session),
+        };
+        match route {
+            Protected::Logout => login::logout(&self.kimchid, request_id, session).await,
+            Protected::Vms => vms::list(&self.kimchid, &call).await,
+            Protected::Vm(name) => vms::get(&self.kimchid, &call, name).await,
+        }
+    }
+}
+
+fn error_reply(
+    err: &Error,
+    route: Option<&Route>,
+    context: &ErrorContext,
+    request_id: &str,
+) -> Reply {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::warn!(request_id, error = %err.name(), detail = ?err, "{err}");
+    } else {
+        tracing::debug!(request_id, error = %err.name(), "{err}");
+    }
+    let mut reply = Reply::error(err);
+    if let Error::MethodNotAllowed { allow, .. } = err {
+        reply = reply.with_header(ALLOW, HeaderValue::from_static(allow));
+    }
+    if status == hyper::StatusCode::UNAUTHORIZED {
+        // A failed login form is not a request for Basic credentials.
+        if context.challenge && route != Some(&Route::Public(Public::Login)) {
+            reply = reply.with_header(WWW_AUTHENTICATE, auth::CHALLENGE);
+        }
+        // The browser's session is dead: let it forget the cookie.
+        if context.had_session_cookie {
+            reply = reply.with_header(SET_COOKIE, auth::cleared_cookie());
+        }
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(challenge: bool, had_session_cookie: bool) -> ErrorContext {
+        ErrorContext {
+            challenge,
+            had_session_cookie,
+        }
+    }
+
+    fn header(reply: &Response<Full<Bytes>>, name: HeaderName) -> Option<&str> {
+        reply.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let route = Route::parse("/vms").unwrap();
+        let err = route.check_method(&Method::DELETE).unwrap_err();
+        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        assert_eq!(r.status(), 405);
+        assert_eq!(header(&r, ALLOW), Some("GET, HEAD"));
+    }
+
+    #[test]
+    fn unauthenticated_gets_basic_challenge_unless_xhr() {
+        let route = Route::parse("/vms").unwrap();
+        let r = error_reply(
+            &Error::NoCredentials,
+            Some(&route),
+            &context(true, false),
+            "r",
+        )
+        .into_response(false);
+        assert_eq!(header(&r, WWW_AUTHENTICATE), Some("Basic realm=\"kimchi\""));
+        assert_eq!(header(&r, SET_COOKIE), None);
+        let r = error_reply(
+            &Error::NoCredentials,
+            Some(&route),
+            &context(false, false),
+            "r",
+        )
+        .into_response(false);
+        assert_eq!(header(&r, WWW_AUTHENTICATE), None);
+    }
+
+    #[test]
+    fn failed_login_has_no_challenge_and_no_session_cookie() {
+        let route = Route::parse("/login").unwrap();
+        let err = Error::from(kimchi_dbus::Error::AuthenticationFailed("no".into()));
+        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        assert_eq!(r.status(), 401);
+        assert_eq!(header(&r, WWW_AUTHENTICATE), None);
+        assert_eq!(header(&r, SET_COOKIE), None);
+    }
+
+    #[test]
+    fn dead_session_cookie_is_cleared() {
+        let route = Route::parse("/vms").unwrap();
+        let err = Error::from(kimchi_dbus::Error::SessionInvalid("expired".into()));
+        let r = error_reply(&err, Some(&route), &context(true, true), "r").into_response(false);
+        assert!(header(&r, SET_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
+    }
+}

@@ -1,0 +1,291 @@
+//! Everything a request can end in besides success, mapped once to an HTTP status and
+//! Kimchi's JSON error document `{"code", "reason", "error"}`.
+
+use hyper::StatusCode;
+use kimchi_dbus::Error as BusError;
+use serde::Serialize;
+use zbus::fdo::Error as Fdo;
+use zbus::DBusError;
+
+/// Value of `error` when the problem was found by the gateway itself.
+const GATEWAY_PREFIX: &str = "kimchi.gateway";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidPath(String),
+    #[error("no resource at '{0}'")]
+    UnknownPath(String),
+    #[error("method {method} is not allowed here (allowed: {allow})")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("this API only produces application/json; the Accept header excludes it")]
+    NotAcceptable,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("this API only accepts application/json request bodies, not '{0}'")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("authentication required: log in (POST /login) or use HTTP Basic")]
+    NoCredentials,
+    #[error("{0}")]
+    InvalidCredentials(String),
+    #[error("{0}")]
+    CsrfRejected(&'static str),
+    /// kimchid answered, or could not be reached; see [`Error::status`].
+    #[error("{}", bus_reason(.0))]
+    Kimchid(#[from] BusError),
+    /// kimchid answered something this gateway cannot use (version skew).
+    #[error("{0}")]
+    BadReply(String),
+}
+
+impl From<zbus::Error> for Error {
+    fn from(e: zbus::Error) -> Self {
+        // Turns replies named org.kimchi.Kimchi1.Error.* into their variants.
+        Error::Kimchid(BusError::from(e))
+    }
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidPath(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            Error::UnknownPath(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::NoCredentials | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
+            Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Error::Kimchid(e) => bus_status(e),
+            Error::BadReply(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `error` field: the D-Bus error name kimchid sent, or `kimchi.gateway.*`.
+    pub fn name(&self) -> String {
+        let local = match self {
+            Error::InvalidPath(_) => "InvalidPath",
+            Error::UnknownPath(_) => "NotFound",
+            Error::MethodNotAllowed { .. } => "MethodNotAllowed",
+            Error::NotAcceptable => "NotAcceptable",
+            Error::BodyTooLarge { .. } => "PayloadTooLarge",
+            Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Error::InvalidBody(_) => "InvalidBody",
+            Error::NoCredentials => "AuthenticationRequired",
+            Error::InvalidCredentials(_) => "InvalidCredentials",
+            Error::CsrfRejected(_) => "CsrfRejected",
+            Error::Kimchid(BusError::ZBus(z)) if unreachable(z) => "KimchidUnreachable",
+            Error::Kimchid(BusError::ZBus(_)) | Error::BadReply(_) => "BadReply",
+            Error::Kimchid(e) => return e.name().to_string(),
+        };
+        format!("{GATEWAY_PREFIX}.{local}")
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let status = self.status();
+        ErrorBody {
+            code: format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or_default()
+            ),
+            reason: self.to_string(),
+            error: self.name(),
+        }
+    }
+}
+
+/// Kimchi's error document (`code` and `reason` as Kimchi clients expect them).
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub reason: String,
+    pub error: String,
+}
+
+fn bus_status(e: &BusError) -> StatusCode {
+    match e {
+        BusError::NotFound(_) => StatusCode::NOT_FOUND,
+        BusError::AlreadyExists(_) | BusError::InvalidState(_) | BusError::Busy(_) => {
+            StatusCode::CONFLICT
+        }
+        BusError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        BusError::NotAuthorized(_) => StatusCode::FORBIDDEN,
+        BusError::SessionInvalid(_) | BusError::AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
+        BusError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+        BusError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        BusError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        BusError::ZBus(z) if unreachable(z) => StatusCode::SERVICE_UNAVAILABLE,
+        BusError::ZBus(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+fn bus_reason(e: &BusError) -> String {
+    match e {
+        // Only the error name: the bus daemon's message describes processes on this
+        // host, which is none of an anonymous client's business. The log has it all.
+        BusError::ZBus(zbus::Error::FDO(fdo)) if unreachable_fdo(fdo) => {
+            format!(
+                "kimchid is not reachable on the system bus ({})",
+                fdo.name()
+            )
+        }
+        BusError::ZBus(z) if unreachable(z) => {
+            format!("kimchid is not reachable on the system bus: {z}")
+        }
+        BusError::ZBus(z) => format!("unexpected reply from kimchid: {z}"),
+        other => other.description().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Errors that mean "kimchid (or the bus) is not there right now": retrying later may
+/// work, so they are 503, not the gateway's fault nor the user's.
+fn unreachable(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::InputOutput(_)
+        | zbus::Error::Connection(..)
+        | zbus::Error::Handshake(_)
+        | zbus::Error::Address(_) => true,
+        zbus::Error::FDO(fdo) => unreachable_fdo(fdo),
+        _ => false,
+    }
+}
+
+fn unreachable_fdo(e: &Fdo) -> bool {
+    matches!(
+        e,
+        Fdo::ServiceUnknown(_)
+            | Fdo::NameHasNoOwner(_)
+            | Fdo::NoReply(_)
+            | Fdo::Disconnected(_)
+            | Fdo::NoServer(_)
+            | Fdo::IOError(_)
+            | Fdo::Timeout(_)
+            | Fdo::TimedOut(_)
+            | Fdo::LimitsExceeded(_)
+            // The bus policy does not let the gateway's user talk to kimchid.
+            | Fdo::AccessDenied(_)
+            // Bus activation of kimchid failed.
+            | Fdo::SpawnExecFailed(_)
+            | Fdo::SpawnForkFailed(_)
+            | Fdo::SpawnChildExited(_)
+            | Fdo::SpawnChildSignaled(_)
+            | Fdo::SpawnFailed(_)
+            | Fdo::SpawnFailedToSetup(_)
+            | Fdo::SpawnConfigInvalid(_)
+            | Fdo::SpawnServiceNotValid(_)
+            | Fdo::SpawnServiceNotFound(_)
+            | Fdo::SpawnPermissionsInvalid(_)
+            | Fdo::SpawnFileInvalid(_)
+            | Fdo::SpawnNoMemory(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn fdo(e: Fdo) -> Error {
+        Error::from(zbus::Error::FDO(Box::new(e)))
+    }
+
+    #[test]
+    fn kimchid_errors_map_to_their_status() {
+        let table = [
+            (BusError::NotFound("x".into()), 404),
+            (BusError::AlreadyExists("x".into()), 409),
+            (BusError::InvalidArgument("x".into()), 400),
+            (BusError::InvalidState("x".into()), 409),
+            (BusError::NotAuthorized("x".into()), 403),
+            (BusError::SessionInvalid("x".into()), 401),
+            (BusError::AuthenticationFailed("x".into()), 401),
+            (BusError::Busy("x".into()), 409),
+            (BusError::NotSupported("x".into()), 501),
+            (BusError::Unavailable("x".into()), 503),
+            (BusError::Failed("x".into()), 500),
+        ];
+        for (bus, status) in table {
+            let err = Error::from(bus);
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert!(
+                err.name().starts_with("org.kimchi.Kimchi1.Error."),
+                "{err:?}"
+            );
+            assert_eq!(err.to_string(), "x");
+        }
+    }
+
+    #[test]
+    fn named_reply_from_the_wire_becomes_its_variant() {
+        let err = fdo(Fdo::ServiceUnknown("gone".into()));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.name(), "kimchi.gateway.KimchidUnreachable");
+        assert_eq!(
+            err.to_string(),
+            "kimchid is not reachable on the system bus \
+             (org.freedesktop.DBus.Error.ServiceUnknown)"
+        );
+    }
+
+    #[test]
+    fn unreachable_kimchid_is_503() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [
+            fdo(Fdo::ServiceUnknown("x".into())),
+            fdo(Fdo::NameHasNoOwner("x".into())),
+            fdo(Fdo::NoReply("x".into())),
+            fdo(Fdo::Disconnected("x".into())),
+            fdo(Fdo::SpawnChildExited("x".into())),
+            Error::from(zbus::Error::InputOutput(Arc::new(io))),
+        ] {
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+            assert_eq!(err.name(), "kimchi.gateway.KimchidUnreachable");
+        }
+    }
+
+    #[test]
+    fn protocol_mismatch_is_502() {
+        let err = fdo(Fdo::UnknownMethod("no such method".into()));
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(err.name(), "kimchi.gateway.BadReply");
+    }
+
+    #[test]
+    fn gateway_errors_map_to_their_status() {
+        let table = [
+            (Error::InvalidPath("x".into()), 400),
+            (Error::UnknownPath("/x".into()), 404),
+            (
+                Error::MethodNotAllowed {
+                    method: "PUT".into(),
+                    allow: "GET, HEAD",
+                },
+                405,
+            ),
+            (Error::NotAcceptable, 406),
+            (Error::BodyTooLarge { limit: 1 }, 413),
+            (Error::UnsupportedMediaType("text/plain".into()), 415),
+            (Error::InvalidBody("x".into()), 400),
+            (Error::NoCredentials, 401),
+            (Error::InvalidCredentials("x".into()), 401),
+            (Error::CsrfRejected("x"), 403),
+            (Error::BadReply("x".into()), 502),
+        ];
+        for (err, status) in table {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert!(err.name().starts_with("kimchi.gateway."), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn body_has_kimchi_code_reason_and_error() {
+        let body = Error::from(BusError::NotFound("no VM named 'x'".into())).body();
+        assert_eq!(body.code, "404 Not Found");
+        assert_eq!(body.reason, "no VM named 'x'");
+        assert_eq!(body.error, "org.kimchi.Kimchi1.Error.NotFound");
+    }
+}

@@ -1,0 +1,163 @@
+//! The D-Bus client of kimchid. The system bus connection is opened on first use and
+//! reopened when it dies, so a restart of kimchid or of the bus itself heals without
+//! restarting the gateway.
+
+use std::time::Duration;
+
+use kimchi_dbus::{
+    CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy, VmInfo,
+};
+use tokio::sync::Mutex;
+use zbus::proxy::CacheProperties;
+use zbus::Connection;
+
+use crate::error::Error;
+
+/// Backstop for a wedged bus: the bus daemon normally answers NoReply after 25 s.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests wait behind a reconnection, so a bus that accepts but never answers must
+/// not hold them for long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Kimchid {
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Kimchid {
+    pub fn new() -> Self {
+        Kimchid {
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// The live bus connection, opening a new one if there is none or it has closed.
+    /// The lock makes concurrent requests share one reconnection.
+    async fn connection(&self) -> Result<Connection, Error> {
+        let mut current = self.conn.lock().await;
+        if let Some(conn) = current.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        if current.take().is_some() {
+            tracing::warn!("system bus connection lost; reconnecting");
+        }
+        let connect = zbus::connection::Builder::system()
+            .method_timeout(CALL_TIMEOUT)
+            .build();
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                let timed_out = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the system bus timed out",
+                );
+                zbus::Error::InputOutput(timed_out.into())
+            })??;
+        tracing::info!(
+            unique_name = ?conn.unique_name().map(|n| n.as_str()),
+            "connected to the system bus"
+        );
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'static>, Error> {
+        let conn = self.connection().await?;
+        // Each request reads fresh values; a cache would subscribe to signals per proxy.
+        Ok(ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    async fn sessions(&self) -> Result<SessionsProxy<'static>, Error> {
+        let conn = self.connection().await?;
+        Ok(SessionsProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    /// Opens a session; kimchid checks the password with PAM.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        request_id: &str,
+    ) -> Result<(String, SessionInfo), Error> {
+        let call = Call::sessionless(request_id);
+        let sessions = self.sessions().await?;
+        Ok(sessions.login(user, password, call.options()).await?)
+    }
+
+    pub async fn logout(&self, token: &str, request_id: &str) -> Result<(), Error> {
+        let call = Call::sessionless(request_id);
+        let sessions = self.sessions().await?;
+        Ok(sessions.logout(token, call.options()).await?)
+    }
+
+    pub async fn list_vms(&self, call: &Call<'_>) -> Result<Vec<VmInfo>, Error> {
+        Ok(self.manager().await?.list_vms(call.options()).await?)
+    }
+
+    pub async fn get_vm(&self, name: &str, call: &Call<'_>) -> Result<VmInfo, Error> {
+        Ok(self.manager().await?.get_vm(name, call.options()).await?)
+    }
+
+    /// `StreamProtocols` and `Screenshot`: public properties, read without a session.
+    pub async fn capabilities(&self) -> Result<(Vec<String>, ScreenshotSupport), Error> {
+        let manager = self.manager().await?;
+        let (protocols, screenshot) =
+            tokio::try_join!(manager.stream_protocols(), manager.screenshot())?;
+        Ok((protocols, screenshot))
+    }
+}
+
+/// What every call to kimchid carries besides its arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub request_id: &'a str,
+    pub session: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    fn sessionless(request_id: &'a str) -> Self {
+        Call {
+            request_id,
+            session: None,
+        }
+    }
+
+    fn options(&self) -> std::collections::HashMap<String, zbus::OwnedVariant> {
+        CallOptions {
+            // Nobody is at a polkit agent for web requests: refuse rather than wait.
+            no_user_interaction: true,
+            session: self.session.map(str::to_owned),
+            request_id: Some(self.request_id.to_owned()),
+            wait: false,
+        }
+        .to_dict()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_carries_session_request_id_and_no_interaction() {
+        let call = Call {
+            request_id: "r1",
+            session: Some("tok"),
+        };
+        let opts = CallOptions::from_dict(&call.options()).unwrap();
+        assert_eq!(
+            opts,
+            CallOptions {
+                no_user_interaction: true,
+                session: Some("tok".into()),
+                request_id: Some("r1".into()),
+                wait: false,
+            }
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Responses: JSON bodies (or none, for 204) with the headers every answer carries.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
+use hyper::{HeaderMap, Response, StatusCode};
+use serde::Serialize;
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct Reply {
+    status: StatusCode,
+    body: Option<Bytes>,
+    headers: HeaderMap,
+}
+
+impl Reply {
+    pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+        let mut body = serde_json::to_vec(value).expect("plain data always serializes");
+        body.push(b'\n');
+        Reply {
+            status,
+            body: Some(body.into()),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn ok<T: Serialize>(value: &T) -> Reply {
+        Reply::json(StatusCode::OK, value)
+    }
+
+    pub fn no_content() -> Reply {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn error(err: &Error) -> Reply {
+        Reply::json(err.status(), &err.body())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The HTTP response; for HEAD the body is left out but its length still announced.
+    pub fn into_response(self, head: bool) -> Response<Full<Bytes>> {
+        let mut headers = self.headers;
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        let body = match self.body {
+            Some(body) => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                if head {
+                    Bytes::new()
+                } else {
+                    body
+                }
+            }
+            None => Bytes::new(),
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn body_of(response: Response<Full<Bytes>>) -> Bytes {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes()
+    }
+
+    #[test]
+    fn json_reply_has_type_and_no_store() {
+        let r = Reply::ok(&serde_json::json!({"a": 1})).into_response(false);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        assert_eq!(body_of(r), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn head_reply_announces_length_without_body() {
+        let r = Reply::ok(&serde_json::json!([])).into_response(true);
+        assert_eq!(r.headers()[CONTENT_LENGTH], "3");
+        assert!(body_of(r).is_empty());
+    }
+
+    #[test]
+    fn no_content_has_no_type() {
+        let r = Reply::no_content().into_response(false);
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.headers().get(CONTENT_TYPE).is_none());
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn error_reply_is_the_error_document() {
+        let r = Reply::error(&Error::NotAcceptable).into_response(false);
+        assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
+        let doc: serde_json::Value = serde_json::from_slice(&body_of(r)).unwrap();
+        assert_eq!(doc["code"], "406 Not Acceptable");
+        assert_eq!(doc["error"], "kimchi.gateway.NotAcceptable");
+    }
+}

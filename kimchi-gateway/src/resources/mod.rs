@@ -1,0 +1,6 @@
+//! One module per REST resource; each turns a request into kimchid calls and their
+//! answer into Kimchi's JSON.
+
+pub mod config;
+pub mod login;
+pub mod vms;
