@@ -8,8 +8,10 @@ mod types;
 
 pub use error::Error;
 pub use options::{CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT};
-pub use proxy::{ManagerProxy, SessionsProxy};
-pub use types::{ScreenshotSupport, SessionInfo, VmInfo};
+pub use proxy::{ManagerProxy, SessionsProxy, TaskProxy};
+pub use types::{
+    PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, VmInfo, VolumeInfo, VolumeSpec,
+};
 
 /// Well-known bus name owned by kimchid.
 pub const BUS_NAME: &str = "org.kimchi.Kimchi1";
@@ -21,15 +23,49 @@ pub const SESSIONS_PATH: &str = "/org/kimchi/Kimchi1/Sessions";
 pub const MANAGER_INTERFACE: &str = "org.kimchi.Kimchi1.Manager";
 pub const SESSIONS_INTERFACE: &str = "org.kimchi.Kimchi1.Sessions";
 pub const VM_INTERFACE: &str = "org.kimchi.Kimchi1.VM";
+pub const STORAGE_POOL_INTERFACE: &str = "org.kimchi.Kimchi1.StoragePool";
+pub const TASK_INTERFACE: &str = "org.kimchi.Kimchi1.Task";
+
+/// The reserved name of the read-only pool that lists every ISO of every active pool.
+pub const ISO_POOL: &str = "kimchi_isos";
 
 /// Object path of a VM, keyed by its UUID (which never changes, unlike its name).
 pub fn vm_path(uuid: &str) -> String {
     format!("{ROOT_PATH}/vm/_{}", uuid.replace('-', "_"))
 }
 
+/// Object path of a storage pool, keyed by its UUID.
+pub fn pool_path(uuid: &str) -> String {
+    format!("{ROOT_PATH}/storagepool/_{}", uuid.replace('-', "_"))
+}
+
+/// Object path of the virtual ISO pool, which has no libvirt UUID.
+pub fn iso_pool_path() -> String {
+    format!("{ROOT_PATH}/storagepool/{ISO_POOL}")
+}
+
+pub fn task_path(id: u32) -> String {
+    format!("{ROOT_PATH}/task/{id}")
+}
+
+/// The id of the task at `path`, as methods that start tasks return it.
+pub fn task_id(path: &str) -> Option<u32> {
+    path.strip_prefix(ROOT_PATH)?
+        .strip_prefix("/task/")?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_paths_round_trip() {
+        assert_eq!(task_id(&task_path(42)), Some(42));
+        assert_eq!(task_id("/org/kimchi/Kimchi1/task/x"), None);
+        assert_eq!(task_id("/elsewhere/task/1"), None);
+    }
 
     #[test]
     fn vm_path_is_a_valid_object_path() {

@@ -44,3 +44,81 @@ pub struct VmInfo {
     /// `vnc`, or empty when the guest has no VNC graphics.
     pub graphics_type: String,
 }
+
+/// What to define as a new storage pool. Source fields are used by the types that
+/// need them (`netfs`: host and path; `logical`: devices) and must be empty otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct PoolSpec {
+    pub name: String,
+    /// dir, netfs or logical.
+    pub pool_type: String,
+    /// Target directory (dir, netfs) or volume group path (logical).
+    pub path: String,
+    pub source_host: String,
+    pub source_path: String,
+    pub source_devices: Vec<String>,
+}
+
+/// One storage pool; sizes in MiB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct PoolInfo {
+    pub path: OwnedObjectPath,
+    pub name: String,
+    /// active, inactive, building, degraded or inaccessible.
+    pub state: String,
+    /// The pool's directory on the host.
+    pub target_path: String,
+    /// libvirt pool type (dir, netfs, logical, …), or `kimchi-iso` for the ISO view.
+    pub pool_type: String,
+    pub capacity_mib: u64,
+    pub allocated_mib: u64,
+    pub available_mib: u64,
+    /// 0 for inactive pools.
+    pub nr_volumes: u32,
+}
+
+/// What to create as a new volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub capacity_mib: u64,
+    /// qcow2 or raw.
+    pub format: String,
+}
+
+/// One storage volume; sizes in MiB. ISO fields are meaningful only when `iso` is true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VolumeInfo {
+    pub pool: String,
+    pub name: String,
+    /// file, block, dir, network, …
+    pub vol_type: String,
+    pub capacity_mib: u64,
+    pub allocation_mib: u64,
+    pub format: String,
+    /// Full path of the volume on the host.
+    pub file_path: String,
+    pub iso: bool,
+    pub os_distro: String,
+    pub os_version: String,
+    pub bootable: bool,
+}
+
+/// One long-running operation, kept for a while after it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+pub struct TaskInfo {
+    pub path: OwnedObjectPath,
+    pub id: u32,
+    /// What runs, e.g. `storagevolume.wipe`.
+    pub operation: String,
+    /// running, finished or failed.
+    pub state: String,
+    pub message: String,
+    /// The API path of the object the task works on.
+    pub target_uri: String,
+    /// 0 to 1 (libvirt reports no intermediate progress for these operations).
+    pub progress: f64,
+    /// Unix time in microseconds; `end_usec` is 0 while running.
+    pub start_usec: u64,
+    pub end_usec: u64,
+}

@@ -18,12 +18,16 @@ use crate::sessions::SessionStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Read,
+    PoolManage,
+    VolumeManage,
 }
 
 impl Action {
     pub fn id(self) -> &'static str {
         match self {
             Action::Read => "org.kimchi.read",
+            Action::PoolManage => "org.kimchi.storage.pool-manage",
+            Action::VolumeManage => "org.kimchi.storage.volume-manage",
         }
     }
 }

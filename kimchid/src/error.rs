@@ -9,6 +9,12 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("{0}")]
     NotAuthorized(String),
     #[error("{0}")]
     SessionInvalid(String),
@@ -34,13 +40,20 @@ impl From<virt::error::Error> for Error {
     fn from(e: virt::error::Error) -> Self {
         use virt::enumutil::Enum;
         use virt::error::ErrorNumber;
-        if e.code() == Enum::Known(ErrorNumber::NoDomain) {
-            return Error::NotFound(e.message().to_owned());
-        }
-        Error::Libvirt {
-            code: e.code().to_raw(),
-            domain: e.domain().to_raw(),
-            message: e.message().to_owned(),
+        let message = e.message().to_owned();
+        match e.code() {
+            Enum::Known(
+                ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume,
+            ) => Error::NotFound(message),
+            Enum::Known(ErrorNumber::StorageVolExist | ErrorNumber::DomExist) => {
+                Error::AlreadyExists(message)
+            }
+            Enum::Known(ErrorNumber::OperationInvalid) => Error::InvalidState(message),
+            code => Error::Libvirt {
+                code: code.to_raw(),
+                domain: e.domain().to_raw(),
+                message,
+            },
         }
     }
 }
@@ -51,6 +64,9 @@ impl From<Error> for BusError {
         match e {
             Error::NotFound(_) => BusError::NotFound(msg),
             Error::InvalidArgument(_) => BusError::InvalidArgument(msg),
+            Error::AlreadyExists(_) => BusError::AlreadyExists(msg),
+            Error::InvalidState(_) => BusError::InvalidState(msg),
+            Error::NotSupported(_) => BusError::NotSupported(msg),
             Error::NotAuthorized(_) => BusError::NotAuthorized(msg),
             Error::SessionInvalid(_) => BusError::SessionInvalid(msg),
             Error::AuthenticationFailed(_) => BusError::AuthenticationFailed(msg),

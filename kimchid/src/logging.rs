@@ -1,6 +1,8 @@
 //! Logs go to the journal when systemd connected stderr to it (`JOURNAL_STREAM`),
 //! to stderr otherwise; the filter can be swapped on reload.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -20,7 +22,11 @@ impl LogControl {
         match journal {
             Some(journal) => registry.with(journal).init(),
             None => registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(std::io::stderr),
+                )
                 .init(),
         }
         LogControl { filter: handle }

@@ -3,12 +3,17 @@ mod bus;
 mod cli;
 mod config;
 mod error;
+mod iso;
 mod libvirt;
 mod logging;
 mod model;
+mod names;
 mod notify;
+mod osinfo;
 mod pam;
 mod sessions;
+mod storage;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -23,6 +28,8 @@ use crate::libvirt::Libvirt;
 use crate::logging::LogControl;
 use crate::model::Model;
 use crate::sessions::SessionStore;
+use crate::storage::Storage;
+use crate::tasks::Tasks;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -69,7 +76,9 @@ async fn run(
     let libvirt = Libvirt::new(config.libvirt_uri.clone())?;
     let (libvirt_tx, libvirt_rx) = mpsc::unbounded_channel();
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-    let model = Model::new(libvirt.clone(), changes_tx);
+    let model = Model::new(libvirt.clone(), changes_tx.clone());
+    let tasks = Tasks::new(changes_tx);
+    let storage = Arc::new(Storage::new(libvirt.clone(), model.clone(), tasks.clone()));
 
     let conn = zbus::connection::Builder::system().build().await?;
     let sessions = Arc::new(SessionStore::new(
@@ -77,7 +86,7 @@ async fn run(
         config.session_max(),
     ));
     let authority = Arc::new(Authority::new(&conn, sessions.clone(), gateway_uid).await?);
-    bus::export(&conn, model.clone(), authority).await?;
+    bus::export(&conn, model.clone(), storage, authority).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
     conn.request_name(kimchi_dbus::BUS_NAME).await?;
     let ready_status = format!("connecting to libvirt at {}", config.libvirt_uri);
@@ -86,7 +95,7 @@ async fn run(
 
     tokio::spawn(libvirt.maintain_connection(libvirt_tx));
     tokio::spawn(model.clone().follow(libvirt_rx));
-    tokio::spawn(bus::follow(conn.clone(), model, changes_rx));
+    tokio::spawn(bus::follow(conn.clone(), model, tasks.clone(), changes_rx));
     tokio::spawn(notify::watchdog());
 
     let mut term = signal(SignalKind::terminate())?;
@@ -105,6 +114,7 @@ async fn run(
     }
     notify::stopping();
     tracing::info!("stopping");
+    tasks.fail_running("kimchid stopped before the task ended");
     conn.release_name(kimchi_dbus::BUS_NAME).await?;
     Ok(())
 }

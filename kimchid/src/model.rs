@@ -9,11 +9,15 @@ use kimchi_dbus::ScreenshotSupport;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::libvirt::{DomainRecord, Libvirt, LibvirtEvent};
+use crate::libvirt::storage;
+use crate::libvirt::{DomainRecord, Libvirt, LibvirtEvent, PoolDefinition, PoolRecord};
 use crate::notify;
 
 /// Catches anything an event could have missed (events are lost while reconnecting).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+const DEFAULT_POOL: &str = "default";
+const DEFAULT_POOL_PATH: &str = "/var/lib/libvirt/images";
 
 /// What changed, for the bus layer to export or announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,12 @@ pub enum Change {
     VmAdded(String),
     VmRemoved(String),
     VmChanged(String),
+    PoolAdded(String),
+    PoolRemoved(String),
+    PoolChanged(String),
+    TaskAdded(u32),
+    TaskEnded(u32),
+    TaskRemoved(u32),
     Host,
 }
 
@@ -34,6 +44,7 @@ pub struct HostState {
 pub struct Model {
     libvirt: Arc<Libvirt>,
     vms: RwLock<BTreeMap<String, DomainRecord>>,
+    pools: RwLock<BTreeMap<String, PoolRecord>>,
     host: RwLock<HostState>,
     changes: mpsc::UnboundedSender<Change>,
 }
@@ -43,6 +54,7 @@ impl Model {
         Arc::new(Model {
             libvirt,
             vms: RwLock::new(BTreeMap::new()),
+            pools: RwLock::new(BTreeMap::new()),
             host: RwLock::new(HostState {
                 libvirt_connected: false,
                 stream_protocols: Vec::new(),
@@ -91,6 +103,76 @@ impl Model {
             .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
     }
 
+    /// Whether any guest uses the file or device at `path` as a disk.
+    pub fn path_in_use(&self, path: &str) -> bool {
+        self.vms
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .any(|v| v.disk_paths.iter().any(|p| p == path))
+    }
+
+    /// Storage pools sorted by name.
+    pub fn pools(&self) -> Vec<PoolRecord> {
+        let mut pools: Vec<PoolRecord> = self
+            .pools
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        pools
+    }
+
+    pub fn pool_by_uuid(&self, uuid: &str) -> Option<PoolRecord> {
+        self.pools
+            .read()
+            .expect("model lock poisoned")
+            .get(uuid)
+            .cloned()
+    }
+
+    pub fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
+        self.pools
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no storage pool named '{name}'")))
+    }
+
+    /// Records a pool as libvirt just reported it (after kimchid changed it).
+    pub fn upsert_pool(&self, record: PoolRecord) {
+        let uuid = record.uuid.clone();
+        let change = match self
+            .pools
+            .write()
+            .expect("model lock poisoned")
+            .insert(uuid.clone(), record.clone())
+        {
+            None => Some(Change::PoolAdded(uuid)),
+            Some(old) if old != record => Some(Change::PoolChanged(uuid)),
+            Some(_) => None,
+        };
+        if let Some(change) = change {
+            let _ = self.changes.send(change);
+        }
+    }
+
+    pub fn remove_pool(&self, uuid: &str) {
+        if self
+            .pools
+            .write()
+            .expect("model lock poisoned")
+            .remove(uuid)
+            .is_some()
+        {
+            let _ = self.changes.send(Change::PoolRemoved(uuid.to_owned()));
+        }
+    }
+
     /// Applies libvirt events until the libvirt adapter stops sending them.
     pub async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<LibvirtEvent>) {
         let mut resync = tokio::time::interval(RESYNC_INTERVAL);
@@ -114,6 +196,7 @@ impl Model {
             LibvirtEvent::Connected => {
                 self.set_host(|h| h.libvirt_connected = true);
                 self.resync().await;
+                self.ensure_default_pool().await;
                 if self.host().screenshot == ScreenshotSupport::Unknown {
                     self.probe_capabilities().await;
                 }
@@ -158,7 +241,54 @@ impl Model {
         for record in records {
             self.upsert(record);
         }
+        match self.libvirt.list_pools().await {
+            Ok(pools) => {
+                let gone: Vec<String> = self
+                    .pools()
+                    .into_iter()
+                    .filter(|old| !pools.iter().any(|p| p.uuid == old.uuid))
+                    .map(|p| p.uuid)
+                    .collect();
+                for uuid in gone {
+                    self.remove_pool(&uuid);
+                }
+                for pool in pools {
+                    self.upsert_pool(pool);
+                }
+            }
+            Err(e) => tracing::warn!("resync of storage pools failed: {e}"),
+        }
         self.report_status();
+    }
+
+    /// Kimchi promises a `default` pool: define (at libvirt's usual image directory),
+    /// build and start it when it is missing or stopped.
+    async fn ensure_default_pool(&self) {
+        let result = self
+            .libvirt
+            .call(|c| {
+                let pool = match storage::pool_by_name(c, DEFAULT_POOL) {
+                    Ok(p) => p,
+                    Err(Error::NotFound(_)) => storage::define_pool(
+                        c,
+                        &PoolDefinition::Dir {
+                            name: DEFAULT_POOL.into(),
+                            path: DEFAULT_POOL_PATH.into(),
+                        },
+                    )?,
+                    Err(e) => return Err(e),
+                };
+                if pool.active() {
+                    Ok(pool)
+                } else {
+                    storage::activate_pool(c, DEFAULT_POOL)
+                }
+            })
+            .await;
+        match result {
+            Ok(pool) => self.upsert_pool(pool),
+            Err(e) => tracing::error!("cannot provide the default storage pool: {e}"),
+        }
     }
 
     async fn probe_capabilities(&self) {
@@ -211,9 +341,10 @@ impl Model {
 
     fn report_status(&self) {
         if self.host().libvirt_connected {
-            let n = self.vms.read().expect("model lock poisoned").len();
+            let vms = self.vms.read().expect("model lock poisoned").len();
+            let pools = self.pools.read().expect("model lock poisoned").len();
             notify::status(&format!(
-                "libvirt: connected ({}), {n} VMs",
+                "libvirt: connected ({}), {vms} VMs, {pools} storage pools",
                 self.libvirt.uri()
             ));
         }

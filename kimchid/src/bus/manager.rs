@@ -1,22 +1,40 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{Error as BusError, ScreenshotSupport, VmInfo, MANAGER_PATH};
+use kimchi_dbus::{
+    task_path, CallOptions, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo,
+    VmInfo, VolumeInfo, VolumeSpec, ISO_POOL, MANAGER_PATH,
+};
 use zbus::message::Header;
 use zbus::object_server::ObjectServer;
 use zbus::{interface, OwnedObjectPath};
 
-use super::{authorize, vm, Options};
+use super::{authorize, storage_pool, storage_volume, task, vm, Options};
 use crate::authority::{Action, Authority};
+use crate::error::Error;
 use crate::model::Model;
+use crate::storage::Storage;
 
 pub struct Manager {
     model: Arc<Model>,
+    storage: Arc<Storage>,
     authority: Arc<Authority>,
 }
 
 impl Manager {
-    pub fn new(model: Arc<Model>, authority: Arc<Authority>) -> Self {
-        Manager { model, authority }
+    pub fn new(model: Arc<Model>, storage: Arc<Storage>, authority: Arc<Authority>) -> Self {
+        Manager {
+            model,
+            storage,
+            authority,
+        }
+    }
+
+    /// The task's path, once it has ended when the caller asked to wait.
+    async fn task_reply(&self, id: u32, opts: &CallOptions) -> OwnedObjectPath {
+        if opts.wait {
+            self.storage.tasks().wait(id).await;
+        }
+        OwnedObjectPath::try_from(task_path(id)).expect("numeric paths are valid")
     }
 }
 
@@ -71,6 +89,254 @@ impl Manager {
             None => self.model.vm_by_name(&name_or_uuid)?,
         };
         Ok(vm::info(&record).path)
+    }
+
+    async fn list_storage_pools(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<PoolInfo>, BusError> {
+        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        let mut pools: Vec<PoolInfo> = self
+            .storage
+            .pools()
+            .iter()
+            .map(storage_pool::info)
+            .collect();
+        pools.push(storage_pool::iso_pool_info(self.storage.iso_count().await?));
+        Ok(pools)
+    }
+
+    async fn get_storage_pool(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<PoolInfo, BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::Read,
+            Some(("kimchi.pool.name", &name)),
+        )
+        .await?;
+        if name == ISO_POOL {
+            return Ok(storage_pool::iso_pool_info(self.storage.iso_count().await?));
+        }
+        Ok(storage_pool::info(&self.storage.pool(&name).await?))
+    }
+
+    async fn create_storage_pool(
+        &self,
+        spec: PoolSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<PoolInfo, BusError> {
+        let name = spec.name.clone();
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::PoolManage,
+            Some(("kimchi.pool.name", &name)),
+        )
+        .await?;
+        Ok(storage_pool::info(&self.storage.create_pool(spec).await?))
+    }
+
+    async fn activate_storage_pool(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<PoolInfo, BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::PoolManage,
+            Some(("kimchi.pool.name", &name)),
+        )
+        .await?;
+        Ok(storage_pool::info(
+            &self.storage.activate_pool(&name).await?,
+        ))
+    }
+
+    async fn deactivate_storage_pool(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<PoolInfo, BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::PoolManage,
+            Some(("kimchi.pool.name", &name)),
+        )
+        .await?;
+        Ok(storage_pool::info(
+            &self.storage.deactivate_pool(&name).await?,
+        ))
+    }
+
+    async fn delete_storage_pool(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::PoolManage,
+            Some(("kimchi.pool.name", &name)),
+        )
+        .await?;
+        Ok(self.storage.delete_pool(&name).await?)
+    }
+
+    async fn list_storage_volumes(
+        &self,
+        pool: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<VolumeInfo>, BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::Read,
+            Some(("kimchi.pool.name", &pool)),
+        )
+        .await?;
+        let volumes = self.storage.volumes(&pool).await?;
+        Ok(volumes.iter().map(storage_volume::info).collect())
+    }
+
+    async fn get_storage_volume(
+        &self,
+        pool: String,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VolumeInfo, BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::Read,
+            Some(("kimchi.volume.name", &name)),
+        )
+        .await?;
+        Ok(storage_volume::info(
+            &self.storage.volume(&pool, &name).await?,
+        ))
+    }
+
+    async fn create_storage_volume(
+        &self,
+        pool: String,
+        spec: VolumeSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let name = spec.name.clone();
+        let opts = authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::VolumeManage,
+            Some(("kimchi.volume.name", &name)),
+        )
+        .await?;
+        let id = self.storage.create_volume(&pool, spec).await?;
+        Ok(self.task_reply(id, &opts).await)
+    }
+
+    async fn resize_storage_volume(
+        &self,
+        pool: String,
+        name: String,
+        size_mib: u64,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let opts = authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::VolumeManage,
+            Some(("kimchi.volume.name", &name)),
+        )
+        .await?;
+        let id = self.storage.resize_volume(&pool, &name, size_mib).await?;
+        Ok(self.task_reply(id, &opts).await)
+    }
+
+    async fn wipe_storage_volume(
+        &self,
+        pool: String,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let opts = authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::VolumeManage,
+            Some(("kimchi.volume.name", &name)),
+        )
+        .await?;
+        let id = self.storage.wipe_volume(&pool, &name).await?;
+        Ok(self.task_reply(id, &opts).await)
+    }
+
+    async fn delete_storage_volume(
+        &self,
+        pool: String,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        authorize(
+            &self.authority,
+            &hdr,
+            &options,
+            Action::VolumeManage,
+            Some(("kimchi.volume.name", &name)),
+        )
+        .await?;
+        Ok(self.storage.delete_volume(&pool, &name).await?)
+    }
+
+    async fn list_tasks(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<TaskInfo>, BusError> {
+        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        Ok(self.storage.tasks().list().iter().map(task::info).collect())
+    }
+
+    async fn get_task(
+        &self,
+        id: u32,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TaskInfo, BusError> {
+        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        let record = self
+            .storage
+            .tasks()
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("no task {id}")))?;
+        Ok(task::info(&record))
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

@@ -3,24 +3,32 @@
 
 mod manager;
 mod sessions;
+mod storage_pool;
+mod storage_volume;
+mod task;
 mod vm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use kimchi_dbus::{
-    vm_path, CallOptions, Error as BusError, MANAGER_PATH, ROOT_PATH, SESSIONS_PATH,
+    pool_path, task_path, vm_path, CallOptions, Error as BusError, MANAGER_PATH, ROOT_PATH,
+    SESSIONS_PATH,
 };
 use tokio::sync::mpsc;
 use zbus::message::Header;
 use zbus::{Connection, OwnedVariant};
 
-use crate::authority::{Action, Authority, Caller};
+use crate::authority::{Action, Authority};
 use crate::model::{Change, Model};
+use crate::storage::Storage;
+use crate::tasks::Tasks;
 
-pub use manager::Manager;
-pub use sessions::Sessions;
-pub use vm::Vm;
+use manager::Manager;
+use sessions::Sessions;
+use storage_pool::StoragePool;
+use task::Task;
+use vm::Vm;
 
 type Options = HashMap<String, OwnedVariant>;
 
@@ -31,31 +39,31 @@ async fn authorize(
     options: &Options,
     action: Action,
     object: Option<(&str, &str)>,
-) -> Result<Caller, BusError> {
+) -> Result<CallOptions, BusError> {
     let opts = CallOptions::from_dict(options)?;
     if let Some(id) = &opts.request_id {
         tracing::debug!(request_id = %id, action = action.id(), "authorizing");
     }
-    Ok(authority.authorize(hdr, &opts, action, object).await?)
+    authority.authorize(hdr, &opts, action, object).await?;
+    Ok(opts)
 }
 
-/// Exports the object tree (ObjectManager, Manager, Sessions, one object per VM).
+/// Exports the fixed objects; VMs, pools and tasks follow the model (`follow`).
 pub async fn export(
     conn: &Connection,
     model: Arc<Model>,
+    storage: Arc<Storage>,
     authority: Arc<Authority>,
 ) -> zbus::Result<()> {
     let server = conn.object_server();
     server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
     server
-        .at(MANAGER_PATH, Manager::new(model.clone(), authority.clone()))
+        .at(
+            MANAGER_PATH,
+            Manager::new(model.clone(), storage, authority.clone()),
+        )
         .await?;
     server.at(SESSIONS_PATH, Sessions::new(authority)).await?;
-    for record in model.vms() {
-        server
-            .at(vm_path(&record.uuid), Vm::new(record.uuid, model.clone()))
-            .await?;
-    }
     Ok(())
 }
 
@@ -64,6 +72,7 @@ pub async fn export(
 pub async fn follow(
     conn: Connection,
     model: Arc<Model>,
+    tasks: Arc<Tasks>,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
     let server = conn.object_server();
@@ -75,6 +84,21 @@ pub async fn follow(
                 .map(drop),
             Change::VmRemoved(uuid) => server.remove::<Vm, _>(vm_path(&uuid)).await.map(drop),
             Change::VmChanged(uuid) => vm::announce(server, &uuid).await,
+            Change::PoolAdded(uuid) => server
+                .at(pool_path(&uuid), StoragePool::new(uuid, model.clone()))
+                .await
+                .map(drop),
+            Change::PoolRemoved(uuid) => server
+                .remove::<StoragePool, _>(pool_path(&uuid))
+                .await
+                .map(drop),
+            Change::PoolChanged(uuid) => storage_pool::announce(server, &uuid).await,
+            Change::TaskAdded(id) => server
+                .at(task_path(id), Task::new(id, tasks.clone()))
+                .await
+                .map(drop),
+            Change::TaskEnded(id) => task::announce_end(server, &tasks, id).await,
+            Change::TaskRemoved(id) => server.remove::<Task, _>(task_path(id)).await.map(drop),
             Change::Host => manager::announce(server).await,
         };
         if let Err(e) = result {

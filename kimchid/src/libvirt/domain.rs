@@ -13,6 +13,8 @@ pub struct DomainRecord {
     pub memory_mib: u64,
     /// `vnc`, or empty when the guest has no VNC display.
     pub graphics_type: String,
+    /// Host paths of the guest's disks and CD-ROMs.
+    pub disk_paths: Vec<String>,
 }
 
 pub fn list_all(conn: &Connect) -> Result<Vec<DomainRecord>> {
@@ -55,6 +57,7 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
         state: state_word(info.state),
         memory_mib: info.memory / 1024,
         graphics_type: graphics_type(&xml),
+        disk_paths: disk_paths(&xml),
     })
 }
 
@@ -84,6 +87,17 @@ fn graphics_type(xml: &str) -> String {
         .to_owned()
 }
 
+fn disk_paths(xml: &str) -> Vec<String> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.descendants()
+        .filter(|n| n.has_tag_name("source") && n.parent().is_some_and(|p| p.has_tag_name("disk")))
+        .filter_map(|n| n.attribute("file").or_else(|| n.attribute("dev")))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +106,17 @@ mod tests {
     fn graphics_type_finds_vnc_among_displays() {
         let xml = "<domain><devices><graphics type='spice'/><graphics type='vnc' port='-1'/></devices></domain>";
         assert_eq!(graphics_type(xml), "vnc");
+    }
+
+    #[test]
+    fn disk_paths_cover_files_and_block_devices() {
+        let xml = "<domain><devices>\
+            <disk type='file'><source file='/p/a.qcow2'/><target dev='vda'/></disk>\
+            <disk type='block'><source dev='/dev/vg/b'/></disk>\
+            <disk type='file' device='cdrom'><target dev='hdc'/></disk>\
+            <interface type='network'><source network='default'/></interface>\
+            </devices></domain>";
+        assert_eq!(disk_paths(xml), ["/p/a.qcow2", "/dev/vg/b"]);
     }
 
     #[test]

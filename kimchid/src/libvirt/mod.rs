@@ -5,6 +5,8 @@
 mod domain;
 mod events;
 mod probe;
+pub mod storage;
+mod xml;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,6 +16,7 @@ use virt::connect::Connect;
 
 pub use domain::DomainRecord;
 pub use probe::HostCapabilities;
+pub use storage::{PoolDefinition, PoolRecord, VolumeRecord};
 
 use crate::error::{Error, Result};
 
@@ -137,5 +140,9 @@ impl Libvirt {
 
     pub async fn probe_capabilities(&self) -> Result<HostCapabilities> {
         self.call(probe::probe).await
+    }
+
+    pub async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
+        self.call(storage::list_pools).await
     }
 }

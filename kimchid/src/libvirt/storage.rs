@@ -1,0 +1,401 @@
+//! Storage pools and volumes in libvirt. Callers pass names already checked by
+//! `names`; XML is built with the writer only.
+
+use virt::connect::Connect;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::sys;
+
+use super::xml::Element;
+use crate::error::{Error, Result};
+
+/// A pool definition that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolDefinition {
+    Dir {
+        name: String,
+        path: String,
+    },
+    Netfs {
+        name: String,
+        path: String,
+        host: String,
+        source_path: String,
+    },
+    Logical {
+        name: String,
+        devices: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub uuid: String,
+    pub name: String,
+    pub state: &'static str,
+    pub pool_type: String,
+    pub target_path: String,
+    pub capacity: u64,
+    pub allocation: u64,
+    pub available: u64,
+    pub nr_volumes: u32,
+}
+
+impl PoolRecord {
+    pub fn active(&self) -> bool {
+        self.state == "active"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub pool: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub capacity: u64,
+    pub allocation: u64,
+    pub format: String,
+    pub path: String,
+}
+
+pub fn list_pools(conn: &Connect) -> Result<Vec<PoolRecord>> {
+    conn.list_all_storage_pools(0)?
+        .iter()
+        .map(read_pool)
+        .collect()
+}
+
+pub fn pool_by_name(conn: &Connect, name: &str) -> Result<PoolRecord> {
+    read_pool(&lookup_pool(conn, name)?)
+}
+
+pub fn define_pool(conn: &Connect, def: &PoolDefinition) -> Result<PoolRecord> {
+    let pool = conn.define_storage_pool_xml(&pool_xml(def), 0)?;
+    read_pool(&pool)
+}
+
+/// Starts the pool, building it first when its target does not exist yet (a new
+/// directory, or a new volume group on devices that carry no other data).
+pub fn activate_pool(conn: &Connect, name: &str) -> Result<PoolRecord> {
+    let pool = lookup_pool(conn, name)?;
+    if pool.is_active()? {
+        return Err(Error::InvalidState(format!(
+            "storage pool '{name}' is already active"
+        )));
+    }
+    let record = read_pool(&pool)?;
+    if !std::path::Path::new(&record.target_path).exists() {
+        // Never format devices that already carry data.
+        let flags = if record.pool_type == "logical" {
+            sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE
+        } else {
+            0
+        };
+        pool.build(flags)?;
+    }
+    pool.create(0)?;
+    read_pool(&pool)
+}
+
+pub fn deactivate_pool(conn: &Connect, name: &str) -> Result<PoolRecord> {
+    let pool = lookup_pool(conn, name)?;
+    if !pool.is_active()? {
+        return Err(Error::InvalidState(format!(
+            "storage pool '{name}' is not active"
+        )));
+    }
+    pool.destroy()?;
+    read_pool(&pool)
+}
+
+/// Forgets an inactive pool; its files are left where they are.
+pub fn undefine_pool(conn: &Connect, name: &str) -> Result<()> {
+    let pool = lookup_pool(conn, name)?;
+    if pool.is_active()? {
+        return Err(Error::InvalidState(format!(
+            "storage pool '{name}' is active; deactivate it before deleting it"
+        )));
+    }
+    Ok(pool.undefine()?)
+}
+
+/// The pool's volumes, after a refresh so that files added by hand show up.
+pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>> {
+    let pool = active_pool(conn, pool_name)?;
+    pool.refresh(0)?;
+    let mut volumes = pool
+        .list_all_volumes(0)?
+        .iter()
+        .map(|v| read_volume(pool_name, v))
+        .collect::<Result<Vec<_>>>()?;
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(volumes)
+}
+
+pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecord> {
+    let pool = active_pool(conn, pool_name)?;
+    read_volume(pool_name, &lookup_volume(&pool, pool_name, name)?)
+}
+
+pub fn create_volume(
+    conn: &Connect,
+    pool_name: &str,
+    name: &str,
+    capacity_mib: u64,
+    format: &str,
+) -> Result<VolumeRecord> {
+    let pool = active_pool(conn, pool_name)?;
+    if pool.lookup_storage_vol_by_name(name).is_ok() {
+        return Err(Error::AlreadyExists(format!(
+            "storage volume '{name}' already exists in pool '{pool_name}'"
+        )));
+    }
+    let vol = StorageVol::create_xml(&pool, &volume_xml(name, capacity_mib, format), 0)?;
+    read_volume(pool_name, &vol)
+}
+
+/// Sets the volume's capacity; `shrink` allows making it smaller.
+pub fn resize_volume(
+    conn: &Connect,
+    pool_name: &str,
+    name: &str,
+    capacity_mib: u64,
+    shrink: bool,
+) -> Result<()> {
+    let pool = active_pool(conn, pool_name)?;
+    let vol = lookup_volume(&pool, pool_name, name)?;
+    let flags = if shrink {
+        sys::VIR_STORAGE_VOL_RESIZE_SHRINK
+    } else {
+        0
+    };
+    Ok(vol.resize(capacity_mib * 1024 * 1024, flags)?)
+}
+
+pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
+    let pool = active_pool(conn, pool_name)?;
+    Ok(lookup_volume(&pool, pool_name, name)?.wipe(0)?)
+}
+
+pub fn delete_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
+    let pool = active_pool(conn, pool_name)?;
+    Ok(lookup_volume(&pool, pool_name, name)?.delete(0)?)
+}
+
+fn lookup_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
+    conn.lookup_storage_pool_by_name(name)
+        .map_err(|_| Error::NotFound(format!("no storage pool named '{name}'")))
+}
+
+fn active_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
+    let pool = lookup_pool(conn, name)?;
+    if !pool.is_active()? {
+        return Err(Error::InvalidState(format!(
+            "storage pool '{name}' is not active; activate it first"
+        )));
+    }
+    Ok(pool)
+}
+
+fn lookup_volume(pool: &StoragePool, pool_name: &str, name: &str) -> Result<StorageVol> {
+    pool.lookup_storage_vol_by_name(name)
+        .map_err(|_| Error::NotFound(format!("no storage volume '{name}' in pool '{pool_name}'")))
+}
+
+fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
+    let info = pool.info()?;
+    let xml = pool.xml_desc(0)?;
+    let doc = roxmltree::Document::parse(&xml)
+        .map_err(|e| Error::Internal(format!("libvirt pool XML: {e}")))?;
+    let root = doc.root_element();
+    let target_path = root
+        .descendants()
+        .find(|n| n.has_tag_name("path") && n.parent().is_some_and(|p| p.has_tag_name("target")))
+        .and_then(|n| n.text())
+        .unwrap_or_default()
+        .to_owned();
+    let state = pool_state(info.state);
+    Ok(PoolRecord {
+        uuid: pool.uuid_string()?,
+        name: pool.name()?,
+        state,
+        pool_type: root.attribute("type").unwrap_or_default().to_owned(),
+        target_path,
+        capacity: info.capacity,
+        allocation: info.allocation,
+        available: info.available,
+        nr_volumes: if state == "active" {
+            pool.num_of_volumes()?
+        } else {
+            0
+        },
+    })
+}
+
+fn read_volume(pool: &str, vol: &StorageVol) -> Result<VolumeRecord> {
+    let info = vol.info()?;
+    let xml = vol.xml_desc(0)?;
+    let doc = roxmltree::Document::parse(&xml)
+        .map_err(|e| Error::Internal(format!("libvirt volume XML: {e}")))?;
+    let format = doc
+        .descendants()
+        .find(|n| n.has_tag_name("format") && n.parent().is_some_and(|p| p.has_tag_name("target")))
+        .and_then(|n| n.attribute("type"))
+        .unwrap_or("raw")
+        .to_owned();
+    Ok(VolumeRecord {
+        pool: pool.to_owned(),
+        name: vol.name()?,
+        kind: volume_kind(info.kind),
+        capacity: info.capacity,
+        allocation: info.allocation,
+        format,
+        path: vol.path()?,
+    })
+}
+
+fn pool_state(state: u32) -> &'static str {
+    match state {
+        sys::VIR_STORAGE_POOL_INACTIVE => "inactive",
+        sys::VIR_STORAGE_POOL_BUILDING => "building",
+        sys::VIR_STORAGE_POOL_RUNNING => "active",
+        sys::VIR_STORAGE_POOL_DEGRADED => "degraded",
+        _ => "inaccessible",
+    }
+}
+
+fn volume_kind(kind: u32) -> &'static str {
+    match kind {
+        sys::VIR_STORAGE_VOL_FILE => "file",
+        sys::VIR_STORAGE_VOL_BLOCK => "block",
+        sys::VIR_STORAGE_VOL_DIR => "dir",
+        sys::VIR_STORAGE_VOL_NETWORK => "network",
+        sys::VIR_STORAGE_VOL_NETDIR => "netdir",
+        _ => "unknown",
+    }
+}
+
+fn pool_xml(def: &PoolDefinition) -> String {
+    let (kind, name, target, source) = match def {
+        PoolDefinition::Dir { name, path } => ("dir", name, path.clone(), None),
+        PoolDefinition::Netfs {
+            name,
+            path,
+            host,
+            source_path,
+        } => (
+            "netfs",
+            name,
+            path.clone(),
+            Some(
+                Element::new("source")
+                    .child(Element::new("host").attr("name", host.as_str()))
+                    .child(Element::new("dir").attr("path", source_path.as_str()))
+                    .child(Element::new("format").attr("type", "auto")),
+            ),
+        ),
+        PoolDefinition::Logical { name, devices } => {
+            let mut source = Element::new("source");
+            for device in devices {
+                source = source.child(Element::new("device").attr("path", device.as_str()));
+            }
+            source = source
+                .child(Element::leaf("name", name.as_str()))
+                .child(Element::new("format").attr("type", "lvm2"));
+            ("logical", name, format!("/dev/{name}"), Some(source))
+        }
+    };
+    let mut pool = Element::new("pool")
+        .attr("type", kind)
+        .child(Element::leaf("name", name.as_str()));
+    if let Some(source) = source {
+        pool = pool.child(source);
+    }
+    pool.child(Element::new("target").child(Element::leaf("path", target)))
+        .render()
+}
+
+fn volume_xml(name: &str, capacity_mib: u64, format: &str) -> String {
+    Element::new("volume")
+        .child(Element::leaf("name", name))
+        .child(Element::leaf("capacity", capacity_mib.to_string()).attr("unit", "MiB"))
+        .child(Element::leaf("allocation", "0").attr("unit", "MiB"))
+        .child(Element::new("target").child(Element::new("format").attr("type", format)))
+        .render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netfs_pool_xml_carries_its_source() {
+        let xml = pool_xml(&PoolDefinition::Netfs {
+            name: "nfs1".into(),
+            path: "/mnt/nfs1".into(),
+            host: "filer".into(),
+            source_path: "/export".into(),
+        });
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.attribute("type"), Some("netfs"));
+        let host = root.descendants().find(|n| n.has_tag_name("host")).unwrap();
+        assert_eq!(host.attribute("name"), Some("filer"));
+        let dir = root.descendants().find(|n| n.has_tag_name("dir")).unwrap();
+        assert_eq!(dir.attribute("path"), Some("/export"));
+    }
+
+    #[test]
+    fn logical_pool_targets_its_volume_group() {
+        let xml = pool_xml(&PoolDefinition::Logical {
+            name: "vg0".into(),
+            devices: vec!["/dev/loop7".into()],
+        });
+        assert!(xml.contains("<device path=\"/dev/loop7\"/>"), "{xml}");
+        assert!(
+            xml.contains("<target><path>/dev/vg0</path></target>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn pool_and_volume_lifecycle_on_the_test_driver() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let dir = std::env::temp_dir().join(format!("kimchi-unit-pool-{}", std::process::id()));
+        let def = PoolDefinition::Dir {
+            name: "unitpool".into(),
+            path: dir.to_string_lossy().into_owned(),
+        };
+        let pool = define_pool(&conn, &def).unwrap();
+        assert_eq!(pool.state, "inactive");
+        assert_eq!(pool.nr_volumes, 0);
+        assert!(matches!(
+            list_volumes(&conn, "unitpool"),
+            Err(Error::InvalidState(_))
+        ));
+        assert!(activate_pool(&conn, "unitpool").unwrap().active());
+        let vol = create_volume(&conn, "unitpool", "v1.qcow2", 16, "qcow2").unwrap();
+        assert_eq!(vol.capacity, 16 * 1024 * 1024);
+        assert!(matches!(
+            create_volume(&conn, "unitpool", "v1.qcow2", 16, "qcow2"),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert_eq!(list_volumes(&conn, "unitpool").unwrap().len(), 1);
+        delete_volume(&conn, "unitpool", "v1.qcow2").unwrap();
+        assert!(matches!(
+            volume(&conn, "unitpool", "v1.qcow2"),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(
+            undefine_pool(&conn, "unitpool"),
+            Err(Error::InvalidState(_))
+        ));
+        deactivate_pool(&conn, "unitpool").unwrap();
+        undefine_pool(&conn, "unitpool").unwrap();
+        assert!(matches!(
+            pool_by_name(&conn, "unitpool"),
+            Err(Error::NotFound(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,92 @@
+//! Checks on the names and paths callers give, done once where a request enters
+//! kimchid, so that nothing downstream has to wonder about `/`, `..` or NUL.
+
+use std::path::{Component, Path};
+
+use crate::error::{Error, Result};
+
+const MAX_NAME_BYTES: usize = 255;
+
+/// A name that becomes a file name or a libvirt object name: one path component,
+/// printable, not hidden, at most 255 bytes.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "invalid {kind} name '{}': {why}",
+            name.escape_debug()
+        )))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return bad("longer than 255 bytes");
+    }
+    if name.contains('/') {
+        return bad("it contains '/'");
+    }
+    if name.starts_with('.') {
+        return bad("it starts with '.'");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains control characters");
+    }
+    Ok(())
+}
+
+/// An absolute path without `..` components or NUL.
+pub fn check_absolute_path(what: &str, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    let ok = p.is_absolute()
+        && !path.contains('\0')
+        && p.components().all(|c| !matches!(c, Component::ParentDir));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} must be an absolute path without '..', not '{}'",
+            path.escape_debug()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_pass() {
+        for name in ["disk-1.qcow2", "Fedora 39.iso", "vm_ñ", "a"] {
+            check_name("volume", name).unwrap();
+        }
+    }
+
+    #[test]
+    fn path_tricks_are_refused() {
+        let long = "x".repeat(256);
+        for name in [
+            "",
+            "..",
+            ".",
+            "../etc/passwd",
+            "a/b",
+            ".hidden",
+            "a\0b",
+            "a\nb",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(check_name("volume", name), Err(Error::InvalidArgument(_))),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_stay_put() {
+        check_absolute_path("path", "/var/lib/kimchi/pool").unwrap();
+        for path in ["relative/dir", "/srv/../etc", "", "/a\0b"] {
+            assert!(check_absolute_path("path", path).is_err(), "{path:?}");
+        }
+    }
+}

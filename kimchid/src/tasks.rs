@@ -1,0 +1,280 @@
+//! Long operations run as tasks: they get an id at once, run on their own, and stay
+//! listed for a while after they end so `GET /tasks/:id` still answers. Tasks live
+//! in memory only: after a restart no task claims to have finished.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::Result;
+use crate::model::Change;
+
+/// How long an ended task stays listed.
+const RETENTION: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    Finished,
+    Failed,
+}
+
+impl TaskState {
+    pub fn word(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Finished => "finished",
+            TaskState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: u32,
+    pub operation: &'static str,
+    pub target_uri: String,
+    pub state: TaskState,
+    pub message: String,
+    pub started: SystemTime,
+    pub ended: Option<SystemTime>,
+}
+
+impl TaskRecord {
+    pub fn progress(&self) -> f64 {
+        if self.state == TaskState::Running {
+            0.0
+        } else {
+            1.0
+        }
+    }
+}
+
+pub fn unix_usec(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+pub struct Tasks {
+    inner: Mutex<Inner>,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+struct Inner {
+    next_id: u32,
+    tasks: BTreeMap<u32, TaskRecord>,
+    /// Lets callers that asked to wait (`kimchi.wait`) learn when a task ends.
+    done: BTreeMap<u32, watch::Receiver<bool>>,
+}
+
+impl Tasks {
+    pub fn new(changes: mpsc::UnboundedSender<Change>) -> Arc<Self> {
+        Arc::new(Tasks {
+            inner: Mutex::new(Inner {
+                next_id: 1,
+                tasks: BTreeMap::new(),
+                done: BTreeMap::new(),
+            }),
+            changes,
+        })
+    }
+
+    /// Starts `work` as task `operation` on `target_uri`; it succeeds with a message.
+    pub fn start<F>(self: &Arc<Self>, operation: &'static str, target_uri: String, work: F) -> u32
+    where
+        F: Future<Output = Result<String>> + Send + 'static,
+    {
+        let (done_tx, done_rx) = watch::channel(false);
+        let id = {
+            let mut inner = self.inner.lock().expect("task lock poisoned");
+            let id = inner.next_id;
+            inner.next_id += 1;
+            inner.tasks.insert(
+                id,
+                TaskRecord {
+                    id,
+                    operation,
+                    target_uri,
+                    state: TaskState::Running,
+                    message: "running".into(),
+                    started: SystemTime::now(),
+                    ended: None,
+                },
+            );
+            inner.done.insert(id, done_rx);
+            id
+        };
+        let _ = self.changes.send(Change::TaskAdded(id));
+        let tasks = self.clone();
+        tokio::spawn(async move {
+            let outcome = work.await;
+            let (state, message) = match outcome {
+                Ok(message) => (TaskState::Finished, message),
+                Err(e) => (TaskState::Failed, e.to_string()),
+            };
+            tasks.end(id, state, message);
+            let _ = done_tx.send(true);
+        });
+        id
+    }
+
+    /// Waits until task `id` has ended (returns at once for unknown or ended tasks).
+    pub async fn wait(&self, id: u32) {
+        let rx = self
+            .inner
+            .lock()
+            .expect("task lock poisoned")
+            .done
+            .get(&id)
+            .cloned();
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<TaskRecord> {
+        self.inner
+            .lock()
+            .expect("task lock poisoned")
+            .tasks
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<TaskRecord> {
+        self.prune();
+        self.inner
+            .lock()
+            .expect("task lock poisoned")
+            .tasks
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Marks every running task failed with `reason` (kimchid is stopping: the work
+    /// cannot be finished, and it must not be reported as finished later).
+    pub fn fail_running(&self, reason: &str) {
+        let running: Vec<u32> = {
+            let inner = self.inner.lock().expect("task lock poisoned");
+            inner
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Running)
+                .map(|t| t.id)
+                .collect()
+        };
+        for id in running {
+            self.end(id, TaskState::Failed, reason.to_owned());
+        }
+    }
+
+    fn end(&self, id: u32, state: TaskState, message: String) {
+        {
+            let mut inner = self.inner.lock().expect("task lock poisoned");
+            let Some(task) = inner.tasks.get_mut(&id) else {
+                return;
+            };
+            // The first ending wins: a task failed at shutdown stays failed.
+            if task.state != TaskState::Running {
+                return;
+            }
+            task.state = state;
+            task.message = message;
+            task.ended = Some(SystemTime::now());
+        }
+        let _ = self.changes.send(Change::TaskEnded(id));
+    }
+
+    fn prune(&self) {
+        let now = SystemTime::now();
+        let expired: Vec<u32> = {
+            let mut inner = self.inner.lock().expect("task lock poisoned");
+            let expired: Vec<u32> = inner
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.ended
+                        .and_then(|e| now.duration_since(e).ok())
+                        .is_some_and(|age| age > RETENTION)
+                })
+                .map(|t| t.id)
+                .collect();
+            for id in &expired {
+                inner.tasks.remove(id);
+                inner.done.remove(id);
+            }
+            expired
+        };
+        for id in expired {
+            let _ = self.changes.send(Change::TaskRemoved(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn registry() -> (Arc<Tasks>, mpsc::UnboundedReceiver<Change>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Tasks::new(tx), rx)
+    }
+
+    #[tokio::test]
+    async fn task_runs_and_finishes_with_its_message() {
+        let (tasks, mut changes) = registry();
+        let id = tasks.start("test.op", "/x".into(), async { Ok("done".to_owned()) });
+        tasks.wait(id).await;
+        let t = tasks.get(id).unwrap();
+        assert_eq!(t.state, TaskState::Finished);
+        assert_eq!(t.message, "done");
+        assert!(t.ended.is_some());
+        assert_eq!(t.progress(), 1.0);
+        assert_eq!(changes.recv().await, Some(Change::TaskAdded(id)));
+        assert_eq!(changes.recv().await, Some(Change::TaskEnded(id)));
+    }
+
+    #[tokio::test]
+    async fn failing_work_fails_the_task_with_the_reason() {
+        let (tasks, _changes) = registry();
+        let id = tasks.start("test.op", "/x".into(), async {
+            Err(Error::InvalidArgument("disk full".into()))
+        });
+        tasks.wait(id).await;
+        let t = tasks.get(id).unwrap();
+        assert_eq!(t.state, TaskState::Failed);
+        assert_eq!(t.message, "disk full");
+    }
+
+    #[tokio::test]
+    async fn stopping_fails_running_tasks_for_good() {
+        let (tasks, _changes) = registry();
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let id = tasks.start("test.op", "/x".into(), async move {
+            let _ = hold.await;
+            Ok("finished late".to_owned())
+        });
+        assert_eq!(tasks.get(id).unwrap().state, TaskState::Running);
+        tasks.fail_running("kimchid stopped");
+        let _ = release.send(());
+        tasks.wait(id).await;
+        let t = tasks.get(id).unwrap();
+        assert_eq!(t.state, TaskState::Failed);
+        assert_eq!(t.message, "kimchid stopped");
+    }
+
+    #[tokio::test]
+    async fn ids_are_unique_and_increasing() {
+        let (tasks, _changes) = registry();
+        let a = tasks.start("op", "/a".into(), async { Ok(String::new()) });
+        let b = tasks.start("op", "/b".into(), async { Ok(String::new()) });
+        assert!(b > a);
+        assert_eq!(tasks.list().len(), 2);
+    }
+}
