@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every check of the project, as CI runs it (.ci/run): brings the stack up with the
+# debug profile (so cargo test reuses the binaries it builds), then rustfmt, clippy
+# and the whole test suite; the end-to-end tests in tests/ drive the running stack
+# as root. Exits non-zero on the first failure.
+#
+#   sudo tests/run.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/stack-lib.sh
+source "$ROOT/tests/stack-lib.sh"
+require_root
+cd "$ROOT"
+
+export KIMCHI_PROFILE=debug
+"$ROOT/tests/stack-up.sh"
+
+find_cargo
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check || die "rustfmt: the code is not formatted (run cargo fmt --all)"
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems"
+
+step "cargo test --workspace -- --test-threads=4"
+cargo test --workspace -- --test-threads=4 || die "tests failed (logs: $KIMCHI_LOG_DIR/)"
+
+step "all checks passed"
