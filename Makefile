@@ -19,7 +19,10 @@ DATADIR      = $(PREFIX)/share
 LIBDIR       = $(PREFIX)/lib
 TARGETDIR    = target/$(PROFILE)
 BINARIES     = kimchid kimchi-gateway
-UNITS        = systemd/kimchid.service systemd/kimchi-gateway.service systemd/kimchi-gateway.socket
+UNITS        = systemd/kimchid.service systemd/kimchi-gateway.service systemd/kimchi-gateway.socket \
+               systemd/kimchi-gateway-certificate.service
+# Configuration files: repository path -> name under $(SYSCONFDIR)/kimchi/.
+CONFIGS      = kimchid/kimchid.conf kimchi-gateway/gateway.conf
 # The introspection XML is produced from the running daemon (KIMCHI_BLESS=1 cargo test);
 # it is installed when it is there.
 INTROSPECTION = $(wildcard dbus/org.kimchi.Kimchi1.xml)
@@ -73,11 +76,14 @@ endif
 	  chmod 0644 $(DESTDIR)$(LIBDIR)/systemd/system/$${u##*/} || exit 1; \
 	done
 	@# The administrator's configuration is never overwritten.
-	if [ -e $(DESTDIR)$(SYSCONFDIR)/kimchi/kimchid.conf ]; then \
-	  echo "make install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/kimchi/kimchid.conf"; \
-	else \
-	  $(INSTALL) -D -m 0644 kimchid/kimchid.conf $(DESTDIR)$(SYSCONFDIR)/kimchi/kimchid.conf; \
-	fi
+	for c in $(CONFIGS); do \
+	  dest=$(DESTDIR)$(SYSCONFDIR)/kimchi/$${c##*/}; \
+	  if [ -e "$$dest" ]; then \
+	    echo "make install: keeping the existing $$dest"; \
+	  else \
+	    $(INSTALL) -D -m 0644 $$c "$$dest" || exit 1; \
+	  fi; \
+	done
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/kimchid $(DESTDIR)$(SBINDIR)/kimchi-gateway \
@@ -90,4 +96,4 @@ uninstall:
 	  $(DESTDIR)$(LIBDIR)/sysusers.d/kimchi.conf \
 	  $(DESTDIR)$(LIBDIR)/tmpfiles.d/kimchi.conf \
 	  $(addprefix $(DESTDIR)$(LIBDIR)/systemd/system/,$(notdir $(UNITS)))
-	@echo "make uninstall: $(SYSCONFDIR)/kimchi/kimchid.conf, users and data are left in place"
+	@echo "make uninstall: $(SYSCONFDIR)/kimchi/ (configuration, TLS pair), users and data are left in place"

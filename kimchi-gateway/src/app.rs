@@ -17,7 +17,8 @@ use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::negotiate;
 use crate::reply::Reply;
-use crate::resources::{config, login, vms};
+use crate::resources::tasks::Respond;
+use crate::resources::{config, login, storage_pools, storage_volumes, tasks, vms};
 use crate::router::{Protected, Public, Route};
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,6 +33,13 @@ pub struct App {
 pub struct Conn {
     pub local_port: u16,
     pub peer: SocketAddr,
+}
+
+/// What a protected resource gets from the request besides its route.
+struct Input<'a> {
+    method: &'a Method,
+    body: &'a [u8],
+    respond: Respond,
 }
 
 /// What the error reply needs to know about the request after its body is consumed.
@@ -124,13 +132,18 @@ impl App {
             Route::Public(Public::Capabilities) => config::capabilities(&self.kimchid).await,
             Route::Public(Public::Login) => login::login(&self.kimchid, request_id, &body).await,
             Route::Protected(protected) => {
+                let input = Input {
+                    method,
+                    body: &body,
+                    respond: Respond::from_headers(headers),
+                };
                 match auth::credentials(headers)?.ok_or(Error::NoCredentials)? {
                     Credentials::Session(token) => {
                         auth::check_csrf(method, headers, &token)?;
-                        self.protected(protected, request_id, &token).await
+                        self.protected(protected, &input, request_id, &token).await
                     }
                     Credentials::Basic { user, password } => {
-                        self.with_basic(protected, request_id, &user, &password)
+                        self.with_basic(protected, &input, request_id, &user, &password)
                             .await
                     }
                 }
@@ -142,33 +155,62 @@ impl App {
     async fn with_basic(
         &self,
         route: &Protected,
+        input: &Input<'_>,
         request_id: &str,
         user: &str,
         password: &str,
     ) -> Result<Reply, Error> {
         let (token, info) = self.kimchid.login(user, password, request_id).await?;
         tracing::debug!(request_id, user = %info.user, "Basic credentials accepted");
-        let result = self.protected(route, request_id, &token).await;
+        let result = self.protected(route, input, request_id, &token).await;
         if let Err(e) = self.kimchid.logout(&token, request_id).await {
             tracing::warn!(request_id, "could not close the per-request session: {e}");
         }
         result
     }
 
+    /// The resource for `route` and the method, which the router has already checked.
     async fn protected(
         &self,
         route: &Protected,
+        input: &Input<'_>,
         request_id: &str,
         session: &str,
     ) -> Result<Reply, Error> {
-        let call = Call {
+        let k = &self.kimchid;
+        let call = &Call {
             request_id,
             session: Some(session),
         };
+        let (body, respond) = (input.body, input.respond);
+        let post = input.method == Method::POST;
+        let delete = input.method == Method::DELETE;
         match route {
-            Protected::Logout => login::logout(&self.kimchid, request_id, session).await,
-            Protected::Vms => vms::list(&self.kimchid, &call).await,
-            Protected::Vm(name) => vms::get(&self.kimchid, &call, name).await,
+            Protected::Logout => login::logout(k, request_id, session).await,
+            Protected::Vms => vms::list(k, call).await,
+            Protected::Vm(name) => vms::get(k, call, name).await,
+            Protected::StoragePools if post => storage_pools::create(k, call, body).await,
+            Protected::StoragePools => storage_pools::list(k, call).await,
+            Protected::StoragePool(name) if delete => {
+                storage_pools::delete(k, call, name, body).await
+            }
+            Protected::StoragePool(name) => storage_pools::get(k, call, name).await,
+            Protected::StoragePoolAction(name, action) => {
+                storage_pools::action(k, call, name, *action, body).await
+            }
+            Protected::StorageVolumes(pool) if post => {
+                storage_volumes::create(k, call, respond, pool, body).await
+            }
+            Protected::StorageVolumes(pool) => storage_volumes::list(k, call, pool).await,
+            Protected::StorageVolume(pool, name) if delete => {
+                storage_volumes::delete(k, call, pool, name, body).await
+            }
+            Protected::StorageVolume(pool, name) => storage_volumes::get(k, call, pool, name).await,
+            Protected::StorageVolumeAction(pool, name, action) => {
+                storage_volumes::action(k, call, respond, (pool, name), *action, body).await
+            }
+            Protected::Tasks => tasks::list(k, call).await,
+            Protected::Task(id) => tasks::get(k, call, *id).await,
         }
     }
 }
@@ -187,6 +229,7 @@ fn error_reply(
     }
     let mut reply = Reply::error(err);
     if let Error::MethodNotAllowed { allow, .. } = err {
+        // Empty when nothing is allowed (actions on kimchi_isos), as RFC 9110 §10.2.1 has it.
         reply = reply.with_header(ALLOW, HeaderValue::from_static(allow));
     }
     if status == hyper::StatusCode::UNAUTHORIZED {
@@ -224,6 +267,21 @@ mod tests {
         let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
         assert_eq!(r.status(), 405);
         assert_eq!(header(&r, ALLOW), Some("GET, HEAD"));
+    }
+
+    #[test]
+    fn writes_to_kimchi_isos_are_405_with_what_is_allowed_there() {
+        let route = Route::parse("/storagepools/kimchi_isos").unwrap();
+        let err = route.check_method(&Method::DELETE).unwrap_err();
+        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        assert_eq!(r.status(), 405);
+        assert_eq!(header(&r, ALLOW), Some("GET, HEAD"));
+
+        let route = Route::parse("/storagepools/kimchi_isos/activate").unwrap();
+        let err = route.check_method(&Method::POST).unwrap_err();
+        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        assert_eq!(r.status(), 405);
+        assert_eq!(header(&r, ALLOW), Some(""));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::Error;
 
@@ -77,6 +78,42 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     }
     serde_json::from_slice(body)
         .map_err(|e| Error::InvalidBody(format!("invalid JSON request body: {e}")))
+}
+
+/// The body of a request that takes no parameters: none at all, or `{}`. Anything
+/// else is refused, so that a misspelt option is never silently ignored.
+pub fn no_parameters(body: &[u8]) -> Result<(), Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoParameters {}
+    json::<NoParameters>(body).map(drop)
+}
+
+/// A string from a request body that can be passed to kimchid: D-Bus strings cannot
+/// hold NUL characters, so they are refused here (400) rather than failing on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Text(String);
+
+impl TryFrom<String> for Text {
+    type Error = &'static str;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if s.contains('\0') {
+            Err("strings cannot contain NUL characters (\\u0000)")
+        } else {
+            Ok(Text(s))
+        }
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> String {
+        text.0
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +197,31 @@ mod tests {
         assert!(err.to_string().contains("EOF"), "{err}");
         let err = json::<Sample>(b"{\"name\": \"a\", \"x\": 1}").unwrap_err();
         assert!(err.to_string().contains("unknown field `x`"), "{err}");
+    }
+
+    #[test]
+    fn no_parameters_means_no_body_or_an_empty_object() {
+        for body in [&b""[..], b" \n", b"{}", b" { } "] {
+            no_parameters(body).unwrap();
+        }
+        for body in [&b"{\"force\": true}"[..], b"[]", b"null", b"{"] {
+            let err = no_parameters(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{body:?}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Named {
+        name: Text,
+    }
+
+    #[test]
+    fn text_refuses_nul() {
+        let ok: Named = json(br#"{"name": "caf\u00e9"}"#).unwrap();
+        assert_eq!(String::from(ok.name), "café");
+        let err = json::<Named>(br#"{"name": "a\u0000b"}"#).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(err.to_string().contains("NUL"), "{err}");
     }
 
     #[test]

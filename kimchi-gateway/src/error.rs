@@ -16,8 +16,14 @@ pub enum Error {
     InvalidPath(String),
     #[error("no resource at '{0}'")]
     UnknownPath(String),
-    #[error("method {method} is not allowed here (allowed: {allow})")]
-    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("{}", method_not_allowed(.method, .allow, *.note))]
+    MethodNotAllowed {
+        method: String,
+        /// The `Allow` header value; empty when no method is.
+        allow: &'static str,
+        /// Why, when the resource is special (such as a read-only view).
+        note: Option<&'static str>,
+    },
     #[error("this API only produces application/json; the Accept header excludes it")]
     NotAcceptable,
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -38,6 +44,17 @@ pub enum Error {
     /// kimchid answered something this gateway cannot use (version skew).
     #[error("{0}")]
     BadReply(String),
+    /// A task kimchid started (after checking the request) failed: the backend's fault.
+    #[error("{message}")]
+    TaskFailed { id: u32, message: String },
+    /// A call that waits for its task took longer than the bus call timeout; the
+    /// task may still run, and its id is unknown to the gateway.
+    #[error(
+        "the operation did not end within {secs} s and may still be running (GET /tasks \
+         lists it); send 'Prefer: respond-async' to get its task at once",
+        secs = .0.as_secs()
+    )]
+    TaskWaitTimedOut(std::time::Duration),
 }
 
 impl From<zbus::Error> for Error {
@@ -60,6 +77,8 @@ impl Error {
             Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Error::Kimchid(e) => bus_status(e),
             Error::BadReply(_) => StatusCode::BAD_GATEWAY,
+            Error::TaskFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::TaskWaitTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -78,6 +97,8 @@ impl Error {
             Error::CsrfRejected(_) => "CsrfRejected",
             Error::Kimchid(BusError::ZBus(z)) if unreachable(z) => "KimchidUnreachable",
             Error::Kimchid(BusError::ZBus(_)) | Error::BadReply(_) => "BadReply",
+            Error::TaskFailed { .. } => "TaskFailed",
+            Error::TaskWaitTimedOut(_) => "TaskWaitTimedOut",
             Error::Kimchid(e) => return e.name().to_string(),
         };
         format!("{GATEWAY_PREFIX}.{local}")
@@ -93,6 +114,10 @@ impl Error {
             ),
             reason: self.to_string(),
             error: self.name(),
+            task: match self {
+                Error::TaskFailed { id, .. } => Some(id.to_string()),
+                _ => None,
+            },
         }
     }
 }
@@ -103,6 +128,21 @@ pub struct ErrorBody {
     pub code: String,
     pub reason: String,
     pub error: String,
+    /// The failed task's id (as in `/tasks/:id`), when a task failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+fn method_not_allowed(method: &str, allow: &str, note: Option<&str>) -> String {
+    let allowed = if allow.is_empty() {
+        "no method is".to_owned()
+    } else {
+        format!("allowed: {allow}")
+    };
+    match note {
+        Some(note) => format!("method {method} is not allowed here ({allowed}): {note}"),
+        None => format!("method {method} is not allowed here ({allowed})"),
+    }
 }
 
 fn bus_status(e: &BusError) -> StatusCode {
@@ -263,6 +303,7 @@ mod tests {
                 Error::MethodNotAllowed {
                     method: "PUT".into(),
                     allow: "GET, HEAD",
+                    note: None,
                 },
                 405,
             ),
@@ -274,6 +315,17 @@ mod tests {
             (Error::InvalidCredentials("x".into()), 401),
             (Error::CsrfRejected("x"), 403),
             (Error::BadReply("x".into()), 502),
+            (
+                Error::TaskFailed {
+                    id: 1,
+                    message: "x".into(),
+                },
+                500,
+            ),
+            (
+                Error::TaskWaitTimedOut(std::time::Duration::from_secs(60)),
+                504,
+            ),
         ];
         for (err, status) in table {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
@@ -287,5 +339,46 @@ mod tests {
         assert_eq!(body.code, "404 Not Found");
         assert_eq!(body.reason, "no VM named 'x'");
         assert_eq!(body.error, "org.kimchi.Kimchi1.Error.NotFound");
+        assert_eq!(body.task, None);
+    }
+
+    #[test]
+    fn failed_task_is_500_with_its_message_and_id() {
+        let err = Error::TaskFailed {
+            id: 7,
+            message: "libvirt: no space left on device".into(),
+        };
+        let doc = serde_json::to_value(err.body()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "code": "500 Internal Server Error",
+                "reason": "libvirt: no space left on device",
+                "error": "kimchi.gateway.TaskFailed",
+                "task": "7",
+            })
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_says_why_and_what_is_allowed() {
+        let err = Error::MethodNotAllowed {
+            method: "DELETE".into(),
+            allow: "GET, HEAD",
+            note: Some("read-only view"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "method DELETE is not allowed here (allowed: GET, HEAD): read-only view"
+        );
+        let err = Error::MethodNotAllowed {
+            method: "POST".into(),
+            allow: "",
+            note: None,
+        };
+        assert_eq!(
+            err.to_string(),
+            "method POST is not allowed here (no method is)"
+        );
     }
 }

@@ -2,19 +2,20 @@
 //! reopened when it dies, so a restart of kimchid or of the bus itself heals without
 //! restarting the gateway.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use kimchi_dbus::{
-    CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy, VmInfo,
-};
+use kimchi_dbus::{CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy};
 use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
 
 use crate::error::Error;
 
-/// Backstop for a wedged bus: the bus daemon normally answers NoReply after 25 s.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Backstop for a wedged bus or kimchid (the system bus daemon itself never times a
+/// call out). Also bounds calls that wait for their task (`kimchi.wait`): a longer
+/// task is answered 504 and goes on running.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests wait behind a reconnection, so a bus that accepts but never answers must
 /// not hold them for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +61,8 @@ impl Kimchid {
         Ok(conn)
     }
 
-    async fn manager(&self) -> Result<ManagerProxy<'static>, Error> {
+    /// The Manager; resources call its methods with [`Call::options`].
+    pub async fn manager(&self) -> Result<ManagerProxy<'static>, Error> {
         let conn = self.connection().await?;
         // Each request reads fresh values; a cache would subscribe to signals per proxy.
         Ok(ManagerProxy::builder(&conn)
@@ -95,14 +97,6 @@ impl Kimchid {
         Ok(sessions.logout(token, call.options()).await?)
     }
 
-    pub async fn list_vms(&self, call: &Call<'_>) -> Result<Vec<VmInfo>, Error> {
-        Ok(self.manager().await?.list_vms(call.options()).await?)
-    }
-
-    pub async fn get_vm(&self, name: &str, call: &Call<'_>) -> Result<VmInfo, Error> {
-        Ok(self.manager().await?.get_vm(name, call.options()).await?)
-    }
-
     /// `StreamProtocols` and `Screenshot`: public properties, read without a session.
     pub async fn capabilities(&self) -> Result<(Vec<String>, ScreenshotSupport), Error> {
         let manager = self.manager().await?;
@@ -127,17 +121,31 @@ impl<'a> Call<'a> {
         }
     }
 
-    fn options(&self) -> std::collections::HashMap<String, zbus::OwnedVariant> {
+    /// The options argument of a kimchid method.
+    pub fn options(&self) -> Options {
+        self.options_with(false)
+    }
+
+    /// The options argument of a method that starts a task; with `wait`, kimchid
+    /// answers only once the task has ended.
+    pub fn task_options(&self, wait: bool) -> Options {
+        self.options_with(wait)
+    }
+
+    fn options_with(&self, wait: bool) -> Options {
         CallOptions {
             // Nobody is at a polkit agent for web requests: refuse rather than wait.
             no_user_interaction: true,
             session: self.session.map(str::to_owned),
             request_id: Some(self.request_id.to_owned()),
-            wait: false,
+            wait,
         }
         .to_dict()
     }
 }
+
+/// The `a{sv}` argument every kimchid method ends with.
+pub type Options = HashMap<String, zbus::OwnedVariant>;
 
 #[cfg(test)]
 mod tests {
@@ -159,5 +167,7 @@ mod tests {
                 wait: false,
             }
         );
+        let opts = CallOptions::from_dict(&call.task_options(true)).unwrap();
+        assert!(opts.wait && opts.no_user_interaction);
     }
 }

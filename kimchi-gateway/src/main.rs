@@ -2,6 +2,7 @@ mod app;
 mod auth;
 mod body;
 mod cli;
+mod config;
 mod error;
 mod kimchid;
 mod listener;
@@ -13,6 +14,7 @@ mod server;
 mod tls;
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -22,21 +24,25 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
+use crate::config::Config;
 
 /// Errors that stop the gateway from starting, with their context in the message.
 pub type Startup<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for people, not for log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    if let Some(cli::Command::GenerateCertificate { out_dir }) = &args.command {
+        init_logging("info");
+        return generate_certificate(out_dir);
+    }
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kimchi-gateway: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
 
     // Everything facing the network runs unprivileged; root would defeat the design.
     if nix::unistd::getuid().is_root() || nix::unistd::geteuid().is_root() {
@@ -53,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -62,21 +68,55 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: cli::Args) -> Startup<()> {
-    let source = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => tls::Source::Files { cert, key },
-        _ => tls::Source::SelfSigned {
-            state_dir: &args.state_dir,
-        },
-    };
-    let tls = tokio_rustls::TlsAcceptor::from(tls::server_config(source)?);
-    let listeners = listener::open(args.listen).await?;
+/// Logs to stderr; `RUST_LOG` wins over `level` (already checked to be a valid filter).
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for people, not for log files.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// `generate-certificate`: the same self-signed pair the gateway would generate for
+/// itself, for kimchi-gateway-certificate.service (as root, into /etc/kimchi/tls).
+fn generate_certificate(out_dir: &Path) -> ExitCode {
+    match tls::self_signed(out_dir) {
+        Ok(pair) => {
+            if !pair.generated {
+                tracing::info!(
+                    "{} and {} exist already; left as they are",
+                    pair.cert.display(),
+                    pair.key.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Startup<()> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let source = tls::Source::choose(
+        config.tls_files(),
+        credentials.as_deref(),
+        &config.state_dir,
+    )?;
+    let tls = tokio_rustls::TlsAcceptor::from(tls::server_config(&source)?);
+    let listeners = listener::open(config.listen).await?;
     let ports: Vec<String> = listeners.iter().map(|l| l.port.to_string()).collect();
     let status = format!("serving HTTPS on port {}", ports.join(", "));
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     tracing::info!("{status}");
 
-    let app = Arc::new(App::new(args.max_body_bytes));
+    let app = Arc::new(App::new(config.max_body_bytes));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let shutdown = async move {

@@ -1,9 +1,11 @@
 //! Request paths to typed routes. Segments are percent-decoded one by one, so an
 //! encoded `/` stays inside a name and is refused rather than changing the route;
-//! nothing is normalised away silently.
+//! nothing is normalised away silently. Which methods a route takes is decided here
+//! too, including that the `kimchi_isos` view is read-only.
 
 use hyper::Method;
-use percent_encoding::percent_decode_str;
+use kimchi_dbus::ISO_POOL;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::error::Error;
 
@@ -33,22 +35,106 @@ pub enum Protected {
     Logout,
     Vms,
     Vm(String),
+    StoragePools,
+    StoragePool(String),
+    StoragePoolAction(String, PoolAction),
+    /// The volumes of the named pool.
+    StorageVolumes(String),
+    /// Pool and volume name.
+    StorageVolume(String, String),
+    StorageVolumeAction(String, String, VolumeAction),
+    Tasks,
+    Task(u32),
+}
+
+/// `POST /storagepools/:name/<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolAction {
+    Activate,
+    Deactivate,
+}
+
+/// `POST /storagepools/:pool/storagevolumes/:name/<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeAction {
+    Resize,
+    Wipe,
 }
 
 /// A route's methods and the matching `Allow` header value.
 struct Methods {
     list: &'static [Method],
     allow: &'static str,
+    /// Why the other methods are refused, when it is not just the kind of resource.
+    note: Option<&'static str>,
 }
 
 const READ_ONLY: Methods = Methods {
     list: &[Method::GET, Method::HEAD],
     allow: "GET, HEAD",
+    note: None,
 };
 const POST_ONLY: Methods = Methods {
     list: &[Method::POST],
     allow: "POST",
+    note: None,
 };
+/// A collection one can add to.
+const COLLECTION: Methods = Methods {
+    list: &[Method::GET, Method::HEAD, Method::POST],
+    allow: "GET, HEAD, POST",
+    note: None,
+};
+/// A resource one can delete.
+const DELETABLE: Methods = Methods {
+    list: &[Method::GET, Method::HEAD, Method::DELETE],
+    allow: "GET, HEAD, DELETE",
+    note: None,
+};
+
+const ISO_POOL_NOTE: &str = "kimchi_isos is a read-only view of the ISO images of all active pools";
+/// The `kimchi_isos` pool, its volume collection and its volumes.
+const ISO_READ_ONLY: Methods = Methods {
+    note: Some(ISO_POOL_NOTE),
+    ..READ_ONLY
+};
+/// Actions on `kimchi_isos` and its volumes: no method at all (an empty `Allow`).
+const ISO_ACTION: Methods = Methods {
+    list: &[],
+    allow: "",
+    note: Some(ISO_POOL_NOTE),
+};
+
+/// What is left as is when a name is put into a path segment: RFC 3986 unreserved
+/// characters. Everything else is percent-encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `name` as one path segment of a URI (for `Location` headers and links).
+pub fn encode_segment(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// The API path of a pool.
+pub fn pool_uri(pool: &str) -> String {
+    format!("/storagepools/{}", encode_segment(pool))
+}
+
+/// The API path of a volume.
+pub fn volume_uri(pool: &str, volume: &str) -> String {
+    format!(
+        "{}/storagevolumes/{}",
+        pool_uri(pool),
+        encode_segment(volume)
+    )
+}
+
+pub fn task_uri(id: u32) -> String {
+    format!("/tasks/{id}")
+}
 
 impl Route {
     pub fn parse(path: &str) -> Result<Route, Error> {
@@ -61,15 +147,54 @@ impl Route {
             ["logout"] => Route::Protected(Protected::Logout),
             ["vms"] => Route::Protected(Protected::Vms),
             ["vms", name] => Route::Protected(Protected::Vm((*name).to_owned())),
+            ["storagepools"] => Route::Protected(Protected::StoragePools),
+            ["storagepools", pool] => Route::Protected(Protected::StoragePool(owned(pool))),
+            ["storagepools", pool, "storagevolumes"] => {
+                Route::Protected(Protected::StorageVolumes(owned(pool)))
+            }
+            ["storagepools", pool, action] => match PoolAction::parse(action) {
+                Some(action) => Route::Protected(Protected::StoragePoolAction(owned(pool), action)),
+                None => return Err(Error::UnknownPath(path.to_owned())),
+            },
+            ["storagepools", pool, "storagevolumes", name] => {
+                Route::Protected(Protected::StorageVolume(owned(pool), owned(name)))
+            }
+            ["storagepools", pool, "storagevolumes", name, action] => {
+                match VolumeAction::parse(action) {
+                    Some(action) => Route::Protected(Protected::StorageVolumeAction(
+                        owned(pool),
+                        owned(name),
+                        action,
+                    )),
+                    None => return Err(Error::UnknownPath(path.to_owned())),
+                }
+            }
+            ["tasks"] => Route::Protected(Protected::Tasks),
+            ["tasks", id] => match parse_task_id(id) {
+                Some(id) => Route::Protected(Protected::Task(id)),
+                // No task can have this id.
+                None => return Err(Error::UnknownPath(path.to_owned())),
+            },
             _ => return Err(Error::UnknownPath(path.to_owned())),
         })
     }
 
     fn methods(&self) -> &'static Methods {
+        use Protected as P;
         match self {
             Route::Public(Public::Config | Public::Capabilities)
-            | Route::Protected(Protected::Vms | Protected::Vm(_)) => &READ_ONLY,
-            Route::Public(Public::Login) | Route::Protected(Protected::Logout) => &POST_ONLY,
+            | Route::Protected(P::Vms | P::Vm(_) | P::Tasks | P::Task(_)) => &READ_ONLY,
+            Route::Public(Public::Login) | Route::Protected(P::Logout) => &POST_ONLY,
+            // kimchi_isos is decided here, before kimchid is asked to change it.
+            Route::Protected(
+                P::StoragePool(pool) | P::StorageVolumes(pool) | P::StorageVolume(pool, _),
+            ) if pool == ISO_POOL => &ISO_READ_ONLY,
+            Route::Protected(
+                P::StoragePoolAction(pool, _) | P::StorageVolumeAction(pool, _, _),
+            ) if pool == ISO_POOL => &ISO_ACTION,
+            Route::Protected(P::StoragePools | P::StorageVolumes(_)) => &COLLECTION,
+            Route::Protected(P::StoragePool(_) | P::StorageVolume(..)) => &DELETABLE,
+            Route::Protected(P::StoragePoolAction(..) | P::StorageVolumeAction(..)) => &POST_ONLY,
         }
     }
 
@@ -81,9 +206,40 @@ impl Route {
             Err(Error::MethodNotAllowed {
                 method: method.to_string(),
                 allow: methods.allow,
+                note: methods.note,
             })
         }
     }
+}
+
+impl PoolAction {
+    fn parse(segment: &str) -> Option<PoolAction> {
+        match segment {
+            "activate" => Some(PoolAction::Activate),
+            "deactivate" => Some(PoolAction::Deactivate),
+            _ => None,
+        }
+    }
+}
+
+impl VolumeAction {
+    fn parse(segment: &str) -> Option<VolumeAction> {
+        match segment {
+            "resize" => Some(VolumeAction::Resize),
+            "wipe" => Some(VolumeAction::Wipe),
+            _ => None,
+        }
+    }
+}
+
+fn owned(segment: &str) -> String {
+    segment.to_owned()
+}
+
+/// A task id as the API writes it: plain decimal, no sign, no leading zeros.
+fn parse_task_id(segment: &str) -> Option<u32> {
+    let id: u32 = segment.parse().ok()?;
+    (id.to_string() == segment).then_some(id)
 }
 
 /// The decoded segments of `path`, one trailing slash tolerated.
@@ -228,5 +384,207 @@ mod tests {
         assert!(route("/config").check_method(&Method::HEAD).is_ok());
         assert!(route("/vms/a").check_method(&Method::GET).is_ok());
         assert!(route("/logout").check_method(&Method::POST).is_ok());
+    }
+
+    fn pool(name: &str) -> Route {
+        Route::Protected(Protected::StoragePool(name.into()))
+    }
+
+    fn volume(pool: &str, name: &str) -> Route {
+        Route::Protected(Protected::StorageVolume(pool.into(), name.into()))
+    }
+
+    #[test]
+    fn storage_paths() {
+        use Protected as P;
+        let p = |r: Protected| Route::Protected(r);
+        assert_eq!(route("/storagepools"), p(P::StoragePools));
+        assert_eq!(route("/storagepools/"), p(P::StoragePools));
+        assert_eq!(route("/storagepools/default"), pool("default"));
+        assert_eq!(
+            route("/storagepools/default/activate"),
+            p(P::StoragePoolAction("default".into(), PoolAction::Activate))
+        );
+        assert_eq!(
+            route("/storagepools/default/deactivate/"),
+            p(P::StoragePoolAction(
+                "default".into(),
+                PoolAction::Deactivate
+            ))
+        );
+        assert_eq!(
+            route("/storagepools/default/storagevolumes"),
+            p(P::StorageVolumes("default".into()))
+        );
+        assert_eq!(
+            route("/storagepools/default/storagevolumes/a.img"),
+            volume("default", "a.img")
+        );
+        assert_eq!(
+            route("/storagepools/default/storagevolumes/a.img/resize"),
+            p(P::StorageVolumeAction(
+                "default".into(),
+                "a.img".into(),
+                VolumeAction::Resize
+            ))
+        );
+        assert_eq!(
+            route("/storagepools/default/storagevolumes/a.img/wipe"),
+            p(P::StorageVolumeAction(
+                "default".into(),
+                "a.img".into(),
+                VolumeAction::Wipe
+            ))
+        );
+        assert_eq!(route("/tasks"), p(P::Tasks));
+        assert_eq!(route("/tasks/12"), p(P::Task(12)));
+        assert_eq!(route("/tasks/0"), p(P::Task(0)));
+    }
+
+    #[test]
+    fn storage_names_are_percent_decoded() {
+        assert_eq!(route("/storagepools/my%20pool"), pool("my pool"));
+        assert_eq!(
+            route("/storagepools/p%C3%A9/storagevolumes/disk%3A1%25.img"),
+            volume("pé", "disk:1%.img")
+        );
+        assert_eq!(
+            route("/storagepools/kimchi_isos/storagevolumes/default:f39.iso"),
+            volume("kimchi_isos", "default:f39.iso")
+        );
+    }
+
+    #[test]
+    fn storage_names_with_path_tricks_are_400() {
+        for path in [
+            "/storagepools/..",
+            "/storagepools/%2e%2e/storagevolumes",
+            "/storagepools/default/storagevolumes/..",
+            "/storagepools/default/storagevolumes/a%2Fb",
+            "/storagepools/default/storagevolumes/a%00",
+            "/storagepools/a%2F..%2Fb/activate",
+        ] {
+            assert_eq!(status(path), 400, "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_actions_and_task_ids_are_404() {
+        for path in [
+            "/storagepools/default/start",
+            "/storagepools/default/Activate",
+            "/storagepools/default/storagevolumes/a.img/clone",
+            "/storagepools/default/storagevolumes/a.img/wipe/now",
+            "/storagepools/kimchi_isos/refresh",
+            "/tasks/x",
+            "/tasks/-1",
+            "/tasks/+1",
+            "/tasks/01",
+            "/tasks/4294967296",
+            "/tasks/1/cancel",
+        ] {
+            assert_eq!(status(path), 404, "{path}");
+        }
+    }
+
+    fn allowed(path: &str, method: Method) -> Result<(), (&'static str, Option<&'static str>)> {
+        match route(path).check_method(&method) {
+            Ok(()) => Ok(()),
+            Err(Error::MethodNotAllowed { allow, note, .. }) => Err((allow, note)),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn storage_methods() {
+        let ok = [
+            ("/storagepools", Method::GET),
+            ("/storagepools", Method::POST),
+            ("/storagepools/p", Method::HEAD),
+            ("/storagepools/p", Method::DELETE),
+            ("/storagepools/p/activate", Method::POST),
+            ("/storagepools/p/storagevolumes", Method::POST),
+            ("/storagepools/p/storagevolumes/v", Method::DELETE),
+            ("/storagepools/p/storagevolumes/v/resize", Method::POST),
+            ("/tasks", Method::GET),
+            ("/tasks/1", Method::HEAD),
+        ];
+        for (path, method) in ok {
+            assert_eq!(allowed(path, method.clone()), Ok(()), "{method} {path}");
+        }
+        let refused = [
+            ("/storagepools", Method::DELETE, "GET, HEAD, POST"),
+            ("/storagepools/p", Method::POST, "GET, HEAD, DELETE"),
+            ("/storagepools/p", Method::PUT, "GET, HEAD, DELETE"),
+            ("/storagepools/p/activate", Method::GET, "POST"),
+            (
+                "/storagepools/p/storagevolumes",
+                Method::DELETE,
+                "GET, HEAD, POST",
+            ),
+            (
+                "/storagepools/p/storagevolumes/v/wipe",
+                Method::DELETE,
+                "POST",
+            ),
+            ("/tasks", Method::POST, "GET, HEAD"),
+            ("/tasks/1", Method::DELETE, "GET, HEAD"),
+        ];
+        for (path, method, allow) in refused {
+            assert_eq!(
+                allowed(path, method.clone()),
+                Err((allow, None)),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn kimchi_isos_is_read_only() {
+        for path in [
+            "/storagepools/kimchi_isos",
+            "/storagepools/kimchi%5Fisos/",
+            "/storagepools/kimchi_isos/storagevolumes",
+            "/storagepools/kimchi_isos/storagevolumes/default:a.iso",
+        ] {
+            assert_eq!(allowed(path, Method::GET), Ok(()), "{path}");
+            for method in [Method::POST, Method::DELETE, Method::PUT] {
+                let (allow, note) = allowed(path, method.clone()).unwrap_err();
+                assert_eq!(allow, "GET, HEAD", "{method} {path}");
+                assert!(note.is_some_and(|n| n.contains("read-only")));
+            }
+        }
+        for path in [
+            "/storagepools/kimchi_isos/activate",
+            "/storagepools/kimchi_isos/deactivate",
+            "/storagepools/kimchi_isos/storagevolumes/default:a.iso/resize",
+            "/storagepools/kimchi_isos/storagevolumes/default:a.iso/wipe",
+        ] {
+            for method in [Method::POST, Method::GET] {
+                let (allow, note) = allowed(path, method.clone()).unwrap_err();
+                assert_eq!(allow, "", "{method} {path}");
+                assert!(note.is_some());
+            }
+        }
+        // Only the exact name is special.
+        assert_eq!(
+            allowed("/storagepools/kimchi_isos2", Method::DELETE),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn names_are_encoded_into_uris() {
+        assert_eq!(pool_uri("default"), "/storagepools/default");
+        assert_eq!(pool_uri("my pool/é"), "/storagepools/my%20pool%2F%C3%A9");
+        assert_eq!(
+            volume_uri("p", "a-b_c.d~e%f?g#h"),
+            "/storagepools/p/storagevolumes/a-b_c.d~e%25f%3Fg%23h"
+        );
+        assert_eq!(task_uri(7), "/tasks/7");
+        // What the gateway writes, it reads back as the same names.
+        let (p, v) = ("my pool:ü%", "disk #1?.img");
+        assert_eq!(route(&volume_uri(p, v)), volume(p, v));
+        assert_eq!(route(&pool_uri(p)), pool(p));
     }
 }

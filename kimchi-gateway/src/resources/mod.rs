@@ -3,4 +3,7 @@
 
 pub mod config;
 pub mod login;
+pub mod storage_pools;
+pub mod storage_volumes;
+pub mod tasks;
 pub mod vms;

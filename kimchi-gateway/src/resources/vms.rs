@@ -43,7 +43,9 @@ impl From<VmInfo> for Vm {
 
 pub async fn list(kimchid: &Kimchid, call: &Call<'_>) -> Result<Reply, Error> {
     let mut vms: Vec<Vm> = kimchid
-        .list_vms(call)
+        .manager()
+        .await?
+        .list_vms(call.options())
         .await?
         .into_iter()
         .map(Vm::from)
@@ -54,7 +56,12 @@ pub async fn list(kimchid: &Kimchid, call: &Call<'_>) -> Result<Reply, Error> {
 }
 
 pub async fn get(kimchid: &Kimchid, call: &Call<'_>, name: &str) -> Result<Reply, Error> {
-    Ok(Reply::ok(&Vm::from(kimchid.get_vm(name, call).await?)))
+    let info = kimchid
+        .manager()
+        .await?
+        .get_vm(name, call.options())
+        .await?;
+    Ok(Reply::ok(&Vm::from(info)))
 }
 
 #[cfg(test)]
