@@ -7,7 +7,9 @@ mod proxy;
 mod types;
 
 pub use error::Error;
-pub use options::{CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT};
+pub use options::{
+    CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT, OPT_WAIT_TIMEOUT,
+};
 pub use proxy::{ManagerProxy, SessionsProxy, TaskProxy};
 pub use types::{
     PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, VmInfo, VolumeInfo, VolumeSpec,

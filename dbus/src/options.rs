@@ -12,6 +12,9 @@ pub const OPT_SESSION: &str = "kimchi.session";
 pub const OPT_REQUEST_ID: &str = "kimchi.request-id";
 /// `b`: for operations that run as tasks, return only when the task has ended.
 pub const OPT_WAIT: &str = "kimchi.wait";
+/// `u`: with `kimchi.wait`, return after at most this many seconds even if the task
+/// still runs (the reply is the task's path either way).
+pub const OPT_WAIT_TIMEOUT: &str = "kimchi.wait-timeout";
 
 /// The `a{sv} options` argument every kimchid method ends with, parsed once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,6 +23,7 @@ pub struct CallOptions {
     pub session: Option<String>,
     pub request_id: Option<String>,
     pub wait: bool,
+    pub wait_timeout_secs: Option<u32>,
 }
 
 impl CallOptions {
@@ -34,6 +38,11 @@ impl CallOptions {
                 OPT_WAIT => opts.wait = bool_option(key, value)?,
                 OPT_SESSION => opts.session = Some(string_option(key, value)?),
                 OPT_REQUEST_ID => opts.request_id = Some(string_option(key, value)?),
+                OPT_WAIT_TIMEOUT => {
+                    opts.wait_timeout_secs = Some(u32::try_from(&**value).map_err(|_| {
+                        Error::InvalidArgument(format!("option '{key}' must be a u32 (u)"))
+                    })?)
+                }
                 k if k.starts_with("kimchi.") => {
                     return Err(Error::InvalidArgument(format!("unknown option '{k}'")));
                 }
@@ -62,6 +71,9 @@ impl CallOptions {
         if let Some(r) = &self.request_id {
             put(OPT_REQUEST_ID, Variant::from(r.as_str()));
         }
+        if let Some(t) = self.wait_timeout_secs {
+            put(OPT_WAIT_TIMEOUT, Variant::from(t));
+        }
         dict
     }
 }
@@ -88,6 +100,7 @@ mod tests {
             session: Some("tok".into()),
             request_id: Some("req-1".into()),
             wait: true,
+            wait_timeout_secs: Some(50),
         };
         assert_eq!(CallOptions::from_dict(&opts.to_dict()).unwrap(), opts);
     }

@@ -16,6 +16,9 @@ use crate::error::Error;
 /// call out). Also bounds calls that wait for their task (`kimchi.wait`): a longer
 /// task is answered 504 and goes on running.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long kimchid holds a waiting task call before answering with the task still
+/// running (the REST reply is then 202 + Location).
+const TASK_WAIT_SECS: u32 = 50;
 /// Requests wait behind a reconnection, so a bus that accepts but never answers must
 /// not hold them for long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,6 +142,8 @@ impl<'a> Call<'a> {
             session: self.session.map(str::to_owned),
             request_id: Some(self.request_id.to_owned()),
             wait,
+            // Under the bus call timeout, so a long task comes back as 202, not 504.
+            wait_timeout_secs: wait.then_some(TASK_WAIT_SECS),
         }
         .to_dict()
     }
@@ -165,9 +170,11 @@ mod tests {
                 session: Some("tok".into()),
                 request_id: Some("r1".into()),
                 wait: false,
+                wait_timeout_secs: None,
             }
         );
         let opts = CallOptions::from_dict(&call.task_options(true)).unwrap();
         assert!(opts.wait && opts.no_user_interaction);
+        assert_eq!(opts.wait_timeout_secs, Some(TASK_WAIT_SECS));
     }
 }

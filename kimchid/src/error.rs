@@ -15,6 +15,8 @@ pub enum Error {
     #[error("{0}")]
     NotSupported(String),
     #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
     NotAuthorized(String),
     #[error("{0}")]
     SessionInvalid(String),
@@ -67,6 +69,7 @@ impl From<Error> for BusError {
             Error::AlreadyExists(_) => BusError::AlreadyExists(msg),
             Error::InvalidState(_) => BusError::InvalidState(msg),
             Error::NotSupported(_) => BusError::NotSupported(msg),
+            Error::Busy(_) => BusError::Busy(msg),
             Error::NotAuthorized(_) => BusError::NotAuthorized(msg),
             Error::SessionInvalid(_) => BusError::SessionInvalid(msg),
             Error::AuthenticationFailed(_) => BusError::AuthenticationFailed(msg),

@@ -1,8 +1,9 @@
 //! Storage pools and volumes as Kimchi presents them: request checks, the read-only
 //! `kimchi_isos` view, ISO identification, and tasks for the slow volume operations.
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kimchi_dbus::{PoolSpec, VolumeSpec, ISO_POOL};
 
@@ -40,6 +41,23 @@ pub struct Storage {
     model: Arc<Model>,
     tasks: Arc<Tasks>,
     osdb: Arc<OnceLock<OsDb>>,
+    busy: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// Marks a volume as worked on by a task until dropped, so a second operation on it
+/// is refused up front instead of failing inside libvirt.
+struct VolumeGuard {
+    busy: Arc<Mutex<HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        self.busy
+            .lock()
+            .expect("busy lock poisoned")
+            .remove(&self.key);
+    }
 }
 
 impl Storage {
@@ -49,7 +67,26 @@ impl Storage {
             model,
             tasks,
             osdb: Arc::new(OnceLock::new()),
+            busy: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    fn claim(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
+        let key = (pool.to_owned(), name.to_owned());
+        if !self
+            .busy
+            .lock()
+            .expect("busy lock poisoned")
+            .insert(key.clone())
+        {
+            return Err(Error::Busy(format!(
+                "volume '{name}' in pool '{pool}' has an operation in progress"
+            )));
+        }
+        Ok(VolumeGuard {
+            busy: self.busy.clone(),
+            key,
+        })
     }
 
     pub fn tasks(&self) -> &Tasks {
@@ -165,14 +202,27 @@ impl Storage {
                 spec.format
             )));
         }
-        if spec.capacity_mib == 0 {
-            return Err(Error::InvalidArgument(
-                "volume capacity must be at least 1 MiB".into(),
-            ));
+        bytes(spec.capacity_mib, "capacity")?;
+        if !self.model.pool_by_name(&pool)?.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{pool}' is not active; activate it first"
+            )));
+        }
+        let guard = self.claim(&pool, &spec.name)?;
+        match self.volume(&pool, &spec.name).await {
+            Ok(_) => {
+                return Err(Error::AlreadyExists(format!(
+                    "storage volume '{}' already exists in pool '{pool}'",
+                    spec.name
+                )));
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         let (libvirt, model) = (self.libvirt.clone(), self.model.clone());
         let uri = volume_uri(&pool, &spec.name);
         Ok(self.tasks.start("storagevolume.create", uri, async move {
+            let _guard = guard;
             let target = pool.clone();
             let record = libvirt
                 .call(move |c| {
@@ -187,10 +237,7 @@ impl Storage {
     /// Grows the volume (or shrinks an unused raw one) in a task.
     pub async fn resize_volume(&self, pool: &str, name: &str, size_mib: u64) -> Result<u32> {
         let current = self.volume(&self.writable_pool(pool)?, name).await?.record;
-        if size_mib == 0 {
-            return Err(Error::InvalidArgument("size must be at least 1 MiB".into()));
-        }
-        let shrink = size_mib * MIB < current.capacity;
+        let shrink = bytes(size_mib, "size")? < current.capacity;
         if shrink && current.format != "raw" {
             return Err(Error::InvalidState(format!(
                 "cannot shrink {} volume '{name}': only raw volumes can shrink",
@@ -202,10 +249,12 @@ impl Storage {
                 "cannot shrink volume '{name}': a virtual machine uses it"
             )));
         }
+        let guard = self.claim(&current.pool, &current.name)?;
         let libvirt = self.libvirt.clone();
         let (pool, name) = (current.pool, current.name);
         let uri = volume_uri(&pool, &name);
         Ok(self.tasks.start("storagevolume.resize", uri, async move {
+            let _guard = guard;
             libvirt
                 .call(move |c| storage::resize_volume(c, &pool, &name, size_mib, shrink))
                 .await?;
@@ -213,13 +262,21 @@ impl Storage {
         }))
     }
 
-    /// Overwrites the volume with zeros in a task.
+    /// Overwrites the volume with zeros in a task; an image format (qcow2) is set up
+    /// again afterwards, empty, so the volume stays usable.
     pub async fn wipe_volume(&self, pool: &str, name: &str) -> Result<u32> {
         let current = self.volume(&self.writable_pool(pool)?, name).await?.record;
+        if self.model.path_in_use(&current.path) {
+            return Err(Error::InvalidState(format!(
+                "volume '{name}' is used by a virtual machine"
+            )));
+        }
+        let guard = self.claim(&current.pool, &current.name)?;
         let libvirt = self.libvirt.clone();
         let (pool, name) = (current.pool, current.name);
         let uri = volume_uri(&pool, &name);
         Ok(self.tasks.start("storagevolume.wipe", uri, async move {
+            let _guard = guard;
             libvirt
                 .call(move |c| storage::wipe_volume(c, &pool, &name))
                 .await?;
@@ -234,6 +291,7 @@ impl Storage {
                 "volume '{name}' is used by a virtual machine"
             )));
         }
+        let _guard = self.claim(&current.pool, &current.name)?;
         let (pool, name) = (current.pool, current.name);
         let pool_name = pool.clone();
         self.libvirt
@@ -328,6 +386,17 @@ pub fn identify(db: &OsDb, path: &str) -> IsoIdentity {
                 bootable: false,
             }
         }
+    }
+}
+
+/// MiB to bytes, refusing sizes that do not fit.
+fn bytes(mib: u64, what: &str) -> Result<u64> {
+    match mib.checked_mul(MIB) {
+        Some(b) if mib > 0 => Ok(b),
+        _ => Err(Error::InvalidArgument(format!(
+            "{what} must be between 1 and {} MiB, not {mib}",
+            u64::MAX / MIB
+        ))),
     }
 }
 
@@ -429,6 +498,16 @@ mod tests {
             source_path: String::new(),
             source_devices: Vec::new(),
         }
+    }
+
+    #[test]
+    fn sizes_must_fit_in_bytes() {
+        assert_eq!(bytes(2, "size").unwrap(), 2 * MIB);
+        assert!(matches!(bytes(0, "size"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            bytes(u64::MAX, "size"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

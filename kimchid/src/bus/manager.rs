@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use kimchi_dbus::{
     task_path, CallOptions, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo,
@@ -29,10 +30,17 @@ impl Manager {
         }
     }
 
-    /// The task's path, once it has ended when the caller asked to wait.
+    /// The task's path, once it has ended when the caller asked to wait (or once the
+    /// caller's wait timeout has passed).
     async fn task_reply(&self, id: u32, opts: &CallOptions) -> OwnedObjectPath {
         if opts.wait {
-            self.storage.tasks().wait(id).await;
+            let wait = self.storage.tasks().wait(id);
+            match opts.wait_timeout_secs {
+                Some(secs) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(secs.into()), wait).await;
+                }
+                None => wait.await,
+            }
         }
         OwnedObjectPath::try_from(task_path(id)).expect("numeric paths are valid")
     }

@@ -172,9 +172,22 @@ pub fn resize_volume(
     Ok(vol.resize(capacity_mib * 1024 * 1024, flags)?)
 }
 
+/// Zeroes the volume. Zeroing also erases an image format's header, so a non-raw
+/// volume is then re-created, empty, with its format and capacity.
 pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
-    Ok(lookup_volume(&pool, pool_name, name)?.wipe(0)?)
+    let vol = lookup_volume(&pool, pool_name, name)?;
+    let before = read_volume(pool_name, &vol)?;
+    vol.wipe(0)?;
+    if before.format != "raw" {
+        vol.delete(0)?;
+        StorageVol::create_xml(
+            &pool,
+            &volume_xml(name, before.capacity / (1024 * 1024), &before.format),
+            0,
+        )?;
+    }
+    Ok(())
 }
 
 pub fn delete_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
@@ -215,6 +228,9 @@ fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
         .unwrap_or_default()
         .to_owned();
     let state = pool_state(info.state);
+    let active = state == "active";
+    // libvirt keeps the last sizes of a stopped pool; Kimchi reports none.
+    let size = |bytes: u64| if active { bytes } else { 0 };
     Ok(PoolRecord {
         uuid: pool.uuid_string()?,
         name: pool.name()?,
