@@ -56,6 +56,10 @@ async fn run(
     mut config: Config,
     log: LogControl,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Before READY=1: a stop request right after start must still stop us cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         format!(
             "cannot create state directory {}: {e}",
@@ -98,9 +102,6 @@ async fn run(
     tokio::spawn(bus::follow(conn.clone(), model, tasks.clone(), changes_rx));
     tokio::spawn(notify::watchdog());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
