@@ -20,13 +20,15 @@ BACKPORTS_PKGS=(
   # Not in ENVIRONMENT.md's list: ships /usr/share/libvirt/networks/default.xml,
   # the definition of libvirt's network 'default' that stack-up.sh defines.
   libvirt-daemon-config-network
+  # libvirt's LVM backend, for 'logical' storage pools (tested on a loop device).
+  libvirt-daemon-driver-storage-logical
 )
 # From bookworm: the system bus, polkit, build dependencies, and the tools the
 # scripts and the tests call (curl, openssl, capsh/getpcaps, ip, setpriv, useradd,
 # chpasswd, busctl, systemd-analyze, make, a C toolchain for cargo's linker).
 MAIN_PKGS=(
   dbus dbus-daemon polkitd pkexec pkg-config libpam0g-dev libsqlite3-dev osinfo-db xorriso
-  curl openssl libcap2-bin iproute2 util-linux passwd systemd make gcc libc6-dev
+  curl openssl libcap2-bin iproute2 util-linux passwd systemd make gcc libc6-dev lvm2
 )
 
 is_installed() {
