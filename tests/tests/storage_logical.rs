@@ -39,7 +39,11 @@ impl LoopPool {
             .stdout
             .trim()
             .to_owned();
-        LoopPool { name, image, device }
+        LoopPool {
+            name,
+            image,
+            device,
+        }
     }
 }
 
@@ -70,7 +74,11 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
         "0",
     ])
     .expect_ok();
-    assert!(created.stdout.contains("\"inactive\""), "{}", created.stdout);
+    assert!(
+        created.stdout.contains("\"inactive\""),
+        "{}",
+        created.stdout
+    );
 
     let active = manager(&["ActivateStoragePool", "sa{sv}", &pool.name, "0"]).expect_ok();
     assert!(active.stdout.contains("\"active\""), "{}", active.stdout);
@@ -83,7 +91,8 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
         .expect_ok()
         .stdout;
     assert!(
-        vgs.lines().any(|l| l.contains(&pool.name) && l.contains(&pool.device)),
+        vgs.lines()
+            .any(|l| l.contains(&pool.name) && l.contains(&pool.device)),
         "volume group not built on {}: {vgs}",
         pool.device
     );
