@@ -237,14 +237,10 @@ fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
         state,
         pool_type: root.attribute("type").unwrap_or_default().to_owned(),
         target_path,
-        capacity: info.capacity,
-        allocation: info.allocation,
-        available: info.available,
-        nr_volumes: if state == "active" {
-            pool.num_of_volumes()?
-        } else {
-            0
-        },
+        capacity: size(info.capacity),
+        allocation: size(info.allocation),
+        available: size(info.available),
+        nr_volumes: if active { pool.num_of_volumes()? } else { 0 },
     })
 }
 
