@@ -109,7 +109,7 @@ impl Storage {
 
     /// Number of images in the `kimchi_isos` view.
     pub async fn iso_count(&self) -> Result<u32> {
-        Ok(self.iso_volumes().await?.len() as u32)
+        Ok(self.iso_records().await?.len() as u32)
     }
 
     /// Defines a pool, inactive, as Kimchi does.
@@ -311,6 +311,12 @@ impl Storage {
     }
 
     async fn iso_volumes(&self) -> Result<Vec<VolumeView>> {
+        let records = self.iso_records().await?;
+        self.with_iso_identity(records).await
+    }
+
+    /// Every ISO image of every active pool, named `<pool>:<file>`, not yet identified.
+    async fn iso_records(&self) -> Result<Vec<VolumeRecord>> {
         let pools: Vec<String> = self
             .model
             .pools()
@@ -318,8 +324,7 @@ impl Storage {
             .filter(PoolRecord::active)
             .map(|p| p.name)
             .collect();
-        let records = self
-            .libvirt
+        self.libvirt
             .call(move |c| {
                 let mut isos = Vec::new();
                 for pool in &pools {
@@ -332,8 +337,7 @@ impl Storage {
                 }
                 Ok(isos)
             })
-            .await?;
-        self.with_iso_identity(records).await
+            .await
     }
 
     /// Reads ISO headers (blocking file I/O) off the async workers.
