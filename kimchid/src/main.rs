@@ -21,6 +21,7 @@ use clap::Parser;
 use nix::unistd::User;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::authority::Authority;
 use crate::config::Config;
@@ -92,7 +93,18 @@ async fn run(
     let authority = Arc::new(Authority::new(&conn, sessions.clone(), gateway_uid).await?);
     bus::export(&conn, model.clone(), storage, authority).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
-    conn.request_name(kimchi_dbus::BUS_NAME).await?;
+    // Neither replaces a running kimchid nor lets itself be replaced: two daemons
+    // behind one name would split the state.
+    let reply = conn
+        .request_name_with_flags(kimchi_dbus::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(format!(
+            "{} is already owned by another process",
+            kimchi_dbus::BUS_NAME
+        )
+        .into());
+    }
     let ready_status = format!("connecting to libvirt at {}", config.libvirt_uri);
     notify::ready(&ready_status);
     tracing::info!("serving {} on the system bus", kimchi_dbus::BUS_NAME);

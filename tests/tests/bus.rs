@@ -8,9 +8,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kimchi_dbus::{
     CallOptions, Error, ManagerProxy, BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, SESSIONS_PATH,
-    VM_INTERFACE,
+    STORAGE_POOL_INTERFACE, TASK_INTERFACE, VM_INTERFACE,
 };
-use kimchi_tests::{busctl, lookup_vm_path, poll, run, system_bus, vm_property, TestVm};
+use kimchi_tests::{
+    busctl, lookup_vm_path, poll, run, system_bus, unique_name, vm_property, TestVm,
+};
 use zbus::fdo::{IntrospectableProxy, PropertiesProxy};
 use zbus::{OwnedVariant, Variant};
 
@@ -136,21 +138,127 @@ async fn introspect(conn: &zbus::Connection, path: &str) -> String {
         .unwrap_or_else(|e| panic!("Introspect {path}: {e}"))
 }
 
+/// `busctl --json=short call` on the Manager; returns the reply's `data` array.
+#[track_caller]
+fn manager_call(method: &str, signature: &str, args: &[&str]) -> serde_json::Value {
+    let mut argv = vec![
+        "--json=short",
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        MANAGER_INTERFACE,
+        method,
+        signature,
+    ];
+    argv.extend_from_slice(args);
+    let ran = busctl(&argv);
+    assert!(ran.ok, "{method} {args:?}: {}", ran.stderr);
+    let reply: serde_json::Value = serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("{method}: busctl printed no JSON ({e}): {}", ran.stdout));
+    reply["data"].clone()
+}
+
+/// A dir pool under /tmp created through the bus, active, with the volumes the test
+/// made in it; volumes, pool and directory are removed on drop.
+struct BusPool {
+    name: String,
+    dir: PathBuf,
+    /// The pool's object path, from the CreateStoragePool reply.
+    path: String,
+    volumes: Vec<String>,
+}
+
+impl BusPool {
+    fn create(what: &str) -> BusPool {
+        let name = unique_name(what);
+        let dir = std::env::temp_dir().join(&name);
+        let mut pool = BusPool {
+            dir: dir.clone(),
+            path: String::new(),
+            volumes: Vec::new(),
+            name,
+        };
+        // (sssssas) spec: name, type, path, source host, source path, no devices.
+        let reply = manager_call(
+            "CreateStoragePool",
+            "(sssssas)a{sv}",
+            &[&pool.name, "dir", dir.to_str().unwrap(), "", "", "0", "0"],
+        );
+        pool.path = reply[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no object path in the reply {reply}"))
+            .to_owned();
+        manager_call("ActivateStoragePool", "sa{sv}", &[&pool.name, "0"]);
+        pool
+    }
+
+    /// Creates a 1 MiB raw volume, waiting for its task; returns the task's path.
+    fn create_volume(&mut self, name: &str) -> String {
+        self.volumes.push(name.to_owned());
+        let reply = manager_call(
+            "CreateStorageVolume",
+            "s(sts)a{sv}",
+            &[
+                &self.name,
+                name,
+                "1",
+                "raw",
+                "1",
+                kimchi_dbus::OPT_WAIT,
+                "b",
+                "true",
+            ],
+        );
+        reply[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task path in the reply {reply}"))
+            .to_owned()
+    }
+}
+
+impl Drop for BusPool {
+    fn drop(&mut self) {
+        let call = |method: &str, signature: &str, args: &[&str]| {
+            let mut argv = vec!["call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE];
+            argv.extend_from_slice(&[method, signature]);
+            argv.extend_from_slice(args);
+            let _ = busctl(&argv);
+        };
+        for volume in &self.volumes {
+            call("DeleteStorageVolume", "ssa{sv}", &[&self.name, volume, "0"]);
+        }
+        call("DeactivateStoragePool", "sa{sv}", &[&self.name, "0"]);
+        call("DeleteStoragePool", "sa{sv}", &[&self.name, "0"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Compares `dbus/org.kimchi.Kimchi1.xml` with the live daemon; with `KIMCHI_BLESS=1`
-/// it rewrites the file from the live daemon instead.
+/// it rewrites the file from the live daemon instead. The objects introspected carry
+/// every kimchi interface: Manager, Sessions, a VM, a storage pool and a task.
 #[tokio::test(flavor = "multi_thread")]
 async fn checked_in_introspection_matches_the_running_daemon() {
     let vm = TestVm::define("introspect");
     let vm_path = lookup_vm_path(&vm.name);
+    let mut pool = BusPool::create("introspect");
+    let task_path = pool.create_volume("introspect.img");
     let conn = system_bus().await;
     let mut live = BTreeMap::new();
-    for path in [MANAGER_PATH, SESSIONS_PATH, &vm_path] {
+    for path in [
+        MANAGER_PATH,
+        SESSIONS_PATH,
+        &vm_path,
+        &pool.path,
+        &task_path,
+    ] {
         live.extend(kimchi_interfaces(&introspect(&conn, path).await));
     }
     for name in [
         MANAGER_INTERFACE,
         VM_INTERFACE,
         kimchi_dbus::SESSIONS_INTERFACE,
+        STORAGE_POOL_INTERFACE,
+        TASK_INTERFACE,
     ] {
         assert!(
             live.contains_key(name),
