@@ -4,6 +4,8 @@
 
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,12 +40,17 @@ impl Gateway {
             .stderr(log);
         if let Some(listener) = inherited {
             let fd = listener.as_raw_fd();
-            // SAFETY: between fork and exec only dup2 runs (async-signal-safe); the
-            // listener outlives the spawn, and fd 3 is left open for the gateway.
+            // SAFETY: between fork and exec only dup2/fcntl run (async-signal-safe);
+            // the listener outlives the spawn, and fd 3 is left open for the gateway.
             unsafe {
                 cmd.pre_exec(move || {
-                    let fd3 = nix::unistd::dup2_raw(BorrowedFd::borrow_raw(fd), 3)?;
-                    let _ = fd3.into_raw_fd();
+                    let listener = BorrowedFd::borrow_raw(fd);
+                    if fd == 3 {
+                        // dup2 onto itself would keep close-on-exec set.
+                        fcntl(listener, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                    } else {
+                        let _ = nix::unistd::dup2_raw(listener, 3)?.into_raw_fd();
+                    }
                     Ok(())
                 });
             }
