@@ -217,6 +217,11 @@ impl Model {
                 Ok(None) => self.remove(&uuid),
                 Err(e) => tracing::warn!(%uuid, "cannot re-read domain after event: {e}"),
             },
+            LibvirtEvent::PoolChanged { uuid } => match self.libvirt.pool(uuid.clone()).await {
+                Ok(Some(record)) => self.upsert_pool(record),
+                Ok(None) => self.remove_pool(&uuid),
+                Err(e) => tracing::warn!(%uuid, "cannot re-read pool after event: {e}"),
+            },
         }
     }
 

@@ -328,7 +328,13 @@ impl Storage {
             .call(move |c| {
                 let mut isos = Vec::new();
                 for pool in &pools {
-                    for mut vol in storage::list_volumes(c, pool)? {
+                    // A pool stopped or removed since the model last looked is skipped.
+                    let volumes = match storage::list_volumes(c, pool) {
+                        Ok(v) => v,
+                        Err(Error::InvalidState(_) | Error::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
+                    for mut vol in volumes {
                         if vol.format == "iso" {
                             vol.name = format!("{pool}:{}", vol.name);
                             isos.push(vol);

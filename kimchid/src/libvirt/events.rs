@@ -67,7 +67,7 @@ pub fn open(
             ));
             return Err(Error::from(virt::error::Error::last_error()));
         }
-        let lifecycle_opaque = Box::into_raw(Box::new(events)) as *mut c_void;
+        let lifecycle_opaque = Box::into_raw(Box::new(events.clone())) as *mut c_void;
         let callback: unsafe extern "C" fn(
             sys::virConnectPtr,
             sys::virDomainPtr,
@@ -75,6 +75,38 @@ pub fn open(
             c_int,
             *mut c_void,
         ) -> c_int = on_lifecycle;
+        let pool_opaque = Box::into_raw(Box::new(events)) as *mut c_void;
+        let pool_callback: unsafe extern "C" fn(
+            sys::virConnectPtr,
+            sys::virStoragePoolPtr,
+            c_int,
+            c_int,
+            *mut c_void,
+        ) = on_pool_lifecycle;
+        if sys::virConnectStoragePoolEventRegisterAny(
+            conn.as_ptr(),
+            std::ptr::null_mut(),
+            sys::VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE as c_int,
+            // As for domains: registered generic, called with the lifecycle signature.
+            Some(std::mem::transmute::<
+                unsafe extern "C" fn(
+                    sys::virConnectPtr,
+                    sys::virStoragePoolPtr,
+                    c_int,
+                    c_int,
+                    *mut c_void,
+                ),
+                unsafe extern "C" fn(sys::virConnectPtr, sys::virStoragePoolPtr, *mut c_void),
+            >(pool_callback)),
+            pool_opaque,
+            Some(free_boxed::<mpsc::UnboundedSender<LibvirtEvent>>),
+        ) < 0
+        {
+            drop(Box::from_raw(
+                pool_opaque as *mut mpsc::UnboundedSender<LibvirtEvent>,
+            ));
+            return Err(Error::from(virt::error::Error::last_error()));
+        }
         if sys::virConnectDomainEventRegisterAny(
             conn.as_ptr(),
             std::ptr::null_mut(),
@@ -131,6 +163,23 @@ unsafe extern "C" fn on_lifecycle(
         let _ = tx.send(LibvirtEvent::DomainChanged { uuid });
     }
     0
+}
+
+unsafe extern "C" fn on_pool_lifecycle(
+    _conn: sys::virConnectPtr,
+    pool: sys::virStoragePoolPtr,
+    _event: c_int,
+    _detail: c_int,
+    opaque: *mut c_void,
+) {
+    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<LibvirtEvent>) };
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    if unsafe { sys::virStoragePoolGetUUIDString(pool, buf.as_mut_ptr()) } == 0 {
+        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let _ = tx.send(LibvirtEvent::PoolChanged { uuid });
+    }
 }
 
 unsafe extern "C" fn free_boxed<T>(opaque: *mut c_void) {

@@ -33,6 +33,10 @@ pub enum LibvirtEvent {
     DomainChanged {
         uuid: String,
     },
+    /// A pool was defined, undefined, started or stopped; re-read it.
+    PoolChanged {
+        uuid: String,
+    },
 }
 
 pub struct Libvirt {
@@ -144,5 +148,10 @@ impl Libvirt {
 
     pub async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
         self.call(storage::list_pools).await
+    }
+
+    /// The pool's current record, or `None` when it no longer exists.
+    pub async fn pool(&self, uuid: String) -> Result<Option<PoolRecord>> {
+        self.call(move |c| storage::pool_by_uuid(c, &uuid)).await
     }
 }

@@ -1,6 +1,8 @@
 //! Storage pools and volumes in libvirt. Callers pass names already checked by
 //! `names`; XML is built with the writer only.
 
+use std::path::Path;
+
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
@@ -45,6 +47,12 @@ impl PoolRecord {
     pub fn active(&self) -> bool {
         self.state == "active"
     }
+
+    /// Volumes are plain files in the pool's directory (not LVM devices, whose paths
+    /// are links by nature).
+    fn files_are_volumes(&self) -> bool {
+        matches!(self.pool_type.as_str(), "dir" | "netfs")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +67,36 @@ pub struct VolumeRecord {
 }
 
 pub fn list_pools(conn: &Connect) -> Result<Vec<PoolRecord>> {
-    conn.list_all_storage_pools(0)?
-        .iter()
-        .map(read_pool)
-        .collect()
+    let mut records = Vec::new();
+    for pool in conn.list_all_storage_pools(0)? {
+        match read_pool(&pool) {
+            Ok(r) => records.push(r),
+            // Undefined between listing and reading: the event for it follows.
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(records)
 }
 
+pub fn pool_by_uuid(conn: &Connect, uuid: &str) -> Result<Option<PoolRecord>> {
+    match conn.lookup_storage_pool_by_uuid_string(uuid) {
+        Ok(pool) => read_pool(&pool).map(Some),
+        Err(e) => match Error::from(e) {
+            Error::NotFound(_) => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+/// The pool as it is now: an active pool re-reads its directory first, so sizes and
+/// the volume count include what was changed behind kimchid's back.
 pub fn pool_by_name(conn: &Connect, name: &str) -> Result<PoolRecord> {
-    read_pool(&lookup_pool(conn, name)?)
+    let pool = lookup_pool(conn, name)?;
+    if pool.is_active()? {
+        pool.refresh(0)?;
+    }
+    read_pool(&pool)
 }
 
 pub fn define_pool(conn: &Connect, def: &PoolDefinition) -> Result<PoolRecord> {
@@ -134,6 +164,8 @@ pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>
 
 pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
+    // A file added by hand is found at once, not only after the next listing.
+    pool.refresh(0)?;
     read_volume(pool_name, &lookup_volume(&pool, pool_name, name)?)
 }
 
@@ -145,7 +177,12 @@ pub fn create_volume(
     format: &str,
 ) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
-    if pool.lookup_storage_vol_by_name(name).is_ok() {
+    let record = read_pool(&pool)?;
+    // libvirt's own listing skips dangling links; a link must not let a new image be
+    // written wherever it points.
+    let occupied = record.files_are_volumes()
+        && std::fs::symlink_metadata(Path::new(&record.target_path).join(name)).is_ok();
+    if occupied || pool.lookup_storage_vol_by_name(name).is_ok() {
         return Err(Error::AlreadyExists(format!(
             "storage volume '{name}' already exists in pool '{pool_name}'"
         )));
@@ -164,6 +201,7 @@ pub fn resize_volume(
 ) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
     let vol = lookup_volume(&pool, pool_name, name)?;
+    check_inside(&read_pool(&pool)?, &vol.path()?)?;
     let flags = if shrink {
         sys::VIR_STORAGE_VOL_RESIZE_SHRINK
     } else {
@@ -178,8 +216,14 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
     let vol = lookup_volume(&pool, pool_name, name)?;
     let before = read_volume(pool_name, &vol)?;
+    check_inside(&read_pool(&pool)?, &before.path)?;
     vol.wipe(0)?;
-    if before.format != "raw" {
+    if before.format == "raw" {
+        // libvirt writes as many zeros as the file occupies, which can be a block more.
+        if vol.info()?.capacity != before.capacity {
+            vol.resize(before.capacity, sys::VIR_STORAGE_VOL_RESIZE_SHRINK)?;
+        }
+    } else {
         vol.delete(0)?;
         StorageVol::create_xml(
             &pool,
@@ -193,6 +237,29 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
 pub fn delete_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
     Ok(lookup_volume(&pool, pool_name, name)?.delete(0)?)
+}
+
+/// In pools whose volumes are files, changes go only to regular files directly in
+/// the pool's directory: never through a link to a file elsewhere.
+fn check_inside(pool: &PoolRecord, vol_path: &str) -> Result<()> {
+    if !pool.files_are_volumes() {
+        return Ok(());
+    }
+    let outside = || {
+        Error::InvalidState(format!(
+            "'{vol_path}' is not a file inside the pool directory '{}' (a link?); \
+             kimchi changes only files inside the pool",
+            pool.target_path
+        ))
+    };
+    let path = Path::new(vol_path);
+    let meta = std::fs::symlink_metadata(path).map_err(|_| outside())?;
+    let dir = std::fs::canonicalize(&pool.target_path).map_err(|_| outside())?;
+    let parent = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
+    if meta.file_type().is_symlink() || parent.as_deref() != Some(dir.as_path()) {
+        return Err(outside());
+    }
+    Ok(())
 }
 
 fn lookup_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
