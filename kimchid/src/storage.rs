@@ -209,16 +209,10 @@ impl Storage {
             )));
         }
         let guard = self.claim(&pool, &spec.name)?;
-        match self.volume(&pool, &spec.name).await {
-            Ok(_) => {
-                return Err(Error::AlreadyExists(format!(
-                    "storage volume '{}' already exists in pool '{pool}'",
-                    spec.name
-                )));
-            }
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
+        let (p, n) = (pool.clone(), spec.name.clone());
+        self.libvirt
+            .call(move |c| storage::check_volume_name_free(c, &p, &n))
+            .await?;
         let (libvirt, model) = (self.libvirt.clone(), self.model.clone());
         let uri = volume_uri(&pool, &spec.name);
         Ok(self.tasks.start("storagevolume.create", uri, async move {
@@ -249,6 +243,7 @@ impl Storage {
                 "cannot shrink volume '{name}': a virtual machine uses it"
             )));
         }
+        self.check_inside(&current).await?;
         let guard = self.claim(&current.pool, &current.name)?;
         let libvirt = self.libvirt.clone();
         let (pool, name) = (current.pool, current.name);
@@ -271,6 +266,7 @@ impl Storage {
                 "volume '{name}' is used by a virtual machine"
             )));
         }
+        self.check_inside(&current).await?;
         let guard = self.claim(&current.pool, &current.name)?;
         let libvirt = self.libvirt.clone();
         let (pool, name) = (current.pool, current.name);
@@ -298,6 +294,14 @@ impl Storage {
             .call(move |c| storage::delete_volume(c, &pool, &name))
             .await?;
         self.refresh_pool(&pool_name).await.map(drop)
+    }
+
+    /// Refused up front so the caller gets a 409, not a failed task.
+    async fn check_inside(&self, vol: &VolumeRecord) -> Result<()> {
+        let (pool, name) = (vol.pool.clone(), vol.name.clone());
+        self.libvirt
+            .call(move |c| storage::check_volume_inside(c, &pool, &name))
+            .await
     }
 
     /// Refuses the virtual ISO pool for writes; returns the name for the call.

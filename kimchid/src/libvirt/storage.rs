@@ -94,7 +94,7 @@ pub fn pool_by_uuid(conn: &Connect, uuid: &str) -> Result<Option<PoolRecord>> {
 pub fn pool_by_name(conn: &Connect, name: &str) -> Result<PoolRecord> {
     let pool = lookup_pool(conn, name)?;
     if pool.is_active()? {
-        pool.refresh(0)?;
+        refresh(&pool);
     }
     read_pool(&pool)
 }
@@ -152,7 +152,7 @@ pub fn undefine_pool(conn: &Connect, name: &str) -> Result<()> {
 /// The pool's volumes, after a refresh so that files added by hand show up.
 pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>> {
     let pool = active_pool(conn, pool_name)?;
-    pool.refresh(0)?;
+    refresh(&pool);
     let mut volumes = pool
         .list_all_volumes(0)?
         .iter()
@@ -165,7 +165,7 @@ pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>
 pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
     // A file added by hand is found at once, not only after the next listing.
-    pool.refresh(0)?;
+    refresh(&pool);
     read_volume(pool_name, &lookup_volume(&pool, pool_name, name)?)
 }
 
@@ -177,7 +177,27 @@ pub fn create_volume(
     format: &str,
 ) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
-    let record = read_pool(&pool)?;
+    check_name_free(&pool, pool_name, name)?;
+    let vol = StorageVol::create_xml(&pool, &volume_xml(name, capacity_mib, format), 0)?;
+    read_volume(pool_name, &vol)
+}
+
+/// Refuses a name that a volume, or any file, in the pool's directory already has.
+pub fn check_volume_name_free(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
+    let pool = active_pool(conn, pool_name)?;
+    refresh(&pool);
+    check_name_free(&pool, pool_name, name)
+}
+
+/// Refuses changes to a volume that is not a regular file inside its pool directory.
+pub fn check_volume_inside(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
+    let pool = active_pool(conn, pool_name)?;
+    let vol = lookup_volume(&pool, pool_name, name)?;
+    check_inside(&read_pool(&pool)?, &vol.path()?)
+}
+
+fn check_name_free(pool: &StoragePool, pool_name: &str, name: &str) -> Result<()> {
+    let record = read_pool(pool)?;
     // libvirt's own listing skips dangling links; a link must not let a new image be
     // written wherever it points.
     let occupied = record.files_are_volumes()
@@ -187,8 +207,7 @@ pub fn create_volume(
             "storage volume '{name}' already exists in pool '{pool_name}'"
         )));
     }
-    let vol = StorageVol::create_xml(&pool, &volume_xml(name, capacity_mib, format), 0)?;
-    read_volume(pool_name, &vol)
+    Ok(())
 }
 
 /// Sets the volume's capacity; `shrink` allows making it smaller.
@@ -219,9 +238,16 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     check_inside(&read_pool(&pool)?, &before.path)?;
     vol.wipe(0)?;
     if before.format == "raw" {
-        // libvirt writes as many zeros as the file occupies, which can be a block more.
-        if vol.info()?.capacity != before.capacity {
-            vol.resize(before.capacity, sys::VIR_STORAGE_VOL_RESIZE_SHRINK)?;
+        // libvirt writes as many zeros as the file occupies, which can be a block more;
+        // libvirt refuses to shrink below that allocation, so the file is cut back here.
+        if vol.info()?.capacity != before.capacity && pool_is_files(&pool)? {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&before.path)
+                .and_then(|f| f.set_len(before.capacity))
+                .map_err(|e| {
+                    Error::Internal(format!("cannot restore the size of {}: {e}", before.path))
+                })?;
         }
     } else {
         vol.delete(0)?;
@@ -260,6 +286,18 @@ fn check_inside(pool: &PoolRecord, vol_path: &str) -> Result<()> {
         return Err(outside());
     }
     Ok(())
+}
+
+/// Re-reads the pool's directory. libvirt refuses while a volume job (a wipe) runs;
+/// the last known contents are right then, so the refusal is not an error.
+fn refresh(pool: &StoragePool) {
+    if let Err(e) = pool.refresh(0) {
+        tracing::debug!("pool refresh skipped: {e}");
+    }
+}
+
+fn pool_is_files(pool: &StoragePool) -> Result<bool> {
+    Ok(read_pool(pool)?.files_are_volumes())
 }
 
 fn lookup_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
