@@ -30,6 +30,17 @@ impl Manager {
         }
     }
 
+    /// Asks the authority about `action` on `object` (see `bus::authorize`).
+    async fn allow(
+        &self,
+        hdr: &Header<'_>,
+        options: &Options,
+        action: Action,
+        object: Option<(&str, &str)>,
+    ) -> Result<CallOptions, BusError> {
+        authorize(&self.authority, hdr, options, action, object).await
+    }
+
     /// The task's path, once it has ended when the caller asked to wait (or once the
     /// caller's wait timeout has passed).
     async fn task_reply(&self, id: u32, opts: &CallOptions) -> OwnedObjectPath {
@@ -54,7 +65,7 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<VmInfo>, BusError> {
-        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        self.allow(&hdr, &options, Action::Read, None).await?;
         Ok(self.model.vms().iter().map(vm::info).collect())
     }
 
@@ -65,14 +76,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::Read,
-            Some(("kimchi.vm.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::Read, vm_detail(&name))
+            .await?;
         Ok(vm::info(&self.model.vm_by_name(&name)?))
     }
 
@@ -84,14 +89,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::Read,
-            Some(("kimchi.vm.name", &name_or_uuid)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::Read, vm_detail(&name_or_uuid))
+            .await?;
         let record = match self.model.vm_by_uuid(&name_or_uuid) {
             Some(r) => r,
             None => self.model.vm_by_name(&name_or_uuid)?,
@@ -104,7 +103,7 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<PoolInfo>, BusError> {
-        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        self.allow(&hdr, &options, Action::Read, None).await?;
         let mut pools: Vec<PoolInfo> = self
             .storage
             .pools()
@@ -121,14 +120,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::Read,
-            Some(("kimchi.pool.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::Read, pool_detail(&name))
+            .await?;
         if name == ISO_POOL {
             return Ok(storage_pool::iso_pool_info(self.storage.iso_count().await?));
         }
@@ -142,14 +135,8 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
         let name = spec.name.clone();
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::PoolManage,
-            Some(("kimchi.pool.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+            .await?;
         Ok(storage_pool::info(&self.storage.create_pool(spec).await?))
     }
 
@@ -159,14 +146,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::PoolManage,
-            Some(("kimchi.pool.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+            .await?;
         Ok(storage_pool::info(
             &self.storage.activate_pool(&name).await?,
         ))
@@ -178,14 +159,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::PoolManage,
-            Some(("kimchi.pool.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+            .await?;
         Ok(storage_pool::info(
             &self.storage.deactivate_pool(&name).await?,
         ))
@@ -197,14 +172,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::PoolManage,
-            Some(("kimchi.pool.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+            .await?;
         Ok(self.storage.delete_pool(&name).await?)
     }
 
@@ -214,14 +183,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<VolumeInfo>, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::Read,
-            Some(("kimchi.pool.name", &pool)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::Read, pool_detail(&pool))
+            .await?;
         let volumes = self.storage.volumes(&pool).await?;
         Ok(volumes.iter().map(storage_volume::info).collect())
     }
@@ -233,14 +196,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VolumeInfo, BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::Read,
-            Some(("kimchi.volume.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::Read, volume_detail(&name))
+            .await?;
         Ok(storage_volume::info(
             &self.storage.volume(&pool, &name).await?,
         ))
@@ -254,14 +211,9 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
         let name = spec.name.clone();
-        let opts = authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::VolumeManage,
-            Some(("kimchi.volume.name", &name)),
-        )
-        .await?;
+        let opts = self
+            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
+            .await?;
         let id = self.storage.create_volume(&pool, spec).await?;
         Ok(self.task_reply(id, &opts).await)
     }
@@ -274,14 +226,9 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let opts = authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::VolumeManage,
-            Some(("kimchi.volume.name", &name)),
-        )
-        .await?;
+        let opts = self
+            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
+            .await?;
         let id = self.storage.resize_volume(&pool, &name, size_mib).await?;
         Ok(self.task_reply(id, &opts).await)
     }
@@ -293,14 +240,9 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        let opts = authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::VolumeManage,
-            Some(("kimchi.volume.name", &name)),
-        )
-        .await?;
+        let opts = self
+            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
+            .await?;
         let id = self.storage.wipe_volume(&pool, &name).await?;
         Ok(self.task_reply(id, &opts).await)
     }
@@ -312,14 +254,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        authorize(
-            &self.authority,
-            &hdr,
-            &options,
-            Action::VolumeManage,
-            Some(("kimchi.volume.name", &name)),
-        )
-        .await?;
+        self.allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
+            .await?;
         Ok(self.storage.delete_volume(&pool, &name).await?)
     }
 
@@ -328,7 +264,7 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<TaskInfo>, BusError> {
-        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        self.allow(&hdr, &options, Action::Read, None).await?;
         Ok(self.storage.tasks().list().iter().map(task::info).collect())
     }
 
@@ -338,7 +274,7 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<TaskInfo, BusError> {
-        authorize(&self.authority, &hdr, &options, Action::Read, None).await?;
+        self.allow(&hdr, &options, Action::Read, None).await?;
         let record = self
             .storage
             .tasks()
@@ -382,4 +318,17 @@ pub async fn announce(server: &ObjectServer) -> zbus::Result<()> {
     manager.libvirt_connected_changed(emitter).await?;
     manager.stream_protocols_changed(emitter).await?;
     manager.screenshot_changed(emitter).await
+}
+
+/// polkit details naming the object a call is about, for targeted rules.
+fn vm_detail(name: &str) -> Option<(&'static str, &str)> {
+    Some(("kimchi.vm.name", name))
+}
+
+fn pool_detail(name: &str) -> Option<(&'static str, &str)> {
+    Some(("kimchi.pool.name", name))
+}
+
+fn volume_detail(name: &str) -> Option<(&'static str, &str)> {
+    Some(("kimchi.volume.name", name))
 }
