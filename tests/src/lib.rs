@@ -2,6 +2,8 @@
 //! users do: `curl` against the gateway, `busctl` and zbus proxies against kimchid,
 //! `virsh` to change VMs behind kimchi's back. Everything here runs as root.
 
+pub mod daemons;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,44 +2,18 @@
 //! service with a watchdog. Each test runs its own kimchid (libvirt test driver) on a
 //! private bus and plays systemd's part with a datagram socket.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kimchi_dbus::{ManagerProxy, BUS_NAME, MANAGER_PATH};
+use kimchi_tests::daemons::{kimchid_bin, PrivateBus, Reaped};
 use kimchi_tests::{poll, unique_name};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use zbus::fdo::{DBusProxy, IntrospectableProxy};
 use zbus::proxy::CacheProperties;
-
-/// The kimchid under test: `KIMCHID_BIN`, else the installed one, else the workspace build.
-fn kimchid_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("KIMCHID_BIN") {
-        return bin.into();
-    }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    [
-        PathBuf::from("/usr/sbin/kimchid"),
-        workspace.join("target/debug/kimchid"),
-        workspace.join("target/release/kimchid"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-    .expect("no kimchid binary: set KIMCHID_BIN")
-}
-
-/// A process that is killed when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The watchdog interval the tests ask for, as systemd passes it.
 const WATCHDOG_USEC: u64 = 400_000;
@@ -47,7 +21,7 @@ const WATCHDOG_USEC: u64 = 400_000;
 /// A private bus, a notify socket and a kimchid using both; all removed on drop.
 struct Notified {
     kimchid: Reaped,
-    _bus: Reaped,
+    _bus: PrivateBus,
     socket: UnixDatagram,
     dir: PathBuf,
     /// The private bus, for clients of the kimchid under test.
@@ -72,38 +46,8 @@ impl Notified {
         std::fs::create_dir_all(&dir).unwrap();
         let kimchid_config = dir.join("kimchid.conf");
         std::fs::write(&kimchid_config, config_text).unwrap();
-        let bus_socket = dir.join("bus");
-        let config = dir.join("bus.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "<busconfig><listen>unix:path={}</listen>\
-                 <auth>EXTERNAL</auth><policy context=\"default\">\
-                 <allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>\
-                 <allow own=\"*\"/></policy></busconfig>",
-                bus_socket.display()
-            ),
-        )
-        .unwrap();
-        let mut bus = Reaped(
-            Command::new("dbus-daemon")
-                .arg(format!("--config-file={}", config.display()))
-                .args(["--print-address=1", "--nofork"])
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(dir.join("bus.log")).unwrap())
-                .spawn()
-                .expect("run dbus-daemon"),
-        );
-        // The address is printed once the bus listens.
-        let mut address = String::new();
-        BufReader::new(bus.0.stdout.take().unwrap())
-            .read_line(&mut address)
-            .unwrap();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon printed {address:?}; log:\n{}",
-            std::fs::read_to_string(dir.join("bus.log")).unwrap_or_default()
-        );
+        let bus = PrivateBus::start(&dir);
+        let address = bus.address.clone();
 
         let notify_path = dir.join("notify");
         let socket = UnixDatagram::bind(&notify_path).unwrap();
@@ -112,7 +56,7 @@ impl Notified {
                 .args(["--config", kimchid_config.to_str().unwrap()])
                 .args(["--libvirt-uri", "test:///default"])
                 .args(["--state-dir", dir.join("state").to_str().unwrap()])
-                .env("DBUS_SYSTEM_BUS_ADDRESS", address.trim())
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
                 .env("NOTIFY_SOCKET", &notify_path)
                 .env("WATCHDOG_USEC", WATCHDOG_USEC.to_string())
                 .env_remove("WATCHDOG_PID")
@@ -129,7 +73,7 @@ impl Notified {
             _bus: bus,
             socket,
             dir,
-            address: address.trim().to_owned(),
+            address,
             config: kimchid_config,
             lines: Vec::new(),
             arrivals: Vec::new(),
