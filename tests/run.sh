@@ -27,4 +27,8 @@ cargo clippy --workspace --all-targets -- -D warnings || die "clippy found probl
 step "cargo test --workspace -- --test-threads=4"
 cargo test --workspace -- --test-threads=4 || die "tests failed (logs: $KIMCHI_LOG_DIR/)"
 
+step "cargo test: tests that restart shared services, one at a time"
+cargo test -p kimchi-tests --test libvirt_restart -- --ignored --test-threads=1 ||
+  die "tests failed (logs: $KIMCHI_LOG_DIR/)"
+
 step "all checks passed"
