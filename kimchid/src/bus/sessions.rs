@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use kimchi_dbus::{CallOptions, Error as BusError, SessionInfo};
+use tokio::sync::Semaphore;
 use zbus::interface;
 use zbus::message::Header;
 
@@ -9,13 +10,22 @@ use crate::authority::Authority;
 use crate::error::Error;
 use crate::pam;
 
+/// PAM logins running at once; more wait their turn. Each holds a blocking thread
+/// (a refused password sleeps ~2 s), so this bounds threads and memory under a burst
+/// of Basic-auth requests or password guessing.
+const CONCURRENT_LOGINS: usize = 4;
+
 pub struct Sessions {
     authority: Arc<Authority>,
+    logins: Semaphore,
 }
 
 impl Sessions {
     pub fn new(authority: Arc<Authority>) -> Self {
-        Sessions { authority }
+        Sessions {
+            authority,
+            logins: Semaphore::new(CONCURRENT_LOGINS),
+        }
     }
 
     /// Sessions exist for the gateway; root may log in too (for administration
@@ -45,6 +55,11 @@ impl Sessions {
         CallOptions::from_dict(&options)?;
         self.check_caller(&hdr).await?;
         let who = user.clone();
+        let _turn = self
+            .logins
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("login queue closed".into()))?;
         let outcome = tokio::task::spawn_blocking(move || pam::login(&user, &password))
             .await
             .map_err(|e| Error::Internal(format!("PAM task failed: {e}")))??;
