@@ -144,6 +144,26 @@ pub fn busctl(args: &[&str]) -> Ran {
     run(Command::new("busctl").arg("--system").args(args))
 }
 
+/// `busctl --system [flags] call` on kimchid's Manager; the whole outcome, for the
+/// caller to judge.
+pub fn manager_call_with(flags: &[&str], method: &str, signature: &str, args: &[&str]) -> Ran {
+    let mut argv = flags.to_vec();
+    argv.extend_from_slice(&[
+        "call",
+        kimchi_dbus::BUS_NAME,
+        kimchi_dbus::MANAGER_PATH,
+        kimchi_dbus::MANAGER_INTERFACE,
+        method,
+        signature,
+    ]);
+    argv.extend_from_slice(args);
+    busctl(&argv)
+}
+
+pub fn manager_call(method: &str, signature: &str, args: &[&str]) -> Ran {
+    manager_call_with(&[], method, signature, args)
+}
+
 /// `virsh -c qemu:///system <args>`.
 pub fn virsh(args: &[&str]) -> Ran {
     run(Command::new("virsh")

@@ -11,7 +11,8 @@ use kimchi_dbus::{
     STORAGE_POOL_INTERFACE, TASK_INTERFACE, VM_INTERFACE,
 };
 use kimchi_tests::{
-    busctl, lookup_vm_path, poll, run, system_bus, unique_name, vm_property, TestVm,
+    busctl, lookup_vm_path, manager_call, manager_call_with, poll, run, system_bus, unique_name,
+    vm_property, TestVm,
 };
 use zbus::fdo::{IntrospectableProxy, PropertiesProxy};
 use zbus::{OwnedVariant, Variant};
@@ -140,18 +141,8 @@ async fn introspect(conn: &zbus::Connection, path: &str) -> String {
 
 /// `busctl --json=short call` on the Manager; returns the reply's `data` array.
 #[track_caller]
-fn manager_call(method: &str, signature: &str, args: &[&str]) -> serde_json::Value {
-    let mut argv = vec![
-        "--json=short",
-        "call",
-        BUS_NAME,
-        MANAGER_PATH,
-        MANAGER_INTERFACE,
-        method,
-        signature,
-    ];
-    argv.extend_from_slice(args);
-    let ran = busctl(&argv);
+fn manager_json(method: &str, signature: &str, args: &[&str]) -> serde_json::Value {
+    let ran = manager_call_with(&["--json=short"], method, signature, args);
     assert!(ran.ok, "{method} {args:?}: {}", ran.stderr);
     let reply: serde_json::Value = serde_json::from_str(&ran.stdout)
         .unwrap_or_else(|e| panic!("{method}: busctl printed no JSON ({e}): {}", ran.stdout));
@@ -179,7 +170,7 @@ impl BusPool {
             name,
         };
         // (sssssas) spec: name, type, path, source host, source path, no devices.
-        let reply = manager_call(
+        let reply = manager_json(
             "CreateStoragePool",
             "(sssssas)a{sv}",
             &[&pool.name, "dir", dir.to_str().unwrap(), "", "", "0", "0"],
@@ -188,14 +179,14 @@ impl BusPool {
             .as_str()
             .unwrap_or_else(|| panic!("no object path in the reply {reply}"))
             .to_owned();
-        manager_call("ActivateStoragePool", "sa{sv}", &[&pool.name, "0"]);
+        manager_json("ActivateStoragePool", "sa{sv}", &[&pool.name, "0"]);
         pool
     }
 
     /// Creates a 1 MiB raw volume, waiting for its task; returns the task's path.
     fn create_volume(&mut self, name: &str) -> String {
         self.volumes.push(name.to_owned());
-        let reply = manager_call(
+        let reply = manager_json(
             "CreateStorageVolume",
             "s(sts)a{sv}",
             &[
@@ -218,17 +209,11 @@ impl BusPool {
 
 impl Drop for BusPool {
     fn drop(&mut self) {
-        let call = |method: &str, signature: &str, args: &[&str]| {
-            let mut argv = vec!["call", BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE];
-            argv.extend_from_slice(&[method, signature]);
-            argv.extend_from_slice(args);
-            let _ = busctl(&argv);
-        };
         for volume in &self.volumes {
-            call("DeleteStorageVolume", "ssa{sv}", &[&self.name, volume, "0"]);
+            manager_call("DeleteStorageVolume", "ssa{sv}", &[&self.name, volume, "0"]);
         }
-        call("DeactivateStoragePool", "sa{sv}", &[&self.name, "0"]);
-        call("DeleteStoragePool", "sa{sv}", &[&self.name, "0"]);
+        manager_call("DeactivateStoragePool", "sa{sv}", &[&self.name, "0"]);
+        manager_call("DeleteStoragePool", "sa{sv}", &[&self.name, "0"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -6,20 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use kimchi_tests::{busctl, run, unique_name};
-
-const MANAGER: [&str; 4] = [
-    "call",
-    "org.kimchi.Kimchi1",
-    "/org/kimchi/Kimchi1/Manager",
-    "org.kimchi.Kimchi1.Manager",
-];
-
-fn manager(args: &[&str]) -> kimchi_tests::Ran {
-    let mut all = MANAGER.to_vec();
-    all.extend_from_slice(args);
-    busctl(&all)
-}
+use kimchi_tests::{manager_call, run, unique_name};
 
 /// A loop device over a sparse file, plus the pool and volume group made on it;
 /// all removed on drop.
@@ -49,8 +36,8 @@ impl LoopPool {
 
 impl Drop for LoopPool {
     fn drop(&mut self) {
-        manager(&["DeactivateStoragePool", "sa{sv}", &self.name, "0"]);
-        manager(&["DeleteStoragePool", "sa{sv}", &self.name, "0"]);
+        manager_call("DeactivateStoragePool", "sa{sv}", &[&self.name, "0"]);
+        manager_call("DeleteStoragePool", "sa{sv}", &[&self.name, "0"]);
         let _ = run(Command::new("vgremove").args(["-f", &self.name]));
         let _ = run(Command::new("pvremove").args(["-ff", "-y", &self.device]));
         let _ = run(Command::new("losetup").args(["-d", &self.device]));
@@ -61,18 +48,11 @@ impl Drop for LoopPool {
 #[test]
 fn logical_pool_builds_a_volume_group_on_its_device() {
     let pool = LoopPool::new();
-    let created = manager(&[
+    let created = manager_call(
         "CreateStoragePool",
         "(sssssas)a{sv}",
-        &pool.name,
-        "logical",
-        "",
-        "",
-        "",
-        "1",
-        &pool.device,
-        "0",
-    ])
+        &[&pool.name, "logical", "", "", "", "1", &pool.device, "0"],
+    )
     .expect_ok();
     assert!(
         created.stdout.contains("\"inactive\""),
@@ -80,7 +60,7 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
         created.stdout
     );
 
-    let active = manager(&["ActivateStoragePool", "sa{sv}", &pool.name, "0"]).expect_ok();
+    let active = manager_call("ActivateStoragePool", "sa{sv}", &[&pool.name, "0"]).expect_ok();
     assert!(active.stdout.contains("\"active\""), "{}", active.stdout);
     assert!(
         active.stdout.contains(&format!("\"/dev/{}\"", pool.name)),
@@ -97,26 +77,20 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
         pool.device
     );
 
-    manager(&["DeactivateStoragePool", "sa{sv}", &pool.name, "0"]).expect_ok();
-    manager(&["DeleteStoragePool", "sa{sv}", &pool.name, "0"]).expect_ok();
-    let gone = manager(&["GetStoragePool", "sa{sv}", &pool.name, "0"]);
+    manager_call("DeactivateStoragePool", "sa{sv}", &[&pool.name, "0"]).expect_ok();
+    manager_call("DeleteStoragePool", "sa{sv}", &[&pool.name, "0"]).expect_ok();
+    let gone = manager_call("GetStoragePool", "sa{sv}", &[&pool.name, "0"]);
     assert!(!gone.ok, "pool still there: {}", gone.stdout);
 }
 
 #[test]
 fn logical_pool_without_devices_is_refused() {
     let name = unique_name("kvg").replace('-', "_");
-    let ran = manager(&[
+    let ran = manager_call(
         "CreateStoragePool",
         "(sssssas)a{sv}",
-        &name,
-        "logical",
-        "",
-        "",
-        "",
-        "0",
-        "0",
-    ]);
+        &[&name, "logical", "", "", "", "0", "0"],
+    );
     assert!(!ran.ok);
     assert!(ran.stderr.contains("source device"), "{}", ran.stderr);
 }

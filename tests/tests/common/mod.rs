@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kimchi_dbus::{ManagerProxy, BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH};
-use kimchi_tests::{busctl, login, poll, request, run, unique_name, virsh, Ran, Request};
+use kimchi_dbus::ManagerProxy;
+pub use kimchi_tests::manager_call;
+use kimchi_tests::{login, poll, request, run, unique_name, virsh, Ran, Request};
 use kimchi_tests::{Response, Session, TestUser, ADMIN};
 use serde_json::{json, Value};
 use zbus::OwnedVariant;
@@ -325,20 +326,6 @@ pub fn snapshot(path: &Path) -> (u64, Vec<u8>) {
 
 // ---------------------------------------------------------------------------------
 // The bus, as root
-
-/// `busctl call` on the Manager; the whole outcome, for the caller to judge.
-pub fn manager_call(method: &str, signature: &str, args: &[&str]) -> Ran {
-    let mut argv = vec![
-        "call",
-        BUS_NAME,
-        MANAGER_PATH,
-        MANAGER_INTERFACE,
-        method,
-        signature,
-    ];
-    argv.extend_from_slice(args);
-    busctl(&argv)
-}
 
 /// The object path in busctl's `o "/org/…"` reply.
 #[track_caller]
