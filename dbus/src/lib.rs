@@ -10,9 +10,10 @@ pub use error::Error;
 pub use options::{
     CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT, OPT_WAIT_TIMEOUT,
 };
-pub use proxy::{ManagerProxy, SessionsProxy, TaskProxy};
+pub use proxy::{ManagerProxy, SessionsProxy, TaskProxy, VmProxy};
 pub use types::{
-    PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, VmInfo, VolumeInfo, VolumeSpec,
+    PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateDisk, TemplateInfo,
+    TemplateSpec, VmInfo, VmStats, VolumeInfo, VolumeSpec,
 };
 
 /// Well-known bus name owned by kimchid.
@@ -25,6 +26,7 @@ pub const SESSIONS_PATH: &str = "/org/kimchi/Kimchi1/Sessions";
 pub const MANAGER_INTERFACE: &str = "org.kimchi.Kimchi1.Manager";
 pub const SESSIONS_INTERFACE: &str = "org.kimchi.Kimchi1.Sessions";
 pub const VM_INTERFACE: &str = "org.kimchi.Kimchi1.VM";
+pub const TEMPLATE_INTERFACE: &str = "org.kimchi.Kimchi1.Template";
 pub const STORAGE_POOL_INTERFACE: &str = "org.kimchi.Kimchi1.StoragePool";
 pub const TASK_INTERFACE: &str = "org.kimchi.Kimchi1.Task";
 
@@ -39,6 +41,23 @@ pub fn vm_path(uuid: &str) -> String {
 /// Object path of a storage pool, keyed by its UUID.
 pub fn pool_path(uuid: &str) -> String {
     format!("{ROOT_PATH}/storagepool/_{}", uuid.replace('-', "_"))
+}
+
+/// Object path of a template, keyed by its name (templates have no UUID): every
+/// byte outside `[A-Za-z0-9]` becomes `_` and two hex digits, as systemd escapes.
+pub fn template_path(name: &str) -> String {
+    let mut path = format!("{ROOT_PATH}/template/");
+    if name.is_empty() {
+        path.push('_');
+    }
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("_{b:02x}"));
+        }
+    }
+    path
 }
 
 /// Object path of the virtual ISO pool, which has no libvirt UUID.
@@ -67,6 +86,18 @@ mod tests {
         assert_eq!(task_id(&task_path(42)), Some(42));
         assert_eq!(task_id("/org/kimchi/Kimchi1/task/x"), None);
         assert_eq!(task_id("/elsewhere/task/1"), None);
+    }
+
+    #[test]
+    fn template_paths_escape_everything_but_alphanumerics() {
+        assert_eq!(template_path("web"), "/org/kimchi/Kimchi1/template/web");
+        assert_eq!(
+            template_path("a b/é_"),
+            "/org/kimchi/Kimchi1/template/a_20b_2f_c3_a9_5f"
+        );
+        assert_ne!(template_path("a_20"), template_path("a "));
+        zbus::ObjectPath::try_from(template_path("").as_str()).unwrap();
+        zbus::ObjectPath::try_from(template_path("a b/é_").as_str()).unwrap();
     }
 
     #[test]

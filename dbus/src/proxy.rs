@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use zbus::{proxy, OwnedVariant};
 
 use crate::{
-    Error, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, VmInfo, VolumeInfo,
-    VolumeSpec,
+    Error, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateInfo,
+    TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
 };
 
 type Options = HashMap<String, OwnedVariant>;
@@ -28,6 +28,58 @@ pub trait Manager {
     /// The object path of the VM with this name or UUID (action `org.kimchi.read`).
     #[zbus(name = "LookupVM")]
     fn lookup_vm(&self, name: &str, options: Options) -> Result<zbus::OwnedObjectPath, Error>;
+
+    /// Starts a task that creates the VM's disks in `storage_pool` (empty: `default`)
+    /// and defines it from the template; an empty `name` is chosen as
+    /// `<template>-vm-<n>` (action `org.kimchi.vm.manage`). The task's target is the
+    /// VM's API path.
+    #[zbus(name = "CreateVM")]
+    fn create_vm(
+        &self,
+        template: &str,
+        name: &str,
+        storage_pool: &str,
+        options: Options,
+    ) -> Result<zbus::OwnedObjectPath, Error>;
+
+    /// Powers the VM on (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "StartVM")]
+    fn start_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Powers the VM off at once, like pulling the plug (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "StopVM")]
+    fn stop_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Stops the VM if needed, undefines it and deletes the disks kimchid created for
+    /// it (action `org.kimchi.vm.manage`).
+    #[zbus(name = "DeleteVM")]
+    fn delete_vm(&self, name: &str, options: Options) -> Result<(), Error>;
+
+    /// A PNG of the running VM's screen, at most a few seconds old
+    /// (action `org.kimchi.vm.console`).
+    #[zbus(name = "GetVMScreenshot")]
+    fn get_vm_screenshot(&self, name: &str, options: Options) -> Result<Vec<u8>, Error>;
+
+    fn list_templates(&self, options: Options) -> Result<Vec<TemplateInfo>, Error>;
+
+    fn get_template(&self, name: &str, options: Options) -> Result<TemplateInfo, Error>;
+
+    fn lookup_template(&self, name: &str, options: Options)
+        -> Result<zbus::OwnedObjectPath, Error>;
+
+    /// Stores a template, filling in what `spec` leaves empty
+    /// (action `org.kimchi.template.manage`).
+    fn create_template(&self, spec: TemplateSpec, options: Options) -> Result<TemplateInfo, Error>;
+
+    /// Replaces the template `name` with `spec`, which may rename it.
+    fn update_template(
+        &self,
+        name: &str,
+        spec: TemplateSpec,
+        options: Options,
+    ) -> Result<TemplateInfo, Error>;
+
+    fn delete_template(&self, name: &str, options: Options) -> Result<(), Error>;
 
     /// All storage pools, `kimchi_isos` last (action `org.kimchi.read`).
     fn list_storage_pools(&self, options: Options) -> Result<Vec<PoolInfo>, Error>;
@@ -135,4 +187,20 @@ pub trait Task {
 
     #[zbus(property)]
     fn message(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.kimchi.Kimchi1.VM",
+    default_service = "org.kimchi.Kimchi1"
+)]
+pub trait Vm {
+    /// A socket carrying the guest's VNC stream (`virDomainOpenGraphicsFD`), for a
+    /// console that needs no VNC TCP port (action `org.kimchi.vm.console`).
+    fn open_console(&self, options: Options) -> Result<zbus::OwnedFd, Error>;
+
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
 }

@@ -32,7 +32,7 @@ pub struct SessionInfo {
 }
 
 /// One virtual machine as kimchid's model knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
 pub struct VmInfo {
     pub path: OwnedObjectPath,
     pub name: String,
@@ -43,6 +43,50 @@ pub struct VmInfo {
     pub memory_mib: u64,
     /// `vnc`, or empty when the guest has no VNC graphics.
     pub graphics_type: String,
+    /// The icon of the template the VM was created from, or empty.
+    pub icon: String,
+    pub stats: VmStats,
+}
+
+/// One disk of a template: a new empty disk of `size_gb`, or, when `volume` names a
+/// volume of the VM's storage pool, a copy of it (at least `size_gb` large).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct TemplateDisk {
+    /// The disk's position on its bus (0 is the first disk).
+    pub index: u32,
+    /// GiB; 0 when the size comes from `volume`.
+    pub size_gb: u64,
+    /// Empty for a new empty disk.
+    pub volume: String,
+}
+
+/// What a template says. On create and update, what is left empty or 0 is filled in
+/// by kimchid from the operating system's defaults (osinfo-db); `os_distro` and
+/// `os_version` come from the `cdrom` ISO when it identifies itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct TemplateSpec {
+    pub name: String,
+    /// A virtual path to organise templates in a UI, one element per component.
+    pub folder: Vec<String>,
+    pub icon: String,
+    pub os_distro: String,
+    pub os_version: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// An absolute path to an ISO image, or an http(s) or ftp URL of one.
+    pub cdrom: String,
+    pub disks: Vec<TemplateDisk>,
+}
+
+/// A stored template with the device models kimchid chose for its OS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct TemplateInfo {
+    pub path: OwnedObjectPath,
+    pub spec: TemplateSpec,
+    /// virtio or ide.
+    pub disk_bus: String,
+    /// virtio or e1000.
+    pub nic_model: String,
 }
 
 /// What to define as a new storage pool. Source fields are used by the types that
@@ -121,4 +165,32 @@ pub struct TaskInfo {
     /// Unix time in microseconds; `end_usec` is 0 while running.
     pub start_usec: u64,
     pub end_usec: u64,
+}
+
+/// A running guest's recent activity, sampled every few seconds in one bulk libvirt
+/// call; all zero (peaks 100, Kimchi's chart scale) for a guest that is not running.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Type)]
+pub struct VmStats {
+    /// 0 to 100, over all of the guest's vCPUs.
+    pub cpu_utilization: f64,
+    /// KB/s received and sent over all interfaces.
+    pub net_throughput: f64,
+    /// The highest recent `net_throughput`, at least 100.
+    pub net_throughput_peak: f64,
+    /// KB/s read and written over all disks.
+    pub io_throughput: f64,
+    /// The highest recent `io_throughput`, at least 100.
+    pub io_throughput_peak: f64,
+}
+
+impl Default for VmStats {
+    fn default() -> Self {
+        VmStats {
+            cpu_utilization: 0.0,
+            net_throughput: 0.0,
+            net_throughput_peak: 100.0,
+            io_throughput: 0.0,
+            io_throughput_peak: 100.0,
+        }
+    }
 }

@@ -18,6 +18,10 @@ use crate::sessions::SessionStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Read,
+    VmLifecycle,
+    VmManage,
+    VmConsole,
+    TemplateManage,
     PoolManage,
     VolumeManage,
 }
@@ -26,6 +30,10 @@ impl Action {
     pub fn id(self) -> &'static str {
         match self {
             Action::Read => "org.kimchi.read",
+            Action::VmLifecycle => "org.kimchi.vm.lifecycle",
+            Action::VmManage => "org.kimchi.vm.manage",
+            Action::VmConsole => "org.kimchi.vm.console",
+            Action::TemplateManage => "org.kimchi.template.manage",
             Action::PoolManage => "org.kimchi.storage.pool-manage",
             Action::VolumeManage => "org.kimchi.storage.volume-manage",
         }

@@ -34,6 +34,8 @@ pub enum Error {
     Polkit(String),
     #[error("PAM: {0}")]
     Pam(String),
+    #[error("template store: {0}")]
+    Store(#[from] rusqlite::Error),
     #[error("{0}")]
     Internal(String),
 }
@@ -74,9 +76,11 @@ impl From<Error> for BusError {
             Error::SessionInvalid(_) => BusError::SessionInvalid(msg),
             Error::AuthenticationFailed(_) => BusError::AuthenticationFailed(msg),
             Error::LibvirtUnavailable(_) => BusError::Unavailable(msg),
-            Error::Libvirt { .. } | Error::Polkit(_) | Error::Pam(_) | Error::Internal(_) => {
-                BusError::Failed(msg)
-            }
+            Error::Libvirt { .. }
+            | Error::Polkit(_)
+            | Error::Pam(_)
+            | Error::Store(_)
+            | Error::Internal(_) => BusError::Failed(msg),
         }
     }
 }

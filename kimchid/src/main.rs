@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod error;
 mod iso;
+mod iso_url;
 mod libvirt;
 mod logging;
 mod model;
@@ -12,8 +13,11 @@ mod notify;
 mod osinfo;
 mod pam;
 mod sessions;
+mod stats;
 mod storage;
 mod tasks;
+mod templates;
+mod vms;
 
 use std::sync::Arc;
 
@@ -31,6 +35,8 @@ use crate::model::Model;
 use crate::sessions::SessionStore;
 use crate::storage::Storage;
 use crate::tasks::Tasks;
+use crate::templates::Templates;
+use crate::vms::Vms;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -82,8 +88,21 @@ async fn run(
     let (libvirt_tx, libvirt_rx) = mpsc::unbounded_channel();
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let model = Model::new(libvirt.clone(), changes_tx.clone());
-    let tasks = Tasks::new(changes_tx);
+    let tasks = Tasks::new(changes_tx.clone());
     let storage = Arc::new(Storage::new(libvirt.clone(), model.clone(), tasks.clone()));
+    let templates = Templates::open(
+        &config.state_dir,
+        storage.clone(),
+        model.clone(),
+        changes_tx,
+    )
+    .map_err(|e| format!("cannot open the template store: {e}"))?;
+    let vms = Arc::new(Vms::new(
+        libvirt.clone(),
+        model.clone(),
+        tasks.clone(),
+        templates.clone(),
+    ));
 
     let conn = zbus::connection::Builder::system().build().await?;
     let sessions = Arc::new(SessionStore::new(
@@ -91,7 +110,15 @@ async fn run(
         config.session_max(),
     ));
     let authority = Arc::new(Authority::new(&conn, sessions.clone(), gateway_uid).await?);
-    bus::export(&conn, model.clone(), storage, authority).await?;
+    let services = bus::Services {
+        model: model.clone(),
+        storage,
+        vms,
+        templates,
+        tasks: tasks.clone(),
+        authority,
+    };
+    bus::export(&conn, services.clone()).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
     // Neither replaces a running kimchid nor lets itself be replaced: two daemons
     // behind one name would split the state.
@@ -111,7 +138,8 @@ async fn run(
 
     tokio::spawn(libvirt.maintain_connection(libvirt_tx));
     tokio::spawn(model.clone().follow(libvirt_rx));
-    tokio::spawn(bus::follow(conn.clone(), model, tasks.clone(), changes_rx));
+    tokio::spawn(model.clone().sample_stats());
+    tokio::spawn(bus::follow(conn.clone(), services, changes_rx));
     tokio::spawn(notify::watchdog());
 
     loop {

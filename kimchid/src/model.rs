@@ -1,22 +1,25 @@
 //! kimchid's in-memory view of libvirt, kept current by libvirt events and a periodic
 //! resync, so that reads never wait on libvirt round trips.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kimchi_dbus::ScreenshotSupport;
+use kimchi_dbus::{ScreenshotSupport, VmStats};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::libvirt::storage;
 use crate::libvirt::{DomainRecord, Libvirt, LibvirtEvent, PoolDefinition, PoolRecord};
 use crate::notify;
+use crate::stats::Sampler;
 
 /// Catches anything an event could have missed (events are lost while reconnecting).
 const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the statistics of all running guests are sampled (one libvirt call).
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
-const DEFAULT_POOL: &str = "default";
+pub const DEFAULT_POOL: &str = "default";
 const DEFAULT_POOL_PATH: &str = "/var/lib/libvirt/images";
 
 /// What changed, for the bus layer to export or announce.
@@ -31,6 +34,9 @@ pub enum Change {
     TaskAdded(u32),
     TaskEnded(u32),
     TaskRemoved(u32),
+    TemplateAdded(String),
+    TemplateRemoved(String),
+    TemplateChanged(String),
     Host,
 }
 
@@ -39,11 +45,15 @@ pub struct HostState {
     pub libvirt_connected: bool,
     pub stream_protocols: Vec<String>,
     pub screenshot: ScreenshotSupport,
+    /// Guests can use hardware virtualization (KVM) rather than emulation.
+    pub kvm: bool,
 }
 
 pub struct Model {
     libvirt: Arc<Libvirt>,
     vms: RwLock<BTreeMap<String, DomainRecord>>,
+    /// Latest sample per running guest's UUID.
+    stats: RwLock<HashMap<String, VmStats>>,
     pools: RwLock<BTreeMap<String, PoolRecord>>,
     host: RwLock<HostState>,
     changes: mpsc::UnboundedSender<Change>,
@@ -54,11 +64,13 @@ impl Model {
         Arc::new(Model {
             libvirt,
             vms: RwLock::new(BTreeMap::new()),
+            stats: RwLock::new(HashMap::new()),
             pools: RwLock::new(BTreeMap::new()),
             host: RwLock::new(HostState {
                 libvirt_connected: false,
                 stream_protocols: Vec::new(),
                 screenshot: ScreenshotSupport::Unknown,
+                kvm: false,
             }),
             changes,
         })
@@ -101,6 +113,36 @@ impl Model {
             .find(|v| v.name == name)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
+    }
+
+    /// The guest's latest statistics; defaults when it is not running.
+    pub fn vm_stats(&self, uuid: &str) -> VmStats {
+        self.stats
+            .read()
+            .expect("model lock poisoned")
+            .get(uuid)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Samples every running guest's counters in one libvirt call every few seconds.
+    pub async fn sample_stats(self: Arc<Self>) {
+        let mut sampler = Sampler::new();
+        let mut tick = tokio::time::interval(STATS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.host().libvirt_connected {
+                continue;
+            }
+            match self.libvirt.sample_stats().await {
+                Ok(counters) => {
+                    let stats = sampler.update(Instant::now(), &counters);
+                    *self.stats.write().expect("model lock poisoned") = stats;
+                }
+                Err(e) => tracing::debug!("statistics sample failed: {e}"),
+            }
+        }
     }
 
     /// Whether any guest uses the file or device at `path` as a disk.
@@ -302,6 +344,7 @@ impl Model {
                 tracing::info!(?caps, "host capabilities probed");
                 self.set_host(|h| {
                     h.stream_protocols = caps.stream_protocols;
+                    h.kvm = caps.kvm;
                     h.screenshot = if caps.screenshot {
                         ScreenshotSupport::Yes
                     } else {
@@ -313,7 +356,9 @@ impl Model {
         }
     }
 
-    fn upsert(&self, record: DomainRecord) {
+    /// Records a guest as libvirt just reported it (after kimchid changed it), so the
+    /// caller's next read sees the change without waiting for the event.
+    pub fn upsert(&self, record: DomainRecord) {
         let change = {
             let mut vms = self.vms.write().expect("model lock poisoned");
             match vms.insert(record.uuid.clone(), record.clone()) {
@@ -331,7 +376,7 @@ impl Model {
         }
     }
 
-    fn remove(&self, uuid: &str) {
+    pub fn remove(&self, uuid: &str) {
         let removed = self.vms.write().expect("model lock poisoned").remove(uuid);
         if removed.is_some() {
             let _ = self.changes.send(Change::VmRemoved(uuid.to_owned()));

@@ -1,17 +1,42 @@
 //! The libosinfo database (Debian package osinfo-db, `os/<vendor>/<name>.xml`),
 //! read directly rather than through libosinfo: kimchid only needs to map an ISO
-//! volume id to a distro and version.
-//! OS profiles (recommended resources, virtio support, inheritance) for templates
-//! were implemented in commit b7f4de9 and removed until templates use them.
+//! volume id to a distro and version, and that version to sensible VM defaults.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
+
+/// Device ids that decide virtio support: the legacy and 1.0 PCI ids of
+/// virtio-block and virtio-net.
+const VIRTIO_DISK: [&str; 2] = [
+    "http://pcisig.com/pci/1af4/1001",
+    "http://pcisig.com/pci/1af4/1042",
+];
+const VIRTIO_NET: [&str; 2] = [
+    "http://pcisig.com/pci/1af4/1000",
+    "http://pcisig.com/pci/1af4/1041",
+];
+
+/// Defaults for a new VM running a given OS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsProfile {
+    /// The OS's first short id (what `virt-install --os-variant` takes), e.g. "ubuntu22.04".
+    pub short_id: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// In GiB, rounded up.
+    pub disk_gb: Option<u64>,
+    pub virtio_disk: bool,
+    pub virtio_net: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct OsDb {
     /// Every `<os>`, in file path order then document order.
     oses: Vec<OsEntry>,
+    /// `<os id=…>` to index in `oses`, for inheritance.
+    by_id: HashMap<String, usize>,
     /// Volume id patterns in the order `identify` tries them.
     media: Vec<Media>,
 }
@@ -21,6 +46,20 @@ struct OsEntry {
     distro: String,
     /// Empty for rolling releases, which have no `<version>`.
     version: String,
+    short_id: Option<String>,
+    /// derives-from ids first, then upgrades ids.
+    parents: Vec<String>,
+    resources: Resources,
+    /// What this OS itself says about each id of `VIRTIO_DISK` then `VIRTIO_NET`:
+    /// `Some(false)` for `supported="false"`, `None` when it does not mention it.
+    virtio: [Option<bool>; 4],
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Resources {
+    cpus: Option<u64>,
+    ram: Option<u64>,
+    storage: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -95,6 +134,54 @@ impl OsDb {
         })
     }
 
+    /// VM defaults for an OS, with resources and devices inherited from the OS it
+    /// derives from or upgrades when it does not state them itself.
+    pub fn lookup(&self, distro: &str, version: &str) -> Option<OsProfile> {
+        let start = self
+            .oses
+            .iter()
+            .position(|os| os.distro == distro && os.version == version)?;
+        let chain = self.ancestry(start);
+        // For each value, the nearest OS that states it wins.
+        let own = |f: fn(&Resources) -> Option<u64>| {
+            chain.iter().find_map(|&i| f(&self.oses[i].resources))
+        };
+        let supported = |k: usize| {
+            chain
+                .iter()
+                .find_map(|&i| self.oses[i].virtio[k])
+                .unwrap_or(false)
+        };
+        Some(OsProfile {
+            short_id: self.oses[start].short_id.clone(),
+            cpus: own(|r| r.cpus).and_then(|n| u32::try_from(n).ok()),
+            memory_mib: own(|r| r.ram).map(|b| b.div_ceil(1 << 20)),
+            disk_gb: own(|r| r.storage).map(|b| b.div_ceil(1 << 30)),
+            virtio_disk: supported(0) || supported(1),
+            virtio_net: supported(2) || supported(3),
+        })
+    }
+
+    /// `start` and its ancestors, nearest first, each once. Chains run deep (Ubuntu
+    /// 22.04 gets virtio from 17.04, ten releases up), so there is no depth limit;
+    /// visiting each OS once is what stops cycles.
+    fn ancestry(&self, start: usize) -> Vec<usize> {
+        let mut chain = vec![start];
+        let mut seen = HashSet::from([start]);
+        let mut next = 0;
+        while let Some(&i) = chain.get(next) {
+            next += 1;
+            for parent in &self.oses[i].parents {
+                if let Some(&p) = self.by_id.get(parent) {
+                    if seen.insert(p) {
+                        chain.push(p);
+                    }
+                }
+            }
+        }
+        chain
+    }
+
     fn add_document(&mut self, doc: &roxmltree::Document, path: &Path) {
         for os in doc
             .root_element()
@@ -106,9 +193,26 @@ impl OsDb {
                 continue;
             };
             let index = self.oses.len();
+            if let Some(id) = os.attribute("id") {
+                // First definition wins, like the path order used everywhere else.
+                self.by_id.entry(id.to_string()).or_insert(index);
+            }
+            let mut parents = Vec::new();
+            for tag in ["derives-from", "upgrades"] {
+                parents.extend(
+                    os.children()
+                        .filter(|n| n.has_tag_name(tag))
+                        .filter_map(|n| n.attribute("id"))
+                        .map(str::to_string),
+                );
+            }
             self.oses.push(OsEntry {
                 distro: distro.to_string(),
                 version: child_text(os, "version").unwrap_or_default().to_string(),
+                short_id: child_text(os, "short-id").map(str::to_string),
+                parents,
+                resources: resources(os),
+                virtio: virtio(os),
             });
             self.add_media(os, index, path);
         }
@@ -175,6 +279,55 @@ fn child_text<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> Option<&'a str> {
         .filter(|t| !t.is_empty())
 }
 
+/// This OS's own resources for x86_64 (or any arch), recommended over minimum.
+fn resources(os: roxmltree::Node) -> Resources {
+    let mut blocks: Vec<_> = os
+        .children()
+        .filter(|n| n.has_tag_name("resources"))
+        .filter_map(|n| match n.attribute("arch") {
+            Some("x86_64") => Some((0, n)),
+            Some("all") => Some((1, n)),
+            _ => None,
+        })
+        .collect();
+    blocks.sort_by_key(|&(rank, _)| rank);
+    let levels: Vec<_> = ["recommended", "minimum"]
+        .iter()
+        .flat_map(|level| {
+            blocks
+                .iter()
+                .filter_map(move |(_, block)| block.children().find(|n| n.has_tag_name(*level)))
+        })
+        .collect();
+    let first = |tag: &str| {
+        levels
+            .iter()
+            .find_map(|level| child_text(*level, tag)?.parse::<u64>().ok())
+    };
+    Resources {
+        cpus: first("n-cpus"),
+        ram: first("ram"),
+        storage: first("storage"),
+    }
+}
+
+fn virtio(os: roxmltree::Node) -> [Option<bool>; 4] {
+    let mut found = [None; 4];
+    let devices = os
+        .children()
+        .filter(|n| n.has_tag_name("devices"))
+        .flat_map(|d| d.children().filter(|n| n.has_tag_name("device")));
+    for device in devices {
+        let Some(id) = device.attribute("id") else {
+            continue;
+        };
+        if let Some(k) = VIRTIO_DISK.iter().chain(&VIRTIO_NET).position(|v| *v == id) {
+            found[k] = Some(device.attribute("supported") != Some("false"));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,13 +374,32 @@ mod tests {
     }
 
     #[test]
+    fn profile_inherits_devices() {
+        let profile = system_db().lookup("ubuntu", "22.04").unwrap();
+        assert_eq!(profile.short_id.as_deref(), Some("ubuntu22.04"));
+        // 22.04 states its resources; virtio devices come from older releases.
+        assert_eq!(profile.memory_mib, Some(4096));
+        assert_eq!(profile.disk_gb, Some(25));
+        assert!(profile.virtio_disk);
+        assert!(profile.virtio_net);
+    }
+
+    #[test]
+    fn unknown_os() {
+        let db = system_db();
+        assert_eq!(db.lookup("nosuchos", "1.0"), None);
+        assert_eq!(db.lookup("ubuntu", "0.1"), None);
+    }
+
+    #[test]
     fn missing_dir_is_empty() {
         let db = OsDb::load(Path::new("/nonexistent/osinfo"));
         assert_eq!(db.identify("Ubuntu-Server 22.04.1 LTS amd64"), None);
+        assert_eq!(db.lookup("ubuntu", "22.04"), None);
     }
 
-    /// A small hand-made database: the order `identify` tries media in, a
-    /// lookahead pattern, a file that does not parse, and a `.d` directory.
+    /// A small hand-made database: inheritance, `supported="false"`, cycles,
+    /// arch ranking, a lookahead pattern, and a file that does not parse.
     #[test]
     fn synthetic_db() {
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -238,10 +410,10 @@ mod tests {
         ));
         let vendor = root.join("os/example.org");
         std::fs::create_dir_all(vendor.join("extra.d")).unwrap();
-        let os = |version: &str, body: &str| {
+        let os = |id: &str, version: &str, body: &str| {
             format!(
-                r#"<libosinfo version="0.0.1"><os id="http://example.org/ex/{version}">
-                <distro>ex</distro><version>{version}</version>
+                r#"<libosinfo version="0.0.1"><os id="http://example.org/ex/{id}">
+                <short-id>ex{version}</short-id><distro>ex</distro><version>{version}</version>
                 {body}</os></libosinfo>"#
             )
         };
@@ -250,7 +422,14 @@ mod tests {
                 "ex-1.xml",
                 os(
                     "1",
-                    r#"<media arch="i686"><iso><volume-id>EX DISC</volume-id></iso></media>
+                    "1",
+                    r#"<derives-from id="http://example.org/ex/3"/>
+                    <resources arch="all"><minimum><n-cpus>1</n-cpus><ram>1073741824</ram></minimum>
+                    <recommended><ram>2147483648</ram><storage>1</storage></recommended></resources>
+                    <resources arch="x86_64"><recommended><n-cpus>4</n-cpus></recommended></resources>
+                    <devices><device id="http://pcisig.com/pci/1af4/1001"/>
+                    <device id="http://pcisig.com/pci/1af4/1000"/></devices>
+                    <media arch="i686"><iso><volume-id>EX DISC</volume-id></iso></media>
                     <media arch="i686"><iso><volume-id>EX LIVE 1</volume-id></iso></media>"#,
                 ),
             ),
@@ -258,7 +437,10 @@ mod tests {
                 "ex-2.xml",
                 os(
                     "2",
-                    r#"<media arch="x86_64"><iso><volume-id>^EX DISC$</volume-id></iso></media>
+                    "2",
+                    r#"<upgrades id="http://example.org/ex/1"/>
+                    <devices><device id="http://pcisig.com/pci/1af4/1000" supported="false"/></devices>
+                    <media arch="x86_64"><iso><volume-id>^EX DISC$</volume-id></iso></media>
                     <media arch="x86_64"><iso><volume-id>EX (?!BAD)</volume-id></iso></media>
                     <media arch="x86_64"><iso><volume-id>EX</volume-id></iso></media>"#,
                 ),
@@ -267,12 +449,14 @@ mod tests {
                 "ex-3.xml",
                 os(
                     "3",
-                    r#"<media arch="x86_64"><iso><volume-id>EX LIVE( \d)?</volume-id>
+                    "3",
+                    r#"<derives-from id="http://example.org/ex/2"/>
+                    <media arch="x86_64"><iso><volume-id>EX LIVE( \d)?</volume-id>
                     <volume-size>1</volume-size></iso></media>"#,
                 ),
             ),
             ("ex-4.xml", "<libosinfo><os>".to_string()),
-            ("extra.d/ex-5.xml", os("5", "")),
+            ("extra.d/ex-5.xml", os("5", "5", "")),
         ];
         for (name, text) in files {
             std::fs::write(vendor.join(name), text).unwrap();
@@ -287,10 +471,20 @@ mod tests {
         assert_eq!(db.identify("EX LIVE"), pair("ex", "3"));
         assert_eq!(db.identify("AN EX DISC 2"), pair("ex", "2"));
         assert_eq!(db.identify("NOTHING"), None);
-        // The lookahead pattern is skipped: 5 patterns, not 6. The broken file
-        // and the `.d` directory add no OS.
-        assert_eq!(db.media.len(), 5);
+        assert_eq!(db.lookup("ex", "5"), None);
         assert_eq!(db.oses.len(), 3);
-        assert!(db.oses.iter().all(|os| os.version != "5"));
+
+        let one = db.lookup("ex", "1").unwrap();
+        assert_eq!(one.cpus, Some(4));
+        assert_eq!(one.memory_mib, Some(2048));
+        assert_eq!(one.disk_gb, Some(1));
+        assert!(one.virtio_disk && one.virtio_net);
+
+        // ex 2 → ex 1 → ex 3 → ex 2 is a cycle; ex 2 drops virtio-net itself.
+        let three = db.lookup("ex", "3").unwrap();
+        assert_eq!(three.short_id.as_deref(), Some("ex3"));
+        assert_eq!(three.memory_mib, Some(2048));
+        assert!(three.virtio_disk);
+        assert!(!three.virtio_net);
     }
 }

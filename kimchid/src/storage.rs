@@ -350,11 +350,22 @@ impl Storage {
             .await
     }
 
-    /// Reads ISO headers (blocking file I/O) off the async workers.
-    async fn with_iso_identity(&self, records: Vec<VolumeRecord>) -> Result<Vec<VolumeView>> {
+    /// Runs `f` with the osinfo database (read on first use) on the blocking pool:
+    /// loading it and probing ISO headers is file I/O.
+    pub async fn with_osdb<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&OsDb) -> T + Send + 'static,
+    ) -> Result<T> {
         let osdb = self.osdb.clone();
         tokio::task::spawn_blocking(move || {
-            let db = osdb.get_or_init(|| OsDb::load(Path::new(OSINFO_DIR)));
+            f(osdb.get_or_init(|| OsDb::load(Path::new(OSINFO_DIR))))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("osinfo lookup failed: {e}")))
+    }
+
+    async fn with_iso_identity(&self, records: Vec<VolumeRecord>) -> Result<Vec<VolumeView>> {
+        self.with_osdb(move |db| {
             records
                 .into_iter()
                 .map(|record| {
@@ -364,7 +375,6 @@ impl Storage {
                 .collect()
         })
         .await
-        .map_err(|e| Error::Internal(format!("ISO probe failed: {e}")))
     }
 }
 

@@ -2,32 +2,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kimchi_dbus::{
-    task_path, CallOptions, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo,
-    VmInfo, VolumeInfo, VolumeSpec, ISO_POOL, MANAGER_PATH,
+    task_path, template_path, CallOptions, Error as BusError, PoolInfo, PoolSpec,
+    ScreenshotSupport, TaskInfo, TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
+    ISO_POOL, MANAGER_PATH,
 };
 use zbus::message::Header;
 use zbus::object_server::ObjectServer;
 use zbus::{interface, OwnedObjectPath};
 
-use super::{authorize, storage_pool, storage_volume, task, vm, Options};
+use super::{authorize, storage_pool, storage_volume, task, template, vm, Options, Services};
 use crate::authority::{Action, Authority};
 use crate::error::Error;
 use crate::model::Model;
 use crate::storage::Storage;
+use crate::templates::Templates;
+use crate::vms::Vms;
 
 pub struct Manager {
     model: Arc<Model>,
     storage: Arc<Storage>,
+    vms: Arc<Vms>,
+    templates: Arc<Templates>,
     authority: Arc<Authority>,
 }
 
 impl Manager {
-    pub fn new(model: Arc<Model>, storage: Arc<Storage>, authority: Arc<Authority>) -> Self {
+    pub fn new(services: Services) -> Self {
         Manager {
-            model,
-            storage,
-            authority,
+            model: services.model,
+            storage: services.storage,
+            vms: services.vms,
+            templates: services.templates,
+            authority: services.authority,
         }
+    }
+
+    fn vm_info(&self, record: &crate::libvirt::DomainRecord) -> VmInfo {
+        vm::info(&self.model, record)
     }
 
     /// Asks the authority about `action` on `object` (see `bus::authorize`).
@@ -66,7 +77,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<VmInfo>, BusError> {
         self.allow(&hdr, &options, Action::Read, None).await?;
-        Ok(self.model.vms().iter().map(vm::info).collect())
+        Ok(self.model.vms().iter().map(|r| self.vm_info(r)).collect())
     }
 
     #[zbus(name = "GetVM")]
@@ -78,7 +89,7 @@ impl Manager {
     ) -> Result<VmInfo, BusError> {
         self.allow(&hdr, &options, Action::Read, vm_detail(&name))
             .await?;
-        Ok(vm::info(&self.model.vm_by_name(&name)?))
+        Ok(self.vm_info(&self.model.vm_by_name(&name)?))
     }
 
     /// The object path of the VM with this name or UUID.
@@ -95,7 +106,163 @@ impl Manager {
             Some(r) => r,
             None => self.model.vm_by_name(&name_or_uuid)?,
         };
-        Ok(vm::info(&record).path)
+        Ok(self.vm_info(&record).path)
+    }
+
+    /// Starts the creation task; its target is the VM's API path.
+    #[zbus(name = "CreateVM")]
+    async fn create_vm(
+        &self,
+        template: String,
+        name: String,
+        storage_pool: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        let opts = self
+            .allow(&hdr, &options, Action::VmManage, vm_detail(&name))
+            .await?;
+        let id = self.vms.create(&template, &name, &storage_pool).await?;
+        Ok(self.task_reply(id, &opts).await)
+    }
+
+    #[zbus(name = "StartVM")]
+    async fn start_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.allow(&hdr, &options, Action::VmLifecycle, vm_detail(&name))
+            .await?;
+        Ok(self.vm_info(&self.vms.start(&name).await?))
+    }
+
+    #[zbus(name = "StopVM")]
+    async fn stop_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.allow(&hdr, &options, Action::VmLifecycle, vm_detail(&name))
+            .await?;
+        Ok(self.vm_info(&self.vms.stop(&name).await?))
+    }
+
+    #[zbus(name = "DeleteVM")]
+    async fn delete_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        self.allow(&hdr, &options, Action::VmManage, vm_detail(&name))
+            .await?;
+        Ok(self.vms.delete(&name).await?)
+    }
+
+    /// A PNG of the running VM's screen: it shows what the console shows.
+    #[zbus(name = "GetVMScreenshot")]
+    async fn get_vm_screenshot(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<u8>, BusError> {
+        self.allow(&hdr, &options, Action::VmConsole, vm_detail(&name))
+            .await?;
+        Ok(self.vms.screenshot(&name).await?.to_vec())
+    }
+
+    async fn list_templates(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<TemplateInfo>, BusError> {
+        self.allow(&hdr, &options, Action::Read, None).await?;
+        Ok(self
+            .templates
+            .list()
+            .into_iter()
+            .map(template::info)
+            .collect())
+    }
+
+    async fn get_template(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TemplateInfo, BusError> {
+        self.allow(&hdr, &options, Action::Read, template_detail(&name))
+            .await?;
+        Ok(template::info(self.templates.get(&name)?))
+    }
+
+    async fn lookup_template(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.allow(&hdr, &options, Action::Read, template_detail(&name))
+            .await?;
+        self.templates.get(&name)?;
+        Ok(
+            OwnedObjectPath::try_from(template_path(&name))
+                .expect("escaped names make valid paths"),
+        )
+    }
+
+    async fn create_template(
+        &self,
+        spec: TemplateSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TemplateInfo, BusError> {
+        let name = spec.name.clone();
+        self.allow(
+            &hdr,
+            &options,
+            Action::TemplateManage,
+            template_detail(&name),
+        )
+        .await?;
+        Ok(template::info(self.templates.create(spec).await?))
+    }
+
+    async fn update_template(
+        &self,
+        name: String,
+        spec: TemplateSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TemplateInfo, BusError> {
+        self.allow(
+            &hdr,
+            &options,
+            Action::TemplateManage,
+            template_detail(&name),
+        )
+        .await?;
+        Ok(template::info(self.templates.update(&name, spec).await?))
+    }
+
+    async fn delete_template(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        self.allow(
+            &hdr,
+            &options,
+            Action::TemplateManage,
+            template_detail(&name),
+        )
+        .await?;
+        Ok(self.templates.delete(&name).await?)
     }
 
     async fn list_storage_pools(
@@ -323,6 +490,10 @@ pub async fn announce(server: &ObjectServer) -> zbus::Result<()> {
 /// polkit details naming the object a call is about, for targeted rules.
 fn vm_detail(name: &str) -> Option<(&'static str, &str)> {
     Some(("kimchi.vm.name", name))
+}
+
+fn template_detail(name: &str) -> Option<(&'static str, &str)> {
+    Some(("kimchi.template.name", name))
 }
 
 fn pool_detail(name: &str) -> Option<(&'static str, &str)> {

@@ -6,14 +6,15 @@ mod sessions;
 mod storage_pool;
 mod storage_volume;
 mod task;
+mod template;
 mod vm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use kimchi_dbus::{
-    pool_path, task_path, vm_path, CallOptions, Error as BusError, MANAGER_PATH, ROOT_PATH,
-    SESSIONS_PATH,
+    pool_path, task_path, template_path, vm_path, CallOptions, Error as BusError, MANAGER_PATH,
+    ROOT_PATH, SESSIONS_PATH,
 };
 use tokio::sync::mpsc;
 use zbus::message::Header;
@@ -23,14 +24,28 @@ use crate::authority::{Action, Authority};
 use crate::model::{Change, Model};
 use crate::storage::Storage;
 use crate::tasks::Tasks;
+use crate::templates::Templates;
+use crate::vms::Vms;
 
 use manager::Manager;
 use sessions::Sessions;
 use storage_pool::StoragePool;
 use task::Task;
+use template::Template;
 use vm::Vm;
 
 type Options = HashMap<String, OwnedVariant>;
+
+/// What the bus objects delegate to.
+#[derive(Clone)]
+pub struct Services {
+    pub model: Arc<Model>,
+    pub storage: Arc<Storage>,
+    pub vms: Arc<Vms>,
+    pub templates: Arc<Templates>,
+    pub tasks: Arc<Tasks>,
+    pub authority: Arc<Authority>,
+}
 
 /// Parses the options and asks the authority: the first thing every method does.
 async fn authorize(
@@ -48,22 +63,15 @@ async fn authorize(
     Ok(opts)
 }
 
-/// Exports the fixed objects; VMs, pools and tasks follow the model (`follow`).
-pub async fn export(
-    conn: &Connection,
-    model: Arc<Model>,
-    storage: Arc<Storage>,
-    authority: Arc<Authority>,
-) -> zbus::Result<()> {
+/// Exports the fixed objects; VMs, pools, templates and tasks follow the model
+/// (`follow`).
+pub async fn export(conn: &Connection, services: Services) -> zbus::Result<()> {
     let server = conn.object_server();
     server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
     server
-        .at(
-            MANAGER_PATH,
-            Manager::new(model.clone(), storage, authority.clone()),
-        )
+        .at(SESSIONS_PATH, Sessions::new(services.authority.clone()))
         .await?;
-    server.at(SESSIONS_PATH, Sessions::new(authority)).await?;
+    server.at(MANAGER_PATH, Manager::new(services)).await?;
     Ok(())
 }
 
@@ -71,15 +79,15 @@ pub async fn export(
 /// (InterfacesAdded/Removed) and property changes are announced.
 pub async fn follow(
     conn: Connection,
-    model: Arc<Model>,
-    tasks: Arc<Tasks>,
+    services: Services,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
     let server = conn.object_server();
+    let (model, tasks) = (&services.model, &services.tasks);
     while let Some(change) = changes.recv().await {
         let result = match change {
             Change::VmAdded(uuid) => server
-                .at(vm_path(&uuid), Vm::new(uuid, model.clone()))
+                .at(vm_path(&uuid), Vm::new(uuid, services.clone()))
                 .await
                 .map(drop),
             Change::VmRemoved(uuid) => server.remove::<Vm, _>(vm_path(&uuid)).await.map(drop),
@@ -97,8 +105,20 @@ pub async fn follow(
                 .at(task_path(id), Task::new(id, tasks.clone()))
                 .await
                 .map(drop),
-            Change::TaskEnded(id) => task::announce_end(server, &tasks, id).await,
+            Change::TaskEnded(id) => task::announce_end(server, tasks, id).await,
             Change::TaskRemoved(id) => server.remove::<Task, _>(task_path(id)).await.map(drop),
+            Change::TemplateAdded(name) => server
+                .at(
+                    template_path(&name),
+                    Template::new(name, services.templates.clone()),
+                )
+                .await
+                .map(drop),
+            Change::TemplateRemoved(name) => server
+                .remove::<Template, _>(template_path(&name))
+                .await
+                .map(drop),
+            Change::TemplateChanged(name) => template::announce(server, &name).await,
             Change::Host => manager::announce(server).await,
         };
         if let Err(e) = result {

@@ -1,8 +1,16 @@
+use std::os::fd::{FromRawFd, OwnedFd};
+
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
+use virt::stream::Stream;
+use virt::sys;
 
+use super::domain_xml::{self, GuestDefinition};
 use crate::error::{Error, Result};
+
+/// Screenshots are small; anything bigger than this is not a sane screen.
+const MAX_SCREENSHOT_BYTES: usize = 32 << 20;
 
 /// What the model keeps of a libvirt domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +23,10 @@ pub struct DomainRecord {
     pub graphics_type: String,
     /// Host paths of the guest's disks and CD-ROMs.
     pub disk_paths: Vec<String>,
+    /// From kimchi's metadata: the template's icon (or empty) …
+    pub icon: String,
+    /// … and the volumes kimchid created for the guest.
+    pub created_volumes: Vec<String>,
 }
 
 pub fn list_all(conn: &Connect) -> Result<Vec<DomainRecord>> {
@@ -47,17 +59,93 @@ pub fn by_uuid(conn: &Connect, uuid: &str) -> Result<Option<DomainRecord>> {
     }
 }
 
+/// Defines a new persistent guest (not started).
+pub fn define(conn: &Connect, def: &GuestDefinition) -> Result<DomainRecord> {
+    // Validated against libvirt's schema: a mistake here fails the define, not the boot.
+    let dom = conn.define_domain_xml_flags(&def.to_xml(), sys::VIR_DOMAIN_DEFINE_VALIDATE)?;
+    read(&dom)
+}
+
+pub fn start(conn: &Connect, uuid: &str) -> Result<DomainRecord> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    dom.create()?;
+    read(&dom)
+}
+
+/// Powers the guest off at once (libvirt's destroy).
+pub fn stop(conn: &Connect, uuid: &str) -> Result<DomainRecord> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    dom.destroy()?;
+    read(&dom)
+}
+
+/// Stops the guest if it runs and removes its definition, with any saved state,
+/// snapshot metadata and firmware variables libvirt keeps for it.
+pub fn undefine(conn: &Connect, uuid: &str) -> Result<()> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    if dom.is_active()? {
+        match dom.destroy() {
+            // Stopped in the meantime: fine.
+            Err(e) if !dom.is_active().unwrap_or(true) => {
+                tracing::debug!(uuid, "guest stopped before destroy: {e}")
+            }
+            other => other?,
+        }
+    }
+    let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        | sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+    Ok(dom.undefine_flags(flags)?)
+}
+
+/// The running guest's primary screen, as the image bytes libvirt sends and their
+/// MIME type (QEMU sends PNG or PPM).
+pub fn screenshot(conn: &Connect, uuid: &str) -> Result<(Vec<u8>, String)> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    let stream = Stream::new(conn, 0)?;
+    let mime = dom.screenshot(&stream, 0, 0)?;
+    let mut image = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.recv(&mut buf)? as usize;
+        if n == 0 {
+            break;
+        }
+        image.extend_from_slice(&buf[..n]);
+        if image.len() > MAX_SCREENSHOT_BYTES {
+            let _ = stream.abort();
+            return Err(Error::Internal("screenshot larger than 32 MiB".into()));
+        }
+    }
+    stream.finish()?;
+    Ok((image, mime))
+}
+
+/// A socket connected to the guest's VNC server, as `virDomainOpenGraphicsFD` gives it.
+pub fn open_console(conn: &Connect, uuid: &str) -> Result<OwnedFd> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    let fd = dom.open_graphics_fd(0, 0)?;
+    // SAFETY: libvirt hands over a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 fn read(dom: &Domain) -> Result<DomainRecord> {
     // info() reports a vanished domain as an error, unlike state() (virt 0.5 drops it).
     let info = dom.info()?;
     let xml = dom.xml_desc(0)?;
+    let doc = roxmltree::Document::parse(&xml)
+        .map_err(|e| Error::Internal(format!("libvirt sent unreadable domain XML: {e}")))?;
+    let (icon, created_volumes) = domain_xml::read_metadata(&doc);
     Ok(DomainRecord {
         uuid: dom.uuid_string()?,
         name: dom.name()?,
         state: state_word(info.state),
         memory_mib: info.memory / 1024,
-        graphics_type: graphics_type(&xml),
-        disk_paths: disk_paths(&xml),
+        graphics_type: graphics_type(&doc),
+        disk_paths: disk_paths(&doc),
+        icon,
+        created_volumes,
     })
 }
 
@@ -75,10 +163,7 @@ fn state_word(state: DomainStateEnum) -> &'static str {
     }
 }
 
-fn graphics_type(xml: &str) -> String {
-    let Ok(doc) = roxmltree::Document::parse(xml) else {
-        return String::new();
-    };
+fn graphics_type(doc: &roxmltree::Document) -> String {
     doc.descendants()
         .filter(|n| n.has_tag_name("graphics"))
         .filter_map(|n| n.attribute("type"))
@@ -87,10 +172,7 @@ fn graphics_type(xml: &str) -> String {
         .to_owned()
 }
 
-fn disk_paths(xml: &str) -> Vec<String> {
-    let Ok(doc) = roxmltree::Document::parse(xml) else {
-        return Vec::new();
-    };
+fn disk_paths(doc: &roxmltree::Document) -> Vec<String> {
     doc.descendants()
         .filter(|n| n.has_tag_name("source") && n.parent().is_some_and(|p| p.has_tag_name("disk")))
         .filter_map(|n| n.attribute("file").or_else(|| n.attribute("dev")))
@@ -105,7 +187,7 @@ mod tests {
     #[test]
     fn graphics_type_finds_vnc_among_displays() {
         let xml = "<domain><devices><graphics type='spice'/><graphics type='vnc' port='-1'/></devices></domain>";
-        assert_eq!(graphics_type(xml), "vnc");
+        assert_eq!(graphics_type(&parse(xml)), "vnc");
     }
 
     #[test]
@@ -116,13 +198,16 @@ mod tests {
             <disk type='file' device='cdrom'><target dev='hdc'/></disk>\
             <interface type='network'><source network='default'/></interface>\
             </devices></domain>";
-        assert_eq!(disk_paths(xml), ["/p/a.qcow2", "/dev/vg/b"]);
+        assert_eq!(disk_paths(&parse(xml)), ["/p/a.qcow2", "/dev/vg/b"]);
     }
 
     #[test]
     fn graphics_type_is_empty_without_vnc() {
-        assert_eq!(graphics_type("<domain><devices/></domain>"), "");
-        assert_eq!(graphics_type("not xml"), "");
+        assert_eq!(graphics_type(&parse("<domain><devices/></domain>")), "");
+    }
+
+    fn parse(xml: &str) -> roxmltree::Document<'_> {
+        roxmltree::Document::parse(xml).unwrap()
     }
 
     #[test]

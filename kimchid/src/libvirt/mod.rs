@@ -2,9 +2,11 @@
 //! pool behind a semaphore, never on the async workers; the connection is reopened
 //! whenever libvirtd goes away.
 
-mod domain;
+pub mod domain;
+mod domain_xml;
 mod events;
 mod probe;
+mod stats;
 pub mod storage;
 mod xml;
 
@@ -15,7 +17,9 @@ use tokio::sync::{mpsc, Semaphore};
 use virt::connect::Connect;
 
 pub use domain::DomainRecord;
+pub use domain_xml::{Cdrom, DiskBus, GuestDefinition, GuestDisk};
 pub use probe::HostCapabilities;
+pub use stats::DomainCounters;
 pub use storage::{PoolDefinition, PoolRecord, VolumeRecord};
 
 use crate::error::{Error, Result};
@@ -144,6 +148,11 @@ impl Libvirt {
 
     pub async fn probe_capabilities(&self) -> Result<HostCapabilities> {
         self.call(probe::probe).await
+    }
+
+    /// The cumulative counters of every running domain, in one bulk call.
+    pub async fn sample_stats(&self) -> Result<Vec<DomainCounters>> {
+        self.call(stats::sample).await
     }
 
     pub async fn list_pools(&self) -> Result<Vec<PoolRecord>> {

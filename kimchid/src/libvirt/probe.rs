@@ -21,13 +21,22 @@ const SCREENSHOT_PROBE_XML: &str = "<domain type='qemu'>\
 pub struct HostCapabilities {
     pub stream_protocols: Vec<String>,
     pub screenshot: bool,
+    pub kvm: bool,
 }
 
 pub fn probe(conn: &Connect) -> Result<HostCapabilities> {
     Ok(HostCapabilities {
         stream_protocols: stream_protocols(conn)?,
         screenshot: screenshot_works(conn),
+        kvm: kvm_usable(conn),
     })
+}
+
+/// libvirt refuses domain capabilities for virt type `kvm` when /dev/kvm is
+/// missing or unusable by QEMU.
+fn kvm_usable(conn: &Connect) -> bool {
+    conn.domain_capabilities(None, None, None, Some("kvm"), 0)
+        .is_ok()
 }
 
 /// Asks the QEMU binary libvirt would use which block drivers it has: network ISO

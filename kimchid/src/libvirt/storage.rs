@@ -182,6 +182,35 @@ pub fn create_volume(
     read_volume(pool_name, &vol)
 }
 
+/// A new volume holding a copy of `source` (same pool), grown to `capacity_mib`
+/// when that is larger than the source.
+pub fn clone_volume(
+    conn: &Connect,
+    pool_name: &str,
+    source: &str,
+    name: &str,
+    capacity_mib: u64,
+) -> Result<VolumeRecord> {
+    let pool = active_pool(conn, pool_name)?;
+    check_name_free(&pool, pool_name, name)?;
+    let src = lookup_volume(&pool, pool_name, source)?;
+    let capacity_mib = capacity_mib.max(src.info()?.capacity.div_ceil(1 << 20));
+    let xml = volume_xml(name, capacity_mib, "qcow2");
+    let vol = StorageVol::create_xml_from(&pool, &xml, &src, 0)?;
+    read_volume(pool_name, &vol)
+}
+
+/// Deletes the volume at `path`; one libvirt no longer knows is already gone.
+pub fn delete_volume_at(conn: &Connect, path: &str) -> Result<()> {
+    match conn.lookup_storage_vol_by_path(path) {
+        Ok(vol) => Ok(vol.delete(0)?),
+        Err(e) => match Error::from(e) {
+            Error::NotFound(_) => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
 /// Refuses a name that a volume, or any file, in the pool's directory already has.
 pub fn check_volume_name_free(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;

@@ -1,0 +1,173 @@
+//! ISO images QEMU streams from a web or FTP server: the URL, split into what
+//! libvirt's network disk needs, and a check that the server answers for it.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+
+/// Schemes a template's `cdrom` may use.
+const SCHEMES: [(&str, u16); 3] = [("http", 80), ("https", 443), ("ftp", 21)];
+/// How long a server may take to answer the check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsoUrl {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl IsoUrl {
+    /// Whether `text` is meant as a URL (it names a scheme), right or wrong.
+    pub fn looks_like_url(text: &str) -> bool {
+        text.split_once("://")
+            .is_some_and(|(scheme, _)| scheme.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
+
+    pub fn parse(text: &str) -> Result<IsoUrl> {
+        let bad = |why: &str| Err(Error::InvalidArgument(format!("cdrom URL '{text}': {why}")));
+        if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("it contains spaces or control characters");
+        }
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return bad("it has no scheme");
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        let Some(&(_, default_port)) = SCHEMES.iter().find(|(s, _)| *s == scheme) else {
+            return bad("only http, https and ftp images can be streamed");
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return bad("credentials in the URL are not supported");
+        }
+        let Some((host, port)) = split_port(authority) else {
+            return bad("bad port");
+        };
+        let host_ok = !host.is_empty()
+            && (host.starts_with('[') && host.ends_with(']')
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+        if !host_ok {
+            return bad("bad host name");
+        }
+        if !path.starts_with('/') || path.len() < 2 {
+            return bad("it names no image file");
+        }
+        Ok(IsoUrl {
+            scheme,
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port: port.unwrap_or(default_port),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Asks the server for the image's headers (HEAD, or SIZE over FTP) with curl,
+    /// the library QEMU itself streams with; refuses a server that does not answer
+    /// or answers with an error.
+    pub async fn check_answers(&self, url: &str) -> Result<()> {
+        let output = Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--head", "--location"])
+            .args([
+                "--proto",
+                "=http,https,ftp",
+                "--proto-redir",
+                "=http,https,ftp",
+            ])
+            .args(["--max-time", &CHECK_TIMEOUT.as_secs().to_string()])
+            .args(["--output", "/dev/null", "--"])
+            .arg(url)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| Error::Internal(format!("cannot run curl to check '{url}': {e}")))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let reason = String::from_utf8_lossy(&output.stderr);
+        let reason = reason.trim().trim_start_matches("curl: ");
+        Err(Error::InvalidArgument(format!(
+            "cdrom URL '{url}' does not answer: {reason}"
+        )))
+    }
+}
+
+/// `host[:port]`, with `[v6]` literals; `None` for a port that is not a number.
+fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let colon = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => i,
+        _ => return Some((authority, None)),
+    };
+    let port = authority[colon + 1..].parse().ok().filter(|&p| p != 0)?;
+    Some((&authority[..colon], Some(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_host_port_and_path() {
+        let u = IsoUrl::parse("https://mirror.example.org/iso/x.iso?a=1").unwrap();
+        assert_eq!(
+            u,
+            IsoUrl {
+                scheme: "https".into(),
+                host: "mirror.example.org".into(),
+                port: 443,
+                path: "/iso/x.iso?a=1".into(),
+            }
+        );
+        let u = IsoUrl::parse("HTTP://127.0.0.1:8080/x.iso").unwrap();
+        assert_eq!((u.scheme.as_str(), u.port), ("http", 8080));
+        let u = IsoUrl::parse("ftp://[::1]:2121/pub/x.iso").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 2121));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        for (url, why) in [
+            ("gopher://h/x.iso", "only http"),
+            ("http://h", "names no image"),
+            ("http://h/", "names no image"),
+            ("http://user:pw@h/x.iso", "credentials"),
+            ("http://h:99999/x.iso", "bad port"),
+            ("http://h:0/x.iso", "bad port"),
+            ("http://h<x>/x.iso", "bad host"),
+            ("http://h/a b.iso", "spaces"),
+            ("http:///x.iso", "bad host"),
+        ] {
+            let err = IsoUrl::parse(url).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn url_detection() {
+        assert!(IsoUrl::looks_like_url("http://x/y"));
+        assert!(IsoUrl::looks_like_url("gopher://x/y"));
+        assert!(!IsoUrl::looks_like_url("/srv/x.iso"));
+        assert!(!IsoUrl::looks_like_url("default:x.iso"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_does_not_answer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = format!("http://127.0.0.1:{port}/x.iso");
+        let err = IsoUrl::parse(&url)
+            .unwrap()
+            .check_answers(&url)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not answer"), "{err}");
+    }
+}

@@ -1,0 +1,458 @@
+//! Templates: what new VMs are made from. Stored in SQLite under the state directory
+//! (WAL, synchronous=FULL: a change that was answered survives kill -9), mirrored in
+//! memory for reads. What the caller leaves out comes from the operating system's
+//! entry in osinfo-db, or from Kimchi's fallbacks for an OS it does not know.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kimchi_dbus::{TemplateDisk, TemplateSpec, ISO_POOL};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::iso::{self, IsoError};
+use crate::iso_url::IsoUrl;
+use crate::libvirt::DiskBus;
+use crate::model::{Change, Model};
+use crate::names::{check_absolute_path, check_name};
+use crate::storage::Storage;
+
+const UNKNOWN_OS: &str = "unknown";
+const DEFAULT_CPUS: u32 = 1;
+const DEFAULT_MEMORY_MIB: u64 = 1024;
+const DEFAULT_DISK_GB: u64 = 10;
+const MAX_CPUS: u32 = 255;
+const MEMORY_MIB: std::ops::RangeInclusive<u64> = 64..=(4 << 20);
+const MAX_DISK_GB: u64 = 64 << 10;
+/// Device letters a..z on virtio; IDE has four places and the CD-ROM takes `hdc`.
+const MAX_VIRTIO_DISKS: u32 = 26;
+const IDE_DISK_INDEXES: [u32; 3] = [0, 1, 3];
+const MAX_TEXT_BYTES: usize = 1024;
+
+/// A stored template: the caller's spec with every default filled in, and the
+/// device models chosen for its OS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub spec: TemplateSpec,
+    /// virtio or ide.
+    pub disk_bus: String,
+    /// virtio or e1000.
+    pub nic_model: String,
+}
+
+pub struct Templates {
+    db: Arc<Mutex<Connection>>,
+    cache: RwLock<BTreeMap<String, Template>>,
+    /// Serializes changes: each checks names against the cache before writing.
+    writer: tokio::sync::Mutex<()>,
+    storage: Arc<Storage>,
+    model: Arc<Model>,
+    changes: mpsc::UnboundedSender<Change>,
+}
+
+impl Templates {
+    /// Opens (creating if needed) `templates.db` in `state_dir` and loads it.
+    pub fn open(
+        state_dir: &Path,
+        storage: Arc<Storage>,
+        model: Arc<Model>,
+        changes: mpsc::UnboundedSender<Change>,
+    ) -> Result<Arc<Self>> {
+        let db = Connection::open(state_dir.join("templates.db"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS templates (name TEXT PRIMARY KEY NOT NULL, doc TEXT NOT NULL)",
+            [],
+        )?;
+        let mut cache = BTreeMap::new();
+        {
+            let mut query = db.prepare("SELECT name, doc FROM templates")?;
+            let rows =
+                query.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (name, doc) = row?;
+                match serde_json::from_str::<Template>(&doc) {
+                    Ok(t) => {
+                        cache.insert(name, t);
+                    }
+                    Err(e) => tracing::error!(%name, "skipping unreadable stored template: {e}"),
+                }
+            }
+        }
+        for name in cache.keys() {
+            let _ = changes.send(Change::TemplateAdded(name.clone()));
+        }
+        Ok(Arc::new(Templates {
+            db: Arc::new(Mutex::new(db)),
+            cache: RwLock::new(cache),
+            writer: tokio::sync::Mutex::new(()),
+            storage,
+            model,
+            changes,
+        }))
+    }
+
+    /// All templates, by name.
+    pub fn list(&self) -> Vec<Template> {
+        self.cache
+            .read()
+            .expect("template cache poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Template> {
+        self.cache
+            .read()
+            .expect("template cache poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no template named '{name}'")))
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.cache
+            .read()
+            .expect("template cache poisoned")
+            .contains_key(name)
+    }
+
+    pub async fn create(&self, spec: TemplateSpec) -> Result<Template> {
+        let _writing = self.writer.lock().await;
+        check_name("template", &spec.name)?;
+        if self.exists(&spec.name) {
+            return Err(Error::AlreadyExists(format!(
+                "template '{}' already exists",
+                spec.name
+            )));
+        }
+        let template = self.resolve(spec).await?;
+        self.store(None, template.clone()).await?;
+        let _ = self
+            .changes
+            .send(Change::TemplateAdded(template.spec.name.clone()));
+        Ok(template)
+    }
+
+    /// Replaces template `name` with `spec`, under `spec.name` (a rename when it differs).
+    pub async fn update(&self, name: &str, spec: TemplateSpec) -> Result<Template> {
+        let _writing = self.writer.lock().await;
+        self.get(name)?;
+        check_name("template", &spec.name)?;
+        if spec.name != name && self.exists(&spec.name) {
+            return Err(Error::AlreadyExists(format!(
+                "cannot rename template '{name}': '{}' already exists",
+                spec.name
+            )));
+        }
+        let template = self.resolve(spec).await?;
+        self.store(Some(name), template.clone()).await?;
+        let new = template.spec.name.clone();
+        if new == name {
+            let _ = self.changes.send(Change::TemplateChanged(new));
+        } else {
+            let _ = self.changes.send(Change::TemplateRemoved(name.to_owned()));
+            let _ = self.changes.send(Change::TemplateAdded(new));
+        }
+        Ok(template)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let _writing = self.writer.lock().await;
+        self.get(name)?;
+        let db = self.db.clone();
+        let owned = name.to_owned();
+        blocking(move || {
+            let db = db.lock().expect("template db lock poisoned");
+            db.execute("DELETE FROM templates WHERE name = ?1", params![owned])?;
+            Ok(())
+        })
+        .await?;
+        self.cache
+            .write()
+            .expect("template cache poisoned")
+            .remove(name);
+        let _ = self.changes.send(Change::TemplateRemoved(name.to_owned()));
+        Ok(())
+    }
+
+    /// Writes `template` in one transaction that also drops `replacing`, then
+    /// updates the cache; the cache never shows what the disk does not have.
+    async fn store(&self, replacing: Option<&str>, template: Template) -> Result<()> {
+        let doc = serde_json::to_string(&template)
+            .map_err(|e| Error::Internal(format!("cannot encode template: {e}")))?;
+        let db = self.db.clone();
+        let (old, new) = (replacing.map(str::to_owned), template.spec.name.clone());
+        blocking(move || {
+            let mut db = db.lock().expect("template db lock poisoned");
+            let tx = db.transaction()?;
+            if let Some(old) = &old {
+                tx.execute("DELETE FROM templates WHERE name = ?1", params![old])?;
+            }
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT name FROM templates WHERE name = ?1",
+                    params![new],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(Error::AlreadyExists(format!(
+                    "template '{new}' already exists"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO templates (name, doc) VALUES (?1, ?2)",
+                params![new, doc],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        let mut cache = self.cache.write().expect("template cache poisoned");
+        if let Some(old) = replacing {
+            cache.remove(old);
+        }
+        cache.insert(template.spec.name.clone(), template);
+        Ok(())
+    }
+
+    /// Checks `spec` and fills in what it leaves empty.
+    async fn resolve(&self, mut spec: TemplateSpec) -> Result<Template> {
+        check_text("icon", &spec.icon)?;
+        for part in &spec.folder {
+            check_text("folder", part)?;
+        }
+        let identified = self.check_cdrom(&mut spec.cdrom).await?;
+        if spec.os_distro.is_empty() && spec.os_version.is_empty() {
+            if let Some((distro, version)) = identified {
+                (spec.os_distro, spec.os_version) = (distro, version);
+            }
+        }
+        for (what, value) in [
+            ("os_distro", &mut spec.os_distro),
+            ("os_version", &mut spec.os_version),
+        ] {
+            check_text(what, value)?;
+            if value.is_empty() {
+                *value = UNKNOWN_OS.to_owned();
+            }
+        }
+        let (distro, version) = (spec.os_distro.clone(), spec.os_version.clone());
+        let profile = self
+            .storage
+            .with_osdb(move |db| db.lookup(&distro, &version))
+            .await?
+            .unwrap_or_default();
+
+        if spec.cpus == 0 {
+            spec.cpus = profile.cpus.unwrap_or(DEFAULT_CPUS).min(MAX_CPUS);
+        }
+        if !(1..=MAX_CPUS).contains(&spec.cpus) {
+            return Err(Error::InvalidArgument(format!(
+                "cpus must be between 1 and {MAX_CPUS}, not {}",
+                spec.cpus
+            )));
+        }
+        if spec.memory_mib == 0 {
+            spec.memory_mib = profile.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+        }
+        if !MEMORY_MIB.contains(&spec.memory_mib) {
+            return Err(Error::InvalidArgument(format!(
+                "memory must be between {} and {} MiB, not {}",
+                MEMORY_MIB.start(),
+                MEMORY_MIB.end(),
+                spec.memory_mib
+            )));
+        }
+        let disk_bus = if profile.virtio_disk {
+            DiskBus::Virtio
+        } else {
+            DiskBus::Ide
+        };
+        if spec.disks.is_empty() {
+            spec.disks.push(TemplateDisk {
+                index: 0,
+                size_gb: profile.disk_gb.unwrap_or(DEFAULT_DISK_GB),
+                volume: String::new(),
+            });
+        }
+        check_disks(&spec.disks, disk_bus)?;
+        Ok(Template {
+            spec,
+            disk_bus: if profile.virtio_disk { "virtio" } else { "ide" }.into(),
+            nic_model: if profile.virtio_net {
+                "virtio"
+            } else {
+                "e1000"
+            }
+            .into(),
+        })
+    }
+
+    /// Checks the installation medium and turns a `kimchi_isos` name into its path;
+    /// returns the distro and version a local image identifies itself as.
+    async fn check_cdrom(&self, cdrom: &mut String) -> Result<Option<(String, String)>> {
+        if cdrom.is_empty() {
+            return Ok(None);
+        }
+        if IsoUrl::looks_like_url(cdrom) {
+            let url = IsoUrl::parse(cdrom)?;
+            if !self
+                .model
+                .host()
+                .stream_protocols
+                .iter()
+                .any(|p| *p == url.scheme)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "QEMU on this host cannot stream images over {}",
+                    url.scheme
+                )));
+            }
+            url.check_answers(cdrom).await?;
+            return Ok(None);
+        }
+        if !cdrom.starts_with('/') {
+            let volume = match self.storage.volume(ISO_POOL, cdrom).await {
+                Ok(v) => v,
+                Err(Error::NotFound(_)) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "cdrom '{cdrom}' is not an absolute path, an http(s) or ftp URL, \
+                         or an image of {ISO_POOL}"
+                    )))
+                }
+                Err(e) => return Err(e),
+            };
+            *cdrom = volume.record.path;
+        }
+        check_absolute_path("cdrom", cdrom)?;
+        let path = cdrom.clone();
+        self.storage
+            .with_osdb(move |db| {
+                let bad =
+                    |why: String| Err(Error::InvalidArgument(format!("cdrom '{path}' {why}")));
+                match iso::probe(Path::new(&path)) {
+                    Err(IsoError::Io(e)) => bad(format!("cannot be read: {e}")),
+                    Err(e @ IsoError::NotIso(_)) => bad(format!("is {e}")),
+                    Ok(info) if !info.bootable => {
+                        bad("is not bootable (it has no El Torito boot entry)".into())
+                    }
+                    Ok(info) => Ok(db.identify(&info.volume_id)),
+                }
+            })
+            .await?
+    }
+}
+
+fn check_disks(disks: &[TemplateDisk], bus: DiskBus) -> Result<()> {
+    let bad = |why: String| Err(Error::InvalidArgument(why));
+    let mut seen = Vec::new();
+    for disk in disks {
+        if seen.contains(&disk.index) {
+            return bad(format!("two disks have index {}", disk.index));
+        }
+        seen.push(disk.index);
+        match bus {
+            DiskBus::Virtio if disk.index >= MAX_VIRTIO_DISKS => {
+                return bad(format!(
+                    "disk index {} is too large: virtio disks take indexes 0 to {}",
+                    disk.index,
+                    MAX_VIRTIO_DISKS - 1
+                ))
+            }
+            DiskBus::Ide if !IDE_DISK_INDEXES.contains(&disk.index) => {
+                return bad(format!(
+                    "disk index {} is not free: this OS gets IDE disks, which take indexes \
+                     0, 1 and 3 (hdc is the CD-ROM)",
+                    disk.index
+                ))
+            }
+            _ => {}
+        }
+        if disk.size_gb > MAX_DISK_GB {
+            return bad(format!(
+                "disk {} is larger than {MAX_DISK_GB} GB",
+                disk.index
+            ));
+        }
+        if disk.volume.is_empty() {
+            if disk.size_gb == 0 {
+                return bad(format!("disk {} needs a size or a volume", disk.index));
+            }
+        } else {
+            check_name("volume", &disk.volume)?;
+        }
+    }
+    Ok(())
+}
+
+/// Free text that ends up in a UI: printable and bounded.
+fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES || text.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be printable text of at most {MAX_TEXT_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// SQLite calls wait on the disk (fsync); keep them off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("template store task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(index: u32, size_gb: u64, volume: &str) -> TemplateDisk {
+        TemplateDisk {
+            index,
+            size_gb,
+            volume: volume.into(),
+        }
+    }
+
+    #[test]
+    fn disk_checks() {
+        assert!(check_disks(&[disk(0, 10, ""), disk(1, 0, "base.img")], DiskBus::Virtio).is_ok());
+        for (disks, bus, why) in [
+            (
+                vec![disk(0, 1, ""), disk(0, 2, "")],
+                DiskBus::Virtio,
+                "two disks",
+            ),
+            (vec![disk(26, 1, "")], DiskBus::Virtio, "too large"),
+            (vec![disk(2, 1, "")], DiskBus::Ide, "hdc is the CD-ROM"),
+            (vec![disk(0, 0, "")], DiskBus::Virtio, "needs a size"),
+            (
+                vec![disk(0, MAX_DISK_GB + 1, "")],
+                DiskBus::Virtio,
+                "larger",
+            ),
+            (
+                vec![disk(0, 0, "../x")],
+                DiskBus::Virtio,
+                "invalid volume name",
+            ),
+        ] {
+            let err = check_disks(&disks, bus).unwrap_err().to_string();
+            assert!(err.contains(why), "{disks:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn text_must_be_printable_and_bounded() {
+        assert!(check_text("icon", "images/icon-debian.png").is_ok());
+        assert!(check_text("icon", "a\nb").is_err());
+        assert!(check_text("icon", &"x".repeat(MAX_TEXT_BYTES + 1)).is_err());
+    }
+}

@@ -1,0 +1,434 @@
+//! Virtual machines as Kimchi manages them: creation from a template in a task
+//! (disks first, removed again when the define fails), power actions that say why
+//! they cannot run, deletion together with the disks kimchid made, cached
+//! screenshots and console sockets.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kimchi_dbus::ISO_POOL;
+
+use crate::error::{Error, Result};
+use crate::iso_url::IsoUrl;
+use crate::libvirt::{
+    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, GuestDisk, Libvirt,
+};
+use crate::model::{Model, DEFAULT_POOL};
+use crate::names::check_name;
+use crate::tasks::Tasks;
+use crate::templates::{Template, Templates};
+
+/// The libvirt network new guests are plugged into, when it exists.
+const NETWORK: &str = "default";
+/// A screenshot this recent is served again instead of taking a new one.
+const SCREENSHOT_FRESH: Duration = Duration::from_secs(5);
+/// Generated names are `<template>-vm-<n>` with n up to this.
+const MAX_GENERATED: u32 = 9999;
+
+type Screenshot = Option<(Instant, Arc<Vec<u8>>)>;
+
+pub struct Vms {
+    libvirt: Arc<Libvirt>,
+    model: Arc<Model>,
+    tasks: Arc<Tasks>,
+    templates: Arc<Templates>,
+    /// Names of VMs being created, so that two requests cannot take the same one.
+    creating: Arc<Mutex<HashSet<String>>>,
+    /// Latest screenshot per VM UUID; the async lock makes concurrent requests for one
+    /// VM share a capture.
+    screenshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Screenshot>>>>,
+}
+
+/// Holds a VM name while its creation runs.
+struct Reservation {
+    creating: Arc<Mutex<HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.creating
+            .lock()
+            .expect("creating lock poisoned")
+            .remove(&self.name);
+    }
+}
+
+/// A disk to make for a new VM.
+#[derive(Debug, Clone)]
+struct PlannedDisk {
+    index: u32,
+    volume: String,
+    size_mib: u64,
+    /// Volume of the pool to copy, or empty for an empty disk.
+    source: String,
+}
+
+impl Vms {
+    pub fn new(
+        libvirt: Arc<Libvirt>,
+        model: Arc<Model>,
+        tasks: Arc<Tasks>,
+        templates: Arc<Templates>,
+    ) -> Self {
+        Vms {
+            libvirt,
+            model,
+            tasks,
+            templates,
+            creating: Arc::new(Mutex::new(HashSet::new())),
+            screenshots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks the request, then creates the VM in a task whose target names the VM
+    /// (`name`, or one chosen here when it is empty); returns the task id.
+    pub async fn create(&self, template: &str, name: &str, pool: &str) -> Result<u32> {
+        let template = self.templates.get(template)?;
+        let pool = if pool.is_empty() { DEFAULT_POOL } else { pool };
+        if pool == ISO_POOL {
+            return Err(Error::InvalidArgument(format!(
+                "{ISO_POOL} is a read-only view and cannot hold VM disks"
+            )));
+        }
+        let pool_record = self.model.pool_by_name(pool)?;
+        if !pool_record.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{pool}' is not active; activate it first"
+            )));
+        }
+        let reservation = self.reserve(name, &template.spec.name)?;
+        let name = reservation.name.clone();
+        let plan: Vec<PlannedDisk> = template
+            .spec
+            .disks
+            .iter()
+            .map(|d| PlannedDisk {
+                index: d.index,
+                volume: format!("{name}-{}.img", d.index),
+                size_mib: d.size_gb * 1024,
+                source: d.volume.clone(),
+            })
+            .collect();
+        let has_network = self.check_volumes(pool, &plan).await?;
+        let mut def = self.definition(&template, &name, has_network)?;
+        let format = if pool_record.pool_type == "logical" {
+            "raw"
+        } else {
+            "qcow2"
+        };
+
+        let (libvirt, model) = (self.libvirt.clone(), self.model.clone());
+        let pool = pool.to_owned();
+        Ok(self
+            .tasks
+            .start("vm.create", format!("/vms/{name}"), async move {
+                let _reservation = reservation;
+                let record = libvirt
+                    .call(move |c| build(c, &pool, format, &plan, &mut def))
+                    .await?;
+                let message = format!("created VM '{}'", record.name);
+                model.upsert(record);
+                Ok(message)
+            }))
+    }
+
+    fn reserve(&self, requested: &str, template: &str) -> Result<Reservation> {
+        let mut creating = self.creating.lock().expect("creating lock poisoned");
+        let taken = |n: &str| creating.contains(n) || self.model.vm_by_name(n).is_ok();
+        let name = if requested.is_empty() {
+            (1..=MAX_GENERATED)
+                .map(|i| format!("{template}-vm-{i}"))
+                .find(|n| !taken(n))
+                .ok_or_else(|| {
+                    Error::AlreadyExists(format!(
+                        "no free VM name '{template}-vm-<n>' is left; give a name"
+                    ))
+                })?
+        } else {
+            if taken(requested) {
+                return Err(Error::AlreadyExists(format!(
+                    "VM '{requested}' already exists"
+                )));
+            }
+            requested.to_owned()
+        };
+        check_vm_name(&name)?;
+        creating.insert(name.clone());
+        Ok(Reservation {
+            creating: self.creating.clone(),
+            name,
+        })
+    }
+
+    /// Refuses disk names already taken and copies of volumes that do not exist, before
+    /// anything is created; tells whether the guest network exists.
+    async fn check_volumes(&self, pool: &str, plan: &[PlannedDisk]) -> Result<bool> {
+        let (pool, plan) = (pool.to_owned(), plan.to_vec());
+        self.libvirt
+            .call(move |c| {
+                for disk in &plan {
+                    storage::check_volume_name_free(c, &pool, &disk.volume)?;
+                    if !disk.source.is_empty() {
+                        storage::volume(c, &pool, &disk.source).map_err(|e| match e {
+                            Error::NotFound(_) => Error::InvalidArgument(format!(
+                                "the template copies volume '{}', which pool '{pool}' does not have",
+                                disk.source
+                            )),
+                            other => other,
+                        })?;
+                    }
+                }
+                Ok(c.lookup_network_by_name(NETWORK).is_ok())
+            })
+            .await
+    }
+
+    /// The guest's definition without its disks, which the task adds as it makes them.
+    fn definition(
+        &self,
+        template: &Template,
+        name: &str,
+        has_network: bool,
+    ) -> Result<GuestDefinition> {
+        let spec = &template.spec;
+        let cdrom = if spec.cdrom.is_empty() {
+            None
+        } else if spec.cdrom.starts_with('/') {
+            if !std::path::Path::new(&spec.cdrom).exists() {
+                return Err(Error::InvalidArgument(format!(
+                    "the template's cdrom '{}' no longer exists",
+                    spec.cdrom
+                )));
+            }
+            Some(Cdrom::File(spec.cdrom.clone()))
+        } else {
+            let url = IsoUrl::parse(&spec.cdrom)?;
+            Some(Cdrom::Remote {
+                protocol: url.scheme,
+                host: url.host,
+                port: url.port,
+                path: url.path,
+            })
+        };
+        Ok(GuestDefinition {
+            name: name.to_owned(),
+            kvm: self.model.host().kvm,
+            memory_mib: spec.memory_mib,
+            cpus: spec.cpus,
+            disk_bus: DiskBus::parse(&template.disk_bus).unwrap_or(DiskBus::Ide),
+            disks: Vec::new(),
+            cdrom,
+            network: has_network.then(|| NETWORK.to_owned()),
+            nic_model: template.nic_model.clone(),
+            icon: spec.icon.clone(),
+            created_volumes: Vec::new(),
+        })
+    }
+
+    pub async fn start(&self, name: &str) -> Result<DomainRecord> {
+        let vm = self.model.vm_by_name(name)?;
+        if vm.state != "shutoff" && vm.state != "crashed" {
+            return Err(Error::InvalidState(format!(
+                "VM '{name}' is already {}",
+                vm.state
+            )));
+        }
+        let uuid = vm.uuid.clone();
+        let record = self
+            .libvirt
+            .call(move |c| domain::start(c, &uuid))
+            .await
+            .map_err(|e| match e {
+                Error::InvalidState(_) => {
+                    Error::InvalidState(format!("VM '{name}' is already running"))
+                }
+                other => other,
+            })?;
+        self.model.upsert(record.clone());
+        Ok(record)
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<DomainRecord> {
+        let vm = self.model.vm_by_name(name)?;
+        if vm.state == "shutoff" {
+            return Err(Error::InvalidState(format!("VM '{name}' is not running")));
+        }
+        let uuid = vm.uuid.clone();
+        let record = self
+            .libvirt
+            .call(move |c| domain::stop(c, &uuid))
+            .await
+            .map_err(|e| match e {
+                Error::InvalidState(_) => {
+                    Error::InvalidState(format!("VM '{name}' is not running"))
+                }
+                other => other,
+            })?;
+        self.model.upsert(record.clone());
+        Ok(record)
+    }
+
+    /// Powers the VM off if needed, undefines it and deletes the volumes kimchid
+    /// created for it (disks attached by other means stay).
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let vm = self.model.vm_by_name(name)?;
+        let uuid = vm.uuid.clone();
+        let volumes = vm.created_volumes.clone();
+        let leftovers = self
+            .libvirt
+            .call(move |c| {
+                domain::undefine(c, &uuid)?;
+                Ok(volumes
+                    .iter()
+                    .filter_map(|path| {
+                        storage::delete_volume_at(c, path)
+                            .err()
+                            .map(|e| format!("{path}: {e}"))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        self.model.remove(&vm.uuid);
+        self.screenshots
+            .lock()
+            .expect("screenshot lock poisoned")
+            .remove(&vm.uuid);
+        if !leftovers.is_empty() {
+            return Err(Error::Internal(format!(
+                "VM '{name}' was deleted, but not all of its disks: {}",
+                leftovers.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// A PNG of the running VM's screen, taken at most `SCREENSHOT_FRESH` ago.
+    pub async fn screenshot(&self, name: &str) -> Result<Arc<Vec<u8>>> {
+        let vm = self.running(name)?;
+        let slot = self
+            .screenshots
+            .lock()
+            .expect("screenshot lock poisoned")
+            .entry(vm.uuid.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some((taken, png)) = slot.as_ref() {
+            if taken.elapsed() < SCREENSHOT_FRESH {
+                return Ok(png.clone());
+            }
+        }
+        let uuid = vm.uuid.clone();
+        let (image, mime) = self
+            .libvirt
+            .call(move |c| domain::screenshot(c, &uuid))
+            .await?;
+        if mime != "image/png" {
+            return Err(Error::NotSupported(format!(
+                "this QEMU sends screenshots as {mime}, not PNG"
+            )));
+        }
+        let png = Arc::new(image);
+        *slot = Some((Instant::now(), png.clone()));
+        Ok(png)
+    }
+
+    /// A socket to the running VM's VNC server.
+    pub async fn open_console(&self, uuid: &str) -> Result<OwnedFd> {
+        let vm = self
+            .model
+            .vm_by_uuid(uuid)
+            .ok_or_else(|| Error::NotFound(format!("no VM with UUID {uuid}")))?;
+        let vm = self.running(&vm.name)?;
+        if vm.graphics_type != "vnc" {
+            return Err(Error::NotSupported(format!(
+                "VM '{}' has no VNC display",
+                vm.name
+            )));
+        }
+        let uuid = vm.uuid.clone();
+        self.libvirt
+            .call(move |c| domain::open_console(c, &uuid))
+            .await
+    }
+
+    /// The VM, if it runs: a screen exists only then.
+    fn running(&self, name: &str) -> Result<DomainRecord> {
+        let vm = self.model.vm_by_name(name)?;
+        if vm.state != "running" && vm.state != "paused" {
+            return Err(Error::NotFound(format!(
+                "VM '{name}' is not running, so it has no screen"
+            )));
+        }
+        Ok(vm)
+    }
+}
+
+/// Makes the disks, then defines the guest; removes the disks again if any step
+/// fails, so a failed creation leaves nothing behind.
+fn build(
+    conn: &virt::connect::Connect,
+    pool: &str,
+    format: &str,
+    plan: &[PlannedDisk],
+    def: &mut GuestDefinition,
+) -> Result<DomainRecord> {
+    let mut created = Vec::new();
+    let mut attempt = || {
+        for disk in plan {
+            let vol = if disk.source.is_empty() {
+                storage::create_volume(conn, pool, &disk.volume, disk.size_mib, format)?
+            } else {
+                storage::clone_volume(conn, pool, &disk.source, &disk.volume, disk.size_mib)?
+            };
+            created.push(vol.path.clone());
+            def.disks.push(GuestDisk {
+                index: disk.index,
+                path: vol.path,
+                format: vol.format,
+            });
+        }
+        def.created_volumes = created.clone();
+        domain::define(conn, def)
+    };
+    let result = attempt();
+    if result.is_err() {
+        for path in &created {
+            if let Err(e) = storage::delete_volume_at(conn, path) {
+                tracing::error!(path, "cannot remove the disk of a failed VM creation: {e}");
+            }
+        }
+    }
+    result
+}
+
+/// A VM name: a valid file-name component (disks are named after it) with nothing
+/// that reads as markup.
+pub fn check_vm_name(name: &str) -> Result<()> {
+    check_name("VM", name)?;
+    if let Some(c) = name.chars().find(|c| "<>&'\"\\%".contains(*c)) {
+        return Err(Error::InvalidArgument(format!(
+            "invalid VM name '{name}': it contains '{c}'"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_names_refuse_markup_and_paths() {
+        assert!(check_vm_name("web-01.example").is_ok());
+        assert!(check_vm_name("ünïcode vm").is_ok());
+        for bad in [
+            "", "a/b", "<x>", "a&b", "q'uote", "..", ".hidden", "a\\b", "50%",
+        ] {
+            assert!(check_vm_name(bad).is_err(), "{bad}");
+        }
+    }
+}
