@@ -17,8 +17,12 @@ use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::negotiate;
 use crate::reply::Reply;
+use crate::resources::screenshots::Screenshots;
 use crate::resources::tasks::Respond;
-use crate::resources::{config, login, storage_pools, storage_volumes, tasks, vms};
+use crate::resources::vms::{Consoles, View};
+use crate::resources::{
+    config, console, login, screenshots, storage_pools, storage_volumes, tasks, templates, vms,
+};
 use crate::router::{Protected, Public, Route};
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,6 +30,8 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 pub struct App {
     kimchid: Kimchid,
     max_body_bytes: u64,
+    consoles: Consoles,
+    screenshots: Screenshots,
 }
 
 /// The connection a request arrived on.
@@ -40,6 +46,7 @@ struct Input<'a> {
     method: &'a Method,
     body: &'a [u8],
     respond: Respond,
+    local_port: u16,
 }
 
 /// What the error reply needs to know about the request after its body is consumed.
@@ -54,10 +61,12 @@ impl App {
         App {
             kimchid: Kimchid::new(),
             max_body_bytes,
+            consoles: Consoles::default(),
+            screenshots: Screenshots::default(),
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<Full<Bytes>> {
         let started = Instant::now();
         // Random so that it can go to logs and to kimchid without revealing anything.
         let request_id = hex::encode(rand::random::<[u8; 8]>());
@@ -68,21 +77,26 @@ impl App {
             had_session_cookie: auth::session_token(req.headers()).is_some(),
         };
 
-        let (parts, body) = req.into_parts();
-        let mut body = Some(body);
         let (route, result) = match Route::parse(&path) {
+            // The websocket handshake needs the request itself, not its parts.
+            Ok(route @ Route::Protected(Protected::VmConsole(_))) => {
+                let result = self.console(&route, &mut req, &request_id).await;
+                (Some(route), result)
+            }
             Ok(route) => {
+                let (parts, body) = req.into_parts();
+                let mut body = Some(body);
                 let result = self
                     .respond(&route, &parts, &mut body, &request_id, conn)
                     .await;
+                // Answered before the body was read (an early refusal): read it first.
+                if let Some(unread) = body {
+                    body::discard(unread).await;
+                }
                 (Some(route), result)
             }
             Err(e) => (None, Err(e)),
         };
-        // Answered before the body was read (an early refusal): read it first.
-        if let Some(unread) = body {
-            body::discard(unread).await;
-        }
         let reply = match result {
             Ok(reply) => reply,
             Err(e) => error_reply(&e, route.as_ref(), &context, &request_id),
@@ -136,6 +150,7 @@ impl App {
                     method,
                     body: &body,
                     respond: Respond::from_headers(headers),
+                    local_port: conn.local_port,
                 };
                 match auth::credentials(headers)?.ok_or(Error::NoCredentials)? {
                     Credentials::Session(token) => {
@@ -147,6 +162,46 @@ impl App {
                             .await
                     }
                 }
+            }
+        }
+    }
+
+    /// `GET /vms/:name/console`: checks as for any protected GET, then the
+    /// websocket handshake.
+    async fn console(
+        &self,
+        route: &Route,
+        req: &mut Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Reply, Error> {
+        let Route::Protected(Protected::VmConsole(name)) = route else {
+            unreachable!("only console routes come here");
+        };
+        route.check_method(req.method())?;
+        if !hyper_tungstenite::is_upgrade_request(req) {
+            return Err(Error::UpgradeRequired);
+        }
+        console::check_origin(req.headers())?;
+        let k = &self.kimchid;
+        match auth::credentials(req.headers())?.ok_or(Error::NoCredentials)? {
+            Credentials::Session(token) => {
+                let call = Call {
+                    request_id,
+                    session: Some(&token),
+                };
+                console::open(k, &call, name, req).await
+            }
+            Credentials::Basic { user, password } => {
+                let (token, _) = k.login(&user, &password, request_id).await?;
+                let call = Call {
+                    request_id,
+                    session: Some(&token),
+                };
+                let result = console::open(k, &call, name, req).await;
+                if let Err(e) = k.logout(&token, request_id).await {
+                    tracing::warn!(request_id, "could not close the per-request session: {e}");
+                }
+                result
             }
         }
     }
@@ -185,10 +240,31 @@ impl App {
         let (body, respond) = (input.body, input.respond);
         let post = input.method == Method::POST;
         let delete = input.method == Method::DELETE;
+        let put = input.method == Method::PUT;
+        let view = View {
+            local_port: input.local_port,
+            consoles: &self.consoles,
+        };
         match route {
             Protected::Logout => login::logout(k, request_id, session).await,
-            Protected::Vms => vms::list(k, call).await,
-            Protected::Vm(name) => vms::get(k, call, name).await,
+            Protected::Vms if post => vms::create(k, call, respond, view, body).await,
+            Protected::Vms => vms::list(k, call, view).await,
+            Protected::Vm(name) if delete => vms::delete(k, call, view, name, body).await,
+            Protected::Vm(name) => vms::get(k, call, view, name).await,
+            Protected::VmAction(name, action) => {
+                vms::action(k, call, view, name, *action, body).await
+            }
+            Protected::VmScreenshot(name) => {
+                screenshots::redirect(k, call, &self.screenshots, name).await
+            }
+            Protected::ScreenshotImage(id) => screenshots::image(&self.screenshots, id),
+            // Answered by `console` before the request is taken apart.
+            Protected::VmConsole(_) => Err(Error::UpgradeRequired),
+            Protected::Templates if post => templates::create(k, call, body).await,
+            Protected::Templates => templates::list(k, call).await,
+            Protected::Template(name) if put => templates::update(k, call, name, body).await,
+            Protected::Template(name) if delete => templates::delete(k, call, name, body).await,
+            Protected::Template(name) => templates::get(k, call, name).await,
             Protected::StoragePools if post => storage_pools::create(k, call, body).await,
             Protected::StoragePools => storage_pools::list(k, call).await,
             Protected::StoragePool(name) if delete => {

@@ -34,6 +34,8 @@ pub enum Error {
     InvalidBody(String),
     #[error("authentication required: log in (POST /login) or use HTTP Basic")]
     NoCredentials,
+    #[error("this is a websocket endpoint: send a websocket handshake")]
+    UpgradeRequired,
     #[error("{0}")]
     InvalidCredentials(String),
     #[error("{0}")]
@@ -74,6 +76,7 @@ impl Error {
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NoCredentials | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
+            Error::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
             Error::Kimchid(e) => bus_status(e),
             Error::BadReply(_) => StatusCode::BAD_GATEWAY,
@@ -93,6 +96,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "UnsupportedMediaType",
             Error::InvalidBody(_) => "InvalidBody",
             Error::NoCredentials => "AuthenticationRequired",
+            Error::UpgradeRequired => "UpgradeRequired",
             Error::InvalidCredentials(_) => "InvalidCredentials",
             Error::CsrfRejected(_) => "CsrfRejected",
             Error::Kimchid(BusError::ZBus(z)) if unreachable(z) => "KimchidUnreachable",

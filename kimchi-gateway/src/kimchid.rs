@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kimchi_dbus::{CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy};
+use kimchi_dbus::{
+    CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy, VmInfo, VmProxy,
+};
 use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
 use zbus::Connection;
@@ -72,6 +74,21 @@ impl Kimchid {
             .cache_properties(CacheProperties::No)
             .build()
             .await?)
+    }
+
+    /// A socket carrying the VM's VNC stream, from kimchid (`VM.OpenConsole`).
+    pub async fn open_console(
+        &self,
+        call: &Call<'_>,
+        vm: &VmInfo,
+    ) -> Result<std::os::fd::OwnedFd, Error> {
+        let conn = self.connection().await?;
+        let proxy = VmProxy::builder(&conn)
+            .path(vm.path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(proxy.open_console(call.options()).await?.into())
     }
 
     async fn sessions(&self) -> Result<SessionsProxy<'static>, Error> {

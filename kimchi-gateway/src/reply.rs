@@ -1,4 +1,5 @@
-//! Responses: JSON bodies (or none, for 204) with the headers every answer carries.
+//! Responses: JSON bodies (or none, for 204; or a screenshot's PNG) with the headers
+//! every answer carries.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,8 +15,11 @@ use crate::error::Error;
 pub struct Reply {
     status: StatusCode,
     body: Option<Bytes>,
+    content_type: &'static str,
     headers: HeaderMap,
 }
+
+const JSON: &str = "application/json";
 
 impl Reply {
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
@@ -24,6 +28,16 @@ impl Reply {
         Reply {
             status,
             body: Some(body.into()),
+            content_type: JSON,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn png(image: Bytes) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Some(image),
+            content_type: "image/png",
             headers: HeaderMap::new(),
         }
     }
@@ -36,7 +50,18 @@ impl Reply {
         Reply {
             status: StatusCode::NO_CONTENT,
             body: None,
+            content_type: JSON,
             headers: HeaderMap::new(),
+        }
+    }
+
+    /// 101 to a websocket handshake, with the headers the upgrade produced.
+    pub fn switching_protocols(headers: HeaderMap) -> Reply {
+        Reply {
+            status: StatusCode::SWITCHING_PROTOCOLS,
+            body: None,
+            content_type: JSON,
+            headers,
         }
     }
 
@@ -56,11 +81,14 @@ impl Reply {
     /// The HTTP response; for HEAD the body is left out but its length still announced.
     pub fn into_response(self, head: bool) -> Response<Full<Bytes>> {
         let mut headers = self.headers;
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Only screenshots say otherwise: their URL names one image.
+        headers
+            .entry(CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         let body = match self.body {
             Some(body) => {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
                 if head {
                     Bytes::new()

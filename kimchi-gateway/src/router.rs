@@ -35,6 +35,15 @@ pub enum Protected {
     Logout,
     Vms,
     Vm(String),
+    VmAction(String, VmAction),
+    /// Redirects to a fresh PNG of the VM's screen.
+    VmScreenshot(String),
+    /// The websocket carrying the VM's VNC console.
+    VmConsole(String),
+    /// A screenshot image the redirect pointed to (by its id).
+    ScreenshotImage(String),
+    Templates,
+    Template(String),
     StoragePools,
     StoragePool(String),
     StoragePoolAction(String, PoolAction),
@@ -45,6 +54,15 @@ pub enum Protected {
     StorageVolumeAction(String, String, VolumeAction),
     Tasks,
     Task(u32),
+}
+
+/// `POST /vms/:name/<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmAction {
+    Start,
+    Stop,
+    /// Opens the console to websocket clients of this gateway (Kimchi's `connect`).
+    Connect,
 }
 
 /// `POST /storagepools/:name/<action>`.
@@ -83,6 +101,12 @@ const POST_ONLY: Methods = Methods {
 const COLLECTION: Methods = Methods {
     list: &[Method::GET, Method::HEAD, Method::POST],
     allow: "GET, HEAD, POST",
+    note: None,
+};
+/// A resource one can change and delete (templates).
+const EDITABLE: Methods = Methods {
+    list: &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+    allow: "GET, HEAD, PUT, DELETE",
     note: None,
 };
 /// A resource one can delete.
@@ -132,6 +156,14 @@ pub fn volume_uri(pool: &str, volume: &str) -> String {
     )
 }
 
+pub fn vm_uri(name: &str) -> String {
+    format!("/vms/{}", encode_segment(name))
+}
+
+pub fn template_uri(name: &str) -> String {
+    format!("/templates/{}", encode_segment(name))
+}
+
 pub fn task_uri(id: u32) -> String {
     format!("/tasks/{id}")
 }
@@ -146,7 +178,21 @@ impl Route {
             ["login"] => Route::Public(Public::Login),
             ["logout"] => Route::Protected(Protected::Logout),
             ["vms"] => Route::Protected(Protected::Vms),
-            ["vms", name] => Route::Protected(Protected::Vm((*name).to_owned())),
+            ["vms", name] => Route::Protected(Protected::Vm(owned(name))),
+            ["vms", name, "screenshot"] => Route::Protected(Protected::VmScreenshot(owned(name))),
+            ["vms", name, "console"] => Route::Protected(Protected::VmConsole(owned(name))),
+            ["vms", name, action] => match VmAction::parse(action) {
+                Some(action) => Route::Protected(Protected::VmAction(owned(name), action)),
+                None => return Err(Error::UnknownPath(path.to_owned())),
+            },
+            ["data", "screenshots", file] => match file.strip_suffix(".png") {
+                Some(id) if !id.is_empty() => {
+                    Route::Protected(Protected::ScreenshotImage(owned(id)))
+                }
+                _ => return Err(Error::UnknownPath(path.to_owned())),
+            },
+            ["templates"] => Route::Protected(Protected::Templates),
+            ["templates", name] => Route::Protected(Protected::Template(owned(name))),
             ["storagepools"] => Route::Protected(Protected::StoragePools),
             ["storagepools", pool] => Route::Protected(Protected::StoragePool(owned(pool))),
             ["storagepools", pool, "storagevolumes"] => {
@@ -183,8 +229,19 @@ impl Route {
         use Protected as P;
         match self {
             Route::Public(Public::Config | Public::Capabilities)
-            | Route::Protected(P::Vms | P::Vm(_) | P::Tasks | P::Task(_)) => &READ_ONLY,
-            Route::Public(Public::Login) | Route::Protected(P::Logout) => &POST_ONLY,
+            | Route::Protected(
+                P::VmScreenshot(_)
+                | P::VmConsole(_)
+                | P::ScreenshotImage(_)
+                | P::Tasks
+                | P::Task(_),
+            ) => &READ_ONLY,
+            Route::Public(Public::Login) | Route::Protected(P::Logout | P::VmAction(..)) => {
+                &POST_ONLY
+            }
+            Route::Protected(P::Vms | P::Templates) => &COLLECTION,
+            Route::Protected(P::Vm(_)) => &DELETABLE,
+            Route::Protected(P::Template(_)) => &EDITABLE,
             // kimchi_isos is decided here, before kimchid is asked to change it.
             Route::Protected(
                 P::StoragePool(pool) | P::StorageVolumes(pool) | P::StorageVolume(pool, _),
@@ -208,6 +265,17 @@ impl Route {
                 allow: methods.allow,
                 note: methods.note,
             })
+        }
+    }
+}
+
+impl VmAction {
+    fn parse(segment: &str) -> Option<VmAction> {
+        match segment {
+            "start" => Some(VmAction::Start),
+            "stop" => Some(VmAction::Stop),
+            "connect" => Some(VmAction::Connect),
+            _ => None,
         }
     }
 }
@@ -367,7 +435,7 @@ mod tests {
         assert!(matches!(
             err,
             Error::MethodNotAllowed {
-                allow: "GET, HEAD",
+                allow: "GET, HEAD, POST",
                 ..
             }
         ));
@@ -384,6 +452,50 @@ mod tests {
         assert!(route("/config").check_method(&Method::HEAD).is_ok());
         assert!(route("/vms/a").check_method(&Method::GET).is_ok());
         assert!(route("/logout").check_method(&Method::POST).is_ok());
+    }
+
+    #[test]
+    fn vm_and_template_paths() {
+        let p = |r: Protected| Route::Protected(r);
+        assert_eq!(
+            route("/vms/a%20b/start"),
+            p(Protected::VmAction("a b".into(), VmAction::Start))
+        );
+        assert_eq!(
+            route("/vms/a/stop/"),
+            p(Protected::VmAction("a".into(), VmAction::Stop))
+        );
+        assert_eq!(
+            route("/vms/a/connect"),
+            p(Protected::VmAction("a".into(), VmAction::Connect))
+        );
+        assert_eq!(
+            route("/vms/a/screenshot"),
+            p(Protected::VmScreenshot("a".into()))
+        );
+        assert_eq!(route("/vms/a/console"), p(Protected::VmConsole("a".into())));
+        assert_eq!(
+            route("/data/screenshots/f00d.png"),
+            p(Protected::ScreenshotImage("f00d".into()))
+        );
+        assert_eq!(route("/templates"), p(Protected::Templates));
+        assert_eq!(
+            route("/templates/t%2Fx"),
+            p(Protected::Template("t/x".into()))
+        );
+        assert_eq!(status("/vms/a/reboot"), 404);
+        assert_eq!(status("/data/screenshots/x.jpg"), 404);
+        assert_eq!(status("/data/screenshots/.png"), 404);
+        assert!(route("/templates/t").check_method(&Method::PUT).is_ok());
+        assert!(route("/templates").check_method(&Method::PUT).is_err());
+        assert!(route("/vms/a").check_method(&Method::DELETE).is_ok());
+        assert!(route("/vms/a").check_method(&Method::POST).is_err());
+        assert!(route("/vms/a/start").check_method(&Method::GET).is_err());
+        assert!(route("/vms/a/screenshot")
+            .check_method(&Method::POST)
+            .is_err());
+        assert_eq!(vm_uri("a b"), "/vms/a%20b");
+        assert_eq!(template_uri("t/x"), "/templates/t%2Fx");
     }
 
     fn pool(name: &str) -> Route {

@@ -303,13 +303,7 @@ impl Templates {
         }
         if IsoUrl::looks_like_url(cdrom) {
             let url = IsoUrl::parse(cdrom)?;
-            if !self
-                .model
-                .host()
-                .stream_protocols
-                .iter()
-                .any(|p| *p == url.scheme)
-            {
+            if !self.model.host().stream_protocols.contains(&url.scheme) {
                 return Err(Error::InvalidArgument(format!(
                     "QEMU on this host cannot stream images over {}",
                     url.scheme

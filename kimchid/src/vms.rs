@@ -342,7 +342,12 @@ impl Vms {
             .model
             .vm_by_uuid(uuid)
             .ok_or_else(|| Error::NotFound(format!("no VM with UUID {uuid}")))?;
-        let vm = self.running(&vm.name)?;
+        if vm.state != "running" && vm.state != "paused" {
+            return Err(Error::InvalidState(format!(
+                "VM '{}' is not running; start it first",
+                vm.name
+            )));
+        }
         if vm.graphics_type != "vnc" {
             return Err(Error::NotSupported(format!(
                 "VM '{}' has no VNC display",

@@ -2,8 +2,11 @@
 //! answer into Kimchi's JSON.
 
 pub mod config;
+pub mod console;
 pub mod login;
+pub mod screenshots;
 pub mod storage_pools;
 pub mod storage_volumes;
 pub mod tasks;
+pub mod templates;
 pub mod vms;

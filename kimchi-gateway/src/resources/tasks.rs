@@ -98,7 +98,7 @@ impl Respond {
 
 /// The answer to a request that started a task: `started` is kimchid's reply to the
 /// call made with [`Call::task_options`]`(respond.wait())`. A finished task is
-/// answered by `done` (the resource's own success reply), a failed one with 500 and
+/// answered by `done` (the resource's own success reply, given the task), a failed one with 500 and
 /// the task's message (kimchid checks requests before it starts tasks, so a failure
 /// is the backend's, not the client's), and a task still running with 202.
 pub async fn reply(
@@ -106,7 +106,7 @@ pub async fn reply(
     call: &Call<'_>,
     respond: Respond,
     started: Result<OwnedObjectPath, kimchi_dbus::Error>,
-    done: impl AsyncFnOnce() -> Result<Reply, Error>,
+    done: impl AsyncFnOnce(TaskInfo) -> Result<Reply, Error>,
 ) -> Result<Reply, Error> {
     let path = started.map_err(|e| match e {
         kimchi_dbus::Error::ZBus(zbus::Error::InputOutput(io))
@@ -127,7 +127,7 @@ pub async fn reply(
         .get_task(id, call.options())
         .await?;
     match (respond, info.state.as_str()) {
-        (Respond::Wait, "finished") => done().await,
+        (Respond::Wait, "finished") => done(info).await,
         (Respond::Wait, "failed") => Err(Error::TaskFailed {
             id,
             message: info.message,

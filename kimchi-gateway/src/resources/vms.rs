@@ -1,19 +1,32 @@
-//! `/vms` and `/vms/:name`: virtual machines as Kimchi shows them.
+//! `/vms`, `/vms/:name` and its actions: virtual machines as Kimchi shows them.
+//! Creation runs as a kimchid task, answered through [`tasks::reply`].
 
-use kimchi_dbus::VmInfo;
-use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::StatusCode;
+use kimchi_dbus::{Error as BusError, VmInfo, VmStats};
+use serde::{Deserialize, Serialize};
+
+use crate::body::{self, Text};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
+use crate::resources::tasks::{self, Respond};
+use crate::router::{self, Protected, Route, VmAction};
 
 #[derive(Debug, Serialize)]
 struct Vm {
     name: String,
     uuid: String,
     state: String,
+    stats: VmStats,
     /// MiB, as in Kimchi.
     memory: u64,
+    /// Where a fresh screenshot is, while the VM runs.
+    screenshot: Option<String>,
+    icon: Option<String>,
     graphics: Graphics,
 }
 
@@ -22,79 +35,280 @@ struct Graphics {
     /// "vnc", or null when the guest has no graphics Kimchi can show.
     #[serde(rename = "type")]
     kind: Option<&'static str>,
-    /// Filled in by the console connect action (not served yet).
+    /// This gateway's port, once `connect` was called and while the VM runs.
     port: Option<u16>,
+    /// The console websocket's path on that port (noVNC, subprotocol `binary`).
+    path: Option<String>,
 }
 
-impl From<VmInfo> for Vm {
-    fn from(info: VmInfo) -> Self {
+/// VMs whose console was opened with `connect` on this gateway (by UUID).
+#[derive(Debug, Default)]
+pub struct Consoles(Mutex<HashSet<String>>);
+
+impl Consoles {
+    fn set(&self, uuid: &str, connected: bool) {
+        let mut set = self.0.lock().expect("console set poisoned");
+        if connected {
+            set.insert(uuid.to_owned());
+        } else {
+            set.remove(uuid);
+        }
+    }
+
+    fn is_connected(&self, uuid: &str) -> bool {
+        self.0.lock().expect("console set poisoned").contains(uuid)
+    }
+}
+
+/// What a VM's representation depends on besides kimchid's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    /// The port this request came in on: the console's port.
+    pub local_port: u16,
+    pub consoles: &'a Consoles,
+}
+
+impl View<'_> {
+    fn vm(&self, info: VmInfo) -> Vm {
+        let running = info.state == "running" || info.state == "paused";
+        let vnc = info.graphics_type == "vnc";
+        let uri = router::vm_uri(&info.name);
+        let connected = running && vnc && self.consoles.is_connected(&info.uuid);
         Vm {
+            screenshot: running.then(|| format!("{uri}/screenshot")),
             graphics: Graphics {
-                kind: (info.graphics_type == "vnc").then_some("vnc"),
-                port: None,
+                kind: vnc.then_some("vnc"),
+                port: connected.then_some(self.local_port),
+                path: connected.then(|| format!("{uri}/console")),
             },
+            icon: (!info.icon.is_empty()).then_some(info.icon),
             name: info.name,
             uuid: info.uuid,
             state: info.state,
+            stats: info.stats,
             memory: info.memory_mib,
         }
     }
 }
 
-pub async fn list(kimchid: &Kimchid, call: &Call<'_>) -> Result<Reply, Error> {
-    let mut vms: Vec<Vm> = kimchid
+/// `POST /vms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVm {
+    /// Chosen by kimchid (`<template>-vm-<n>`) when left out.
+    name: Option<Text>,
+    /// `/templates/<name>`.
+    template: Text,
+    /// `/storagepools/<name>`; the `default` pool when left out.
+    storagepool: Option<Text>,
+}
+
+pub async fn list(kimchid: &Kimchid, call: &Call<'_>, view: View<'_>) -> Result<Reply, Error> {
+    let vms: Vec<Vm> = kimchid
         .manager()
         .await?
         .list_vms(call.options())
         .await?
         .into_iter()
-        .map(Vm::from)
+        .map(|info| view.vm(info))
         .collect();
-    // Kimchi lists VMs by name, case-insensitively.
-    vms.sort_by_cached_key(|vm| vm.name.to_lowercase());
     Ok(Reply::ok(&vms))
 }
 
-pub async fn get(kimchid: &Kimchid, call: &Call<'_>, name: &str) -> Result<Reply, Error> {
-    let info = kimchid
+pub async fn get(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    view: View<'_>,
+    name: &str,
+) -> Result<Reply, Error> {
+    Ok(Reply::ok(&view.vm(vm(kimchid, call, name).await?)))
+}
+
+async fn vm(kimchid: &Kimchid, call: &Call<'_>, name: &str) -> Result<VmInfo, Error> {
+    Ok(kimchid
         .manager()
         .await?
         .get_vm(name, call.options())
+        .await?)
+}
+
+/// 201 with the new VM and its `Location`, once created (shut off, as in Kimchi).
+pub async fn create(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    respond: Respond,
+    view: View<'_>,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    let new = body::json::<NewVm>(body)?;
+    let template = match Route::parse(&String::from(new.template)) {
+        Ok(Route::Protected(Protected::Template(name))) => name,
+        _ => {
+            return Err(Error::InvalidBody(
+                "template must be the URI of a template, like /templates/<name>".into(),
+            ))
+        }
+    };
+    let pool = match new.storagepool.map(String::from) {
+        None => String::new(),
+        Some(uri) => match Route::parse(&uri) {
+            Ok(Route::Protected(Protected::StoragePool(name))) => name,
+            _ => {
+                return Err(Error::InvalidBody(
+                    "storagepool must be the URI of a storage pool, like /storagepools/<name>"
+                        .into(),
+                ))
+            }
+        },
+    };
+    // An explicitly empty name is a mistake, not a request for a generated one.
+    let name = match new.name.map(String::from) {
+        None => String::new(),
+        Some(name) if name.is_empty() => {
+            return Err(Error::InvalidBody(
+                "name must not be empty; leave it out to have one chosen".into(),
+            ))
+        }
+        Some(name) => name,
+    };
+    let started = kimchid
+        .manager()
+        .await?
+        .create_vm(&template, &name, &pool, call.task_options(respond.wait()))
+        .await;
+    tasks::reply(kimchid, call, respond, started, async |task| {
+        let name = task
+            .target_uri
+            .strip_prefix("/vms/")
+            .ok_or_else(|| Error::BadReply(format!("VM task has target '{}'", task.target_uri)))?;
+        let vm = view.vm(vm(kimchid, call, name).await?);
+        let location = HeaderValue::from_str(&router::vm_uri(&vm.name))
+            .expect("an encoded path is a valid header value");
+        Ok(Reply::json(StatusCode::CREATED, &vm).with_header(LOCATION, location))
+    })
+    .await
+}
+
+pub async fn delete(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    view: View<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    body::no_parameters(body)?;
+    let uuid = vm(kimchid, call, name).await?.uuid;
+    kimchid
+        .manager()
+        .await?
+        .delete_vm(name, call.options())
         .await?;
-    Ok(Reply::ok(&Vm::from(info)))
+    view.consoles.set(&uuid, false);
+    Ok(Reply::no_content())
+}
+
+/// 200 with the VM as the action left it.
+pub async fn action(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    view: View<'_>,
+    name: &str,
+    action: VmAction,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    body::no_parameters(body)?;
+    let manager = kimchid.manager().await?;
+    let info = match action {
+        VmAction::Start => manager.start_vm(name, call.options()).await?,
+        VmAction::Stop => {
+            let info = manager.stop_vm(name, call.options()).await?;
+            view.consoles.set(&info.uuid, false);
+            info
+        }
+        VmAction::Connect => {
+            let info = manager.get_vm(name, call.options()).await?;
+            if info.graphics_type != "vnc" {
+                return Err(
+                    BusError::NotSupported(format!("VM '{name}' has no VNC display")).into(),
+                );
+            }
+            // Opening (and closing) a console checks the caller may use it and that
+            // the VM can give one, so the websocket later fails only for new reasons.
+            drop(kimchid.open_console(call, &info).await?);
+            view.consoles.set(&info.uuid, true);
+            info
+        }
+    };
+    Ok(Reply::ok(&view.vm(info)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(graphics: &str) -> VmInfo {
+    fn info(state: &str, graphics: &str) -> VmInfo {
         VmInfo {
             path: zbus::OwnedObjectPath::try_from(kimchi_dbus::vm_path("u-1")).unwrap(),
-            name: "web".into(),
+            name: "web 1".into(),
             uuid: "u-1".into(),
-            state: "running".into(),
+            state: state.into(),
             memory_mib: 1024,
             graphics_type: graphics.into(),
+            icon: String::new(),
+            stats: VmStats::default(),
         }
     }
 
     #[test]
     fn vm_json_has_kimchi_keys() {
-        let doc = serde_json::to_value(Vm::from(info("vnc"))).unwrap();
+        let consoles = Consoles::default();
+        let view = View {
+            local_port: 8001,
+            consoles: &consoles,
+        };
+        let doc = serde_json::to_value(view.vm(info("shutoff", "vnc"))).unwrap();
         assert_eq!(
             doc,
             serde_json::json!({
-                "name": "web", "uuid": "u-1", "state": "running", "memory": 1024,
-                "graphics": {"type": "vnc", "port": null}
+                "name": "web 1", "uuid": "u-1", "state": "shutoff", "memory": 1024,
+                "stats": {
+                    "cpu_utilization": 0.0, "net_throughput": 0.0, "net_throughput_peak": 100.0,
+                    "io_throughput": 0.0, "io_throughput_peak": 100.0
+                },
+                "screenshot": null, "icon": null,
+                "graphics": {"type": "vnc", "port": null, "path": null}
             })
         );
     }
 
     #[test]
+    fn running_connected_vm_shows_screenshot_and_console() {
+        let consoles = Consoles::default();
+        let view = View {
+            local_port: 8443,
+            consoles: &consoles,
+        };
+        let doc = serde_json::to_value(view.vm(info("running", "vnc"))).unwrap();
+        assert_eq!(doc["screenshot"], "/vms/web%201/screenshot");
+        assert_eq!(doc["graphics"]["port"], serde_json::Value::Null);
+        consoles.set("u-1", true);
+        let doc = serde_json::to_value(view.vm(info("running", "vnc"))).unwrap();
+        assert_eq!(doc["graphics"]["port"], 8443);
+        assert_eq!(doc["graphics"]["path"], "/vms/web%201/console");
+        // A stopped VM has no console to show, connected or not.
+        let doc = serde_json::to_value(view.vm(info("shutoff", "vnc"))).unwrap();
+        assert_eq!(doc["graphics"]["port"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn graphics_other_than_vnc_is_null() {
+        let consoles = Consoles::default();
+        let view = View {
+            local_port: 1,
+            consoles: &consoles,
+        };
         for graphics in ["", "spice"] {
-            let doc = serde_json::to_value(Vm::from(info(graphics))).unwrap();
+            let doc = serde_json::to_value(view.vm(info("running", graphics))).unwrap();
             assert_eq!(doc["graphics"]["type"], serde_json::Value::Null);
         }
     }

@@ -1,0 +1,309 @@
+//! `/templates` and `/templates/:name`. kimchid fills in the defaults and checks
+//! values; here the JSON is parsed into types, so a misspelt field or a wrong type
+//! is a 400 before kimchid is asked.
+
+use std::num::{NonZeroU32, NonZeroU64};
+
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::StatusCode;
+use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplateSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::body::{self, Text};
+use crate::error::Error;
+use crate::kimchid::{Call, Kimchid};
+use crate::reply::Reply;
+use crate::router;
+
+#[derive(Debug, Serialize)]
+struct Template {
+    name: String,
+    folder: Vec<String>,
+    icon: Option<String>,
+    os_distro: String,
+    os_version: String,
+    cpus: u32,
+    /// MiB.
+    memory: u64,
+    /// Empty when the template has no installation medium, as in Kimchi.
+    cdrom: String,
+    disks: Vec<Disk>,
+}
+
+#[derive(Debug, Serialize)]
+struct Disk {
+    index: u32,
+    /// GB; left out when the disk's size comes from `volume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<String>,
+}
+
+impl From<TemplateInfo> for Template {
+    fn from(info: TemplateInfo) -> Self {
+        let spec = info.spec;
+        Template {
+            name: spec.name,
+            folder: spec.folder,
+            icon: (!spec.icon.is_empty()).then_some(spec.icon),
+            os_distro: spec.os_distro,
+            os_version: spec.os_version,
+            cpus: spec.cpus,
+            memory: spec.memory_mib,
+            cdrom: spec.cdrom,
+            disks: spec
+                .disks
+                .into_iter()
+                .map(|d| Disk {
+                    index: d.index,
+                    size: (d.size_gb > 0).then_some(d.size_gb),
+                    volume: (!d.volume.is_empty()).then_some(d.volume),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The body of `POST /templates` (where `name` is required) and of `PUT`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fields {
+    name: Option<Text>,
+    folder: Option<Vec<Text>>,
+    icon: Option<Text>,
+    os_distro: Option<Text>,
+    os_version: Option<Text>,
+    cpus: Option<NonZeroU32>,
+    /// MiB.
+    memory: Option<NonZeroU64>,
+    cdrom: Option<Text>,
+    disks: Option<Vec<DiskFields>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskFields {
+    /// Its position in `disks` when left out.
+    index: Option<u32>,
+    /// GB.
+    size: Option<NonZeroU64>,
+    volume: Option<Text>,
+}
+
+impl Fields {
+    /// `spec` with the fields given here replacing its own.
+    fn apply(self, mut spec: TemplateSpec) -> TemplateSpec {
+        let text = |t: Option<Text>, old: String| t.map_or(old, String::from);
+        spec.name = text(self.name, spec.name);
+        spec.icon = text(self.icon, spec.icon);
+        spec.os_distro = text(self.os_distro, spec.os_distro);
+        spec.os_version = text(self.os_version, spec.os_version);
+        spec.cdrom = text(self.cdrom, spec.cdrom);
+        if let Some(folder) = self.folder {
+            spec.folder = folder.into_iter().map(String::from).collect();
+        }
+        if let Some(cpus) = self.cpus {
+            spec.cpus = cpus.get();
+        }
+        if let Some(memory) = self.memory {
+            spec.memory_mib = memory.get();
+        }
+        if let Some(disks) = self.disks {
+            spec.disks = disks
+                .into_iter()
+                .zip(0..)
+                .map(|(d, position)| TemplateDisk {
+                    index: d.index.unwrap_or(position),
+                    size_gb: d.size.map_or(0, NonZeroU64::get),
+                    volume: d.volume.map(String::from).unwrap_or_default(),
+                })
+                .collect();
+        }
+        spec
+    }
+}
+
+/// What kimchid gets for a new template before the caller's fields: all empty, so
+/// that kimchid chooses.
+fn empty_spec() -> TemplateSpec {
+    TemplateSpec {
+        name: String::new(),
+        folder: Vec::new(),
+        icon: String::new(),
+        os_distro: String::new(),
+        os_version: String::new(),
+        cpus: 0,
+        memory_mib: 0,
+        cdrom: String::new(),
+        disks: Vec::new(),
+    }
+}
+
+pub async fn list(kimchid: &Kimchid, call: &Call<'_>) -> Result<Reply, Error> {
+    let templates: Vec<Template> = kimchid
+        .manager()
+        .await?
+        .list_templates(call.options())
+        .await?
+        .into_iter()
+        .map(Template::from)
+        .collect();
+    Ok(Reply::ok(&templates))
+}
+
+pub async fn get(kimchid: &Kimchid, call: &Call<'_>, name: &str) -> Result<Reply, Error> {
+    let info = kimchid
+        .manager()
+        .await?
+        .get_template(name, call.options())
+        .await?;
+    Ok(Reply::ok(&Template::from(info)))
+}
+
+/// 201 with the template as stored (defaults filled in) and its `Location`.
+pub async fn create(kimchid: &Kimchid, call: &Call<'_>, body: &[u8]) -> Result<Reply, Error> {
+    let fields = body::json::<Fields>(body)?;
+    if fields.name.is_none() {
+        return Err(Error::InvalidBody("missing field `name`".into()));
+    }
+    let info = kimchid
+        .manager()
+        .await?
+        .create_template(fields.apply(empty_spec()), call.options())
+        .await?;
+    Ok(with_location(StatusCode::CREATED, info))
+}
+
+/// 200 with the changed template, or 303 to its new URI when it was renamed.
+pub async fn update(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    let fields = body::json::<Fields>(body)?;
+    let manager = kimchid.manager().await?;
+    let current = manager.get_template(name, call.options()).await?;
+    let info = manager
+        .update_template(name, fields.apply(current.spec), call.options())
+        .await?;
+    if info.spec.name == name {
+        Ok(Reply::ok(&Template::from(info)))
+    } else {
+        Ok(with_location(StatusCode::SEE_OTHER, info))
+    }
+}
+
+pub async fn delete(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    body::no_parameters(body)?;
+    kimchid
+        .manager()
+        .await?
+        .delete_template(name, call.options())
+        .await?;
+    Ok(Reply::no_content())
+}
+
+fn with_location(status: StatusCode, info: TemplateInfo) -> Reply {
+    let location = HeaderValue::from_str(&router::template_uri(&info.spec.name))
+        .expect("an encoded path is a valid header value");
+    Reply::json(status, &Template::from(info)).with_header(LOCATION, location)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(json: &str) -> Result<Fields, Error> {
+        body::json::<Fields>(json.as_bytes())
+    }
+
+    #[test]
+    fn given_fields_replace_the_old_ones() {
+        let mut old = empty_spec();
+        old.name = "t".into();
+        old.cpus = 2;
+        old.memory_mib = 2048;
+        old.disks = vec![TemplateDisk {
+            index: 0,
+            size_gb: 10,
+            volume: String::new(),
+        }];
+        let spec = fields(
+            r#"{"memory": 4096, "disks": [{"size": 5}, {"index": 4, "volume": "base.img"}]}"#,
+        )
+        .unwrap()
+        .apply(old);
+        assert_eq!(
+            (spec.name.as_str(), spec.cpus, spec.memory_mib),
+            ("t", 2, 4096)
+        );
+        assert_eq!(
+            spec.disks,
+            [
+                TemplateDisk {
+                    index: 0,
+                    size_gb: 5,
+                    volume: String::new()
+                },
+                TemplateDisk {
+                    index: 4,
+                    size_gb: 0,
+                    volume: "base.img".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_wrong_types_and_zeros_are_refused() {
+        for body in [
+            r#"{"name": "t", "colour": "red"}"#,
+            r#"{"name": "t", "cpus": "2"}"#,
+            r#"{"name": "t", "cpus": 0}"#,
+            r#"{"name": "t", "memory": -1}"#,
+            r#"{"name": "t", "disks": [{"size": 0}]}"#,
+            r#"{"name": "t", "disks": [{"bus": "virtio"}]}"#,
+            r#"{"name": "t", "folder": "a/b"}"#,
+            r#"{"name": 7}"#,
+        ] {
+            let err = fields(body).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+        }
+    }
+
+    #[test]
+    fn template_json_has_kimchi_keys() {
+        let mut spec = empty_spec();
+        spec.name = "t".into();
+        spec.os_distro = "debian".into();
+        spec.os_version = "12".into();
+        spec.cpus = 1;
+        spec.memory_mib = 1024;
+        spec.disks = vec![TemplateDisk {
+            index: 0,
+            size_gb: 10,
+            volume: String::new(),
+        }];
+        let info = TemplateInfo {
+            path: zbus::OwnedObjectPath::try_from(kimchi_dbus::template_path("t")).unwrap(),
+            spec,
+            disk_bus: "virtio".into(),
+            nic_model: "virtio".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(Template::from(info)).unwrap(),
+            serde_json::json!({
+                "name": "t", "folder": [], "icon": null, "os_distro": "debian",
+                "os_version": "12", "cpus": 1, "memory": 1024, "cdrom": "",
+                "disks": [{"index": 0, "size": 10}]
+            })
+        );
+    }
+}
