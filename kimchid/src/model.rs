@@ -47,6 +47,8 @@ pub struct HostState {
     pub screenshot: ScreenshotSupport,
     /// Guests can use hardware virtualization (KVM) rather than emulation.
     pub kvm: bool,
+    /// The host's memory in MiB; 0 until probed.
+    pub memory_mib: u64,
 }
 
 pub struct Model {
@@ -71,6 +73,7 @@ impl Model {
                 stream_protocols: Vec::new(),
                 screenshot: ScreenshotSupport::Unknown,
                 kvm: false,
+                memory_mib: 0,
             }),
             changes,
         })
@@ -345,6 +348,7 @@ impl Model {
                 self.set_host(|h| {
                     h.stream_protocols = caps.stream_protocols;
                     h.kvm = caps.kvm;
+                    h.memory_mib = caps.memory_mib;
                     h.screenshot = if caps.screenshot {
                         ScreenshotSupport::Yes
                     } else {

@@ -259,14 +259,25 @@ impl Templates {
                 spec.cpus
             )));
         }
+        let host_memory = self.model.host().memory_mib;
         if spec.memory_mib == 0 {
             spec.memory_mib = profile.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+            // A recommendation this host cannot meet is no default.
+            if host_memory > 0 {
+                spec.memory_mib = spec.memory_mib.min(host_memory);
+            }
         }
         if !MEMORY_MIB.contains(&spec.memory_mib) {
             return Err(Error::InvalidArgument(format!(
                 "memory must be between {} and {} MiB, not {}",
                 MEMORY_MIB.start(),
                 MEMORY_MIB.end(),
+                spec.memory_mib
+            )));
+        }
+        if host_memory > 0 && spec.memory_mib > host_memory {
+            return Err(Error::InvalidArgument(format!(
+                "memory ({} MiB) is more than this host has ({host_memory} MiB)",
                 spec.memory_mib
             )));
         }

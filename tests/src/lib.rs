@@ -5,6 +5,7 @@
 pub mod daemons;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
@@ -39,6 +40,40 @@ pub const OUTSIDER: TestUser = TestUser {
     password: "Outsider-t-pass-3",
     group: None,
 };
+
+/// The volume id of Ubuntu Server 22.04.1's installation image, which osinfo-db knows.
+pub const UBUNTU_VOLUME_ID: &str = "Ubuntu-Server 22.04.1 LTS amd64";
+/// A volume id no OS has.
+pub const DATA_VOLUME_ID: &str = "MY DATA";
+
+/// Writes a small ISO 9660 image with `volume_id` to `iso` with xorriso; a bootable
+/// one carries an El Torito entry (a 4 KiB no-emulation boot image of zeros).
+pub fn write_iso(volume_id: &str, bootable: bool, iso: &Path) {
+    let src = iso.with_extension("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("boot.img"), vec![0u8; 4096]).unwrap();
+    let boot: &[&str] = if bootable {
+        &["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"]
+    } else {
+        &[]
+    };
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-V", volume_id])
+        .args(boot)
+        .arg("-o")
+        .arg(iso)
+        .arg(&src))
+    .expect_ok();
+    std::fs::remove_dir_all(&src).unwrap();
+}
+
+/// A directory for test files that QEMU (user libvirt-qemu) can reach, created on
+/// first use; each caller gets its own subdirectory.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    let dir = Path::new("/var/lib/kimchi-tests").join(unique_name(what));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
 
 /// Creates the groups and test users with their passwords, once per process. A file
 /// lock serialises test binaries (and nextest's per-test processes) doing the same.

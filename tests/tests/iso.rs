@@ -4,54 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::{expect, get_listing, keys, TestPool, Web, ISO_VOLUME_KEYS};
 use kimchi_dbus::ISO_POOL;
-use kimchi_tests::run;
+use kimchi_tests::{write_iso, DATA_VOLUME_ID, UBUNTU_VOLUME_ID};
 use serde_json::{json, Value};
-
-const UBUNTU_VOLUME_ID: &str = "Ubuntu-Server 22.04.1 LTS amd64";
-
-/// An image with the Ubuntu Server 22.04.1 volume id and a bootable El Torito entry
-/// (a 4 KiB no-emulation boot image), written to `iso`.
-fn bootable_ubuntu_iso(scratch: &Path, iso: &Path) {
-    let src = scratch.join("ubuntu-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("boot.img"), vec![0u8; 4096]).unwrap();
-    xorriso(
-        &[
-            "-V",
-            UBUNTU_VOLUME_ID,
-            "-b",
-            "boot.img",
-            "-no-emul-boot",
-            "-boot-load-size",
-            "4",
-        ],
-        &src,
-        iso,
-    );
-}
-
-/// A data-only image (no boot catalog) with the volume id "MY DATA".
-fn plain_data_iso(scratch: &Path, iso: &Path) {
-    let src = scratch.join("data-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("readme.txt"), "just data\n").unwrap();
-    xorriso(&["-V", "MY DATA"], &src, iso);
-}
-
-fn xorriso(options: &[&str], src: &Path, iso: &Path) {
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs"])
-        .args(options)
-        .arg("-o")
-        .arg(iso)
-        .arg(src))
-    .expect_ok();
-}
 
 /// `kimchi_isos`' name for the image `file` of `pool`.
 fn iso_name(pool: &TestPool, file: &str) -> String {
@@ -89,7 +45,7 @@ fn identified(web: &Web, pool: &TestPool, file: &str) -> Value {
 fn bootable_ubuntu_image_is_identified_by_content_not_by_its_name() {
     let web = Web::admin();
     let pool = TestPool::active("iso-ubuntu", &web);
-    bootable_ubuntu_iso(&pool.root, &pool.file("fedora-39-x86_64.iso"));
+    write_iso(UBUNTU_VOLUME_ID, true, &pool.file("fedora-39-x86_64.iso"));
     let doc = identified(&web, &pool, "fedora-39-x86_64.iso");
     assert_eq!(keys(&doc), ISO_VOLUME_KEYS, "{doc}");
     assert_eq!(doc["format"], "iso", "{doc}");
@@ -102,8 +58,9 @@ fn bootable_ubuntu_image_is_identified_by_content_not_by_its_name() {
 fn plain_data_image_is_unknown_and_not_bootable_whatever_its_name() {
     let web = Web::admin();
     let pool = TestPool::active("iso-data", &web);
-    plain_data_iso(
-        &pool.root,
+    write_iso(
+        DATA_VOLUME_ID,
+        false,
         &pool.file("ubuntu-22.04.1-live-server-amd64.iso"),
     );
     let doc = identified(&web, &pool, "ubuntu-22.04.1-live-server-amd64.iso");
@@ -119,7 +76,7 @@ fn truncated_bootable_image_is_not_bootable() {
     let web = Web::admin();
     let pool = TestPool::active("iso-truncated", &web);
     let iso = pool.file("broken.iso");
-    bootable_ubuntu_iso(&pool.root, &iso);
+    write_iso(UBUNTU_VOLUME_ID, true, &iso);
     // Keep the volume descriptors (sectors 16 and 17), lose the rest, as a broken
     // download would.
     let file = std::fs::OpenOptions::new().write(true).open(&iso).unwrap();
@@ -143,8 +100,8 @@ fn file_named_iso_without_iso_content_is_no_iso() {
 fn kimchi_isos_lists_the_images_of_active_pools_as_pool_colon_file() {
     let web = Web::admin();
     let pool = TestPool::active("iso-view", &web);
-    bootable_ubuntu_iso(&pool.root, &pool.file("fedora.iso"));
-    plain_data_iso(&pool.root, &pool.file("data.iso"));
+    write_iso(UBUNTU_VOLUME_ID, true, &pool.file("fedora.iso"));
+    write_iso(DATA_VOLUME_ID, false, &pool.file("data.iso"));
     pool.create_volume(&web, "disk.qcow2", 8, "qcow2");
     let isos = isos_of(&web, &pool);
     let names: Vec<&str> = isos.iter().map(|v| v["name"].as_str().unwrap()).collect();
@@ -173,8 +130,8 @@ fn same_file_name_in_two_pools_gives_two_kimchi_isos_entries() {
     let web = Web::admin();
     let first = TestPool::active("iso-twin-a", &web);
     let second = TestPool::active("iso-twin-b", &web);
-    bootable_ubuntu_iso(&first.root, &first.file("same.iso"));
-    plain_data_iso(&second.root, &second.file("same.iso"));
+    write_iso(UBUNTU_VOLUME_ID, true, &first.file("same.iso"));
+    write_iso(DATA_VOLUME_ID, false, &second.file("same.iso"));
     let a = isos_of(&web, &first);
     let b = isos_of(&web, &second);
     assert_eq!(a.len(), 1, "{a:?}");
@@ -189,7 +146,7 @@ fn same_file_name_in_two_pools_gives_two_kimchi_isos_entries() {
 fn images_of_a_deactivated_pool_leave_kimchi_isos() {
     let web = Web::admin();
     let pool = TestPool::active("iso-off", &web);
-    plain_data_iso(&pool.root, &pool.file("data.iso"));
+    write_iso(DATA_VOLUME_ID, false, &pool.file("data.iso"));
     assert_eq!(isos_of(&web, &pool).len(), 1);
     expect(pool.deactivate(&web), 200, "deactivate");
     assert!(isos_of(&web, &pool).is_empty());
@@ -199,8 +156,8 @@ fn images_of_a_deactivated_pool_leave_kimchi_isos() {
 fn kimchi_isos_counts_its_images() {
     let web = Web::admin();
     let pool = TestPool::active("iso-count", &web);
-    plain_data_iso(&pool.root, &pool.file("one.iso"));
-    plain_data_iso(&pool.root, &pool.file("two.iso"));
+    write_iso(DATA_VOLUME_ID, false, &pool.file("one.iso"));
+    write_iso(DATA_VOLUME_ID, false, &pool.file("two.iso"));
     let uri = format!("/storagepools/{ISO_POOL}");
     // Other tests add and remove images meanwhile: compare one list with the count
     // taken right after, until they agree.
@@ -220,7 +177,7 @@ fn kimchi_isos_counts_its_images() {
 fn writes_to_kimchi_isos_are_405() {
     let web = Web::admin();
     let pool = TestPool::active("iso-ro", &web);
-    plain_data_iso(&pool.root, &pool.file("keep.iso"));
+    write_iso(DATA_VOLUME_ID, false, &pool.file("keep.iso"));
     let pool_uri = format!("/storagepools/{ISO_POOL}");
     let volume_uri = format!("{pool_uri}/storagevolumes/{}", iso_name(&pool, "keep.iso"));
     let attempts = [

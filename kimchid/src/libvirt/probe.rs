@@ -22,6 +22,8 @@ pub struct HostCapabilities {
     pub stream_protocols: Vec<String>,
     pub screenshot: bool,
     pub kvm: bool,
+    /// The host's memory, MiB.
+    pub memory_mib: u64,
 }
 
 pub fn probe(conn: &Connect) -> Result<HostCapabilities> {
@@ -29,6 +31,7 @@ pub fn probe(conn: &Connect) -> Result<HostCapabilities> {
         stream_protocols: stream_protocols(conn)?,
         screenshot: screenshot_works(conn),
         kvm: kvm_usable(conn),
+        memory_mib: conn.node_info()?.memory / 1024,
     })
 }
 
