@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kimchi_dbus::{
     CallOptions, Error, ManagerProxy, BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, SESSIONS_PATH,
-    STORAGE_POOL_INTERFACE, TASK_INTERFACE, VM_INTERFACE,
+    STORAGE_POOL_INTERFACE, TASK_INTERFACE, TEMPLATE_INTERFACE, VM_INTERFACE,
 };
 use kimchi_tests::{
     busctl, lookup_vm_path, manager_call, manager_call_with, poll, run, system_bus, unique_name,
@@ -149,6 +149,35 @@ fn manager_json(method: &str, signature: &str, args: &[&str]) -> serde_json::Val
     reply["data"].clone()
 }
 
+/// A template with every default, created through the bus and deleted on drop.
+struct BusTemplate {
+    name: String,
+    path: String,
+}
+
+impl BusTemplate {
+    fn create(what: &str) -> BusTemplate {
+        let name = unique_name(what);
+        // (sassssutsa(uts)) spec: name, no folder, no icon, OS, cpus, memory, cdrom, disks.
+        let reply = manager_json(
+            "CreateTemplate",
+            "(sassssutsa(uts))a{sv}",
+            &[&name, "0", "", "", "", "0", "0", "", "0", "0"],
+        );
+        let path = reply[0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no object path in the reply {reply}"))
+            .to_owned();
+        BusTemplate { name, path }
+    }
+}
+
+impl Drop for BusTemplate {
+    fn drop(&mut self) {
+        manager_call("DeleteTemplate", "sa{sv}", &[&self.name, "0"]);
+    }
+}
+
 /// A dir pool under /tmp created through the bus, active, with the volumes the test
 /// made in it; volumes, pool and directory are removed on drop.
 struct BusPool {
@@ -220,19 +249,22 @@ impl Drop for BusPool {
 
 /// Compares `dbus/org.kimchi.Kimchi1.xml` with the live daemon; with `KIMCHI_BLESS=1`
 /// it rewrites the file from the live daemon instead. The objects introspected carry
-/// every kimchi interface: Manager, Sessions, a VM, a storage pool and a task.
+/// every kimchi interface: Manager, Sessions, a VM, a template, a storage pool and a
+/// task.
 #[tokio::test(flavor = "multi_thread")]
 async fn checked_in_introspection_matches_the_running_daemon() {
     let vm = TestVm::define("introspect");
     let vm_path = lookup_vm_path(&vm.name);
     let mut pool = BusPool::create("introspect");
     let task_path = pool.create_volume("introspect.img");
+    let template = BusTemplate::create("introspect");
     let conn = system_bus().await;
     let mut live = BTreeMap::new();
     for path in [
         MANAGER_PATH,
         SESSIONS_PATH,
         &vm_path,
+        &template.path,
         &pool.path,
         &task_path,
     ] {
@@ -241,6 +273,7 @@ async fn checked_in_introspection_matches_the_running_daemon() {
     for name in [
         MANAGER_INTERFACE,
         VM_INTERFACE,
+        TEMPLATE_INTERFACE,
         kimchi_dbus::SESSIONS_INTERFACE,
         STORAGE_POOL_INTERFACE,
         TASK_INTERFACE,
