@@ -13,7 +13,7 @@ use kimchi_dbus::ISO_POOL;
 use crate::error::{Error, Result};
 use crate::iso_url::IsoUrl;
 use crate::libvirt::{
-    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, GuestDisk, Libvirt,
+    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, Libvirt, NewDisk,
 };
 use crate::model::{Model, DEFAULT_POOL};
 use crate::names::check_name;
@@ -56,16 +56,6 @@ impl Drop for Reservation {
     }
 }
 
-/// A disk to make for a new VM.
-#[derive(Debug, Clone)]
-struct PlannedDisk {
-    index: u32,
-    volume: String,
-    size_mib: u64,
-    /// Volume of the pool to copy, or empty for an empty disk.
-    source: String,
-}
-
 impl Vms {
     pub fn new(
         libvirt: Arc<Libvirt>,
@@ -101,11 +91,11 @@ impl Vms {
         }
         let reservation = self.reserve(name, &template.spec.name)?;
         let name = reservation.name.clone();
-        let plan: Vec<PlannedDisk> = template
+        let plan: Vec<NewDisk> = template
             .spec
             .disks
             .iter()
-            .map(|d| PlannedDisk {
+            .map(|d| NewDisk {
                 index: d.index,
                 volume: format!("{name}-{}.img", d.index),
                 size_mib: d.size_gb * 1024,
@@ -127,7 +117,7 @@ impl Vms {
             .start("vm.create", format!("/vms/{name}"), async move {
                 let _reservation = reservation;
                 let record = libvirt
-                    .call(move |c| build(c, &pool, format, &plan, &mut def))
+                    .call(move |c| domain::create(c, &pool, format, &plan, &mut def))
                     .await?;
                 let message = format!("created VM '{}'", record.name);
                 model.upsert(record);
@@ -165,7 +155,7 @@ impl Vms {
 
     /// Refuses disk names already taken and copies of volumes that do not exist, before
     /// anything is created; tells whether the guest network exists.
-    async fn check_volumes(&self, pool: &str, plan: &[PlannedDisk]) -> Result<bool> {
+    async fn check_volumes(&self, pool: &str, plan: &[NewDisk]) -> Result<bool> {
         let (pool, plan) = (pool.to_owned(), plan.to_vec());
         self.libvirt
             .call(move |c| {
@@ -181,7 +171,7 @@ impl Vms {
                         })?;
                     }
                 }
-                Ok(c.lookup_network_by_name(NETWORK).is_ok())
+                domain::network_exists(c, NETWORK)
             })
             .await
     }
@@ -370,44 +360,6 @@ impl Vms {
         }
         Ok(vm)
     }
-}
-
-/// Makes the disks, then defines the guest; removes the disks again if any step
-/// fails, so a failed creation leaves nothing behind.
-fn build(
-    conn: &virt::connect::Connect,
-    pool: &str,
-    format: &str,
-    plan: &[PlannedDisk],
-    def: &mut GuestDefinition,
-) -> Result<DomainRecord> {
-    let mut created = Vec::new();
-    let mut attempt = || {
-        for disk in plan {
-            let vol = if disk.source.is_empty() {
-                storage::create_volume(conn, pool, &disk.volume, disk.size_mib, format)?
-            } else {
-                storage::clone_volume(conn, pool, &disk.source, &disk.volume, disk.size_mib)?
-            };
-            created.push(vol.path.clone());
-            def.disks.push(GuestDisk {
-                index: disk.index,
-                path: vol.path,
-                format: vol.format,
-            });
-        }
-        def.created_volumes = created.clone();
-        domain::define(conn, def)
-    };
-    let result = attempt();
-    if result.is_err() {
-        for path in &created {
-            if let Err(e) = storage::delete_volume_at(conn, path) {
-                tracing::error!(path, "cannot remove the disk of a failed VM creation: {e}");
-            }
-        }
-    }
-    result
 }
 
 /// A VM name: a valid file-name component (disks are named after it) with nothing

@@ -6,7 +6,8 @@ use virt::enumutil::Enum;
 use virt::stream::Stream;
 use virt::sys;
 
-use super::domain_xml::{self, GuestDefinition};
+use super::domain_xml::{self, GuestDefinition, GuestDisk};
+use super::storage;
 use crate::error::{Error, Result};
 
 /// Screenshots are small; anything bigger than this is not a sane screen.
@@ -56,6 +57,65 @@ pub fn by_uuid(conn: &Connect, uuid: &str) -> Result<Option<DomainRecord>> {
         Ok(r) => Ok(Some(r)),
         Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A disk to make for a new guest.
+#[derive(Debug, Clone)]
+pub struct NewDisk {
+    pub index: u32,
+    /// The volume's name in the pool.
+    pub volume: String,
+    pub size_mib: u64,
+    /// Volume of the pool to copy, or empty for an empty disk.
+    pub source: String,
+}
+
+/// Makes the disks in `pool`, then defines the guest; removes the disks again if
+/// any step fails, so a failed creation leaves nothing behind.
+pub fn create(
+    conn: &Connect,
+    pool: &str,
+    format: &str,
+    disks: &[NewDisk],
+    def: &mut GuestDefinition,
+) -> Result<DomainRecord> {
+    let mut created = Vec::new();
+    let mut attempt = || {
+        for disk in disks {
+            let vol = if disk.source.is_empty() {
+                storage::create_volume(conn, pool, &disk.volume, disk.size_mib, format)?
+            } else {
+                storage::clone_volume(conn, pool, &disk.source, &disk.volume, disk.size_mib)?
+            };
+            created.push(vol.path.clone());
+            def.disks.push(GuestDisk {
+                index: disk.index,
+                path: vol.path,
+                format: vol.format,
+            });
+        }
+        def.created_volumes = created.clone();
+        define(conn, def)
+    };
+    let result = attempt();
+    if result.is_err() {
+        for path in &created {
+            if let Err(e) = storage::delete_volume_at(conn, path) {
+                tracing::error!(path, "cannot remove the disk of a failed VM creation: {e}");
+            }
+        }
+    }
+    result
+}
+
+pub fn network_exists(conn: &Connect, name: &str) -> Result<bool> {
+    match conn.lookup_network_by_name(name) {
+        Ok(_) => Ok(true),
+        Err(e) => match Error::from(e) {
+            Error::Libvirt { code, .. } if code == sys::VIR_ERR_NO_NETWORK => Ok(false),
+            other => Err(other),
+        },
     }
 }
 

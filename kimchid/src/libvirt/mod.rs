@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use virt::connect::Connect;
 
-pub use domain::DomainRecord;
-pub use domain_xml::{Cdrom, DiskBus, GuestDefinition, GuestDisk};
+pub use domain::{DomainRecord, NewDisk};
+pub use domain_xml::{Cdrom, DiskBus, GuestDefinition};
 pub use probe::HostCapabilities;
 pub use stats::DomainCounters;
 pub use storage::{PoolDefinition, PoolRecord, VolumeRecord};
