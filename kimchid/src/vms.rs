@@ -13,7 +13,7 @@ use kimchi_dbus::ISO_POOL;
 use crate::error::{Error, Result};
 use crate::iso_url::IsoUrl;
 use crate::libvirt::{
-    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, Libvirt, NewDisk,
+    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, Libvirt, NewDisk, Power,
 };
 use crate::model::{Model, DEFAULT_POOL};
 use crate::names::check_name;
@@ -220,41 +220,36 @@ impl Vms {
 
     pub async fn start(&self, name: &str) -> Result<DomainRecord> {
         let vm = self.model.vm_by_name(name)?;
-        if vm.state != "shutoff" && vm.state != "crashed" {
-            return Err(Error::InvalidState(format!(
-                "VM '{name}' is already {}",
-                vm.state
-            )));
-        }
-        let uuid = vm.uuid.clone();
-        let record = self
-            .libvirt
-            .call(move |c| domain::start(c, &uuid))
-            .await
-            .map_err(|e| match e {
-                Error::InvalidState(_) => {
-                    Error::InvalidState(format!("VM '{name}' is already running"))
-                }
-                other => other,
-            })?;
-        self.model.upsert(record.clone());
-        Ok(record)
+        let wrong_state = format!("VM '{name}' is already {}", vm.state);
+        let may = vm.state == "shutoff" || vm.state == "crashed";
+        self.power(vm, may, wrong_state, Power::On).await
     }
 
     pub async fn stop(&self, name: &str) -> Result<DomainRecord> {
         let vm = self.model.vm_by_name(name)?;
-        if vm.state == "shutoff" {
-            return Err(Error::InvalidState(format!("VM '{name}' is not running")));
+        let may = vm.state != "shutoff";
+        self.power(vm, may, format!("VM '{name}' is not running"), Power::Off)
+            .await
+    }
+
+    /// Runs a power action if the VM's state allows it (`may`); libvirt refusing it
+    /// because the state changed meanwhile gives the same `wrong_state` error.
+    async fn power(
+        &self,
+        vm: DomainRecord,
+        may: bool,
+        wrong_state: String,
+        power: Power,
+    ) -> Result<DomainRecord> {
+        if !may {
+            return Err(Error::InvalidState(wrong_state));
         }
-        let uuid = vm.uuid.clone();
         let record = self
             .libvirt
-            .call(move |c| domain::stop(c, &uuid))
+            .call(move |c| domain::power(c, &vm.uuid, power))
             .await
             .map_err(|e| match e {
-                Error::InvalidState(_) => {
-                    Error::InvalidState(format!("VM '{name}' is not running"))
-                }
+                Error::InvalidState(_) => Error::InvalidState(wrong_state),
                 other => other,
             })?;
         self.model.upsert(record.clone());

@@ -126,16 +126,19 @@ pub fn define(conn: &Connect, def: &GuestDefinition) -> Result<DomainRecord> {
     read(&dom)
 }
 
-pub fn start(conn: &Connect, uuid: &str) -> Result<DomainRecord> {
-    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
-    dom.create()?;
-    read(&dom)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    On,
+    /// At once, like pulling the plug (libvirt's destroy).
+    Off,
 }
 
-/// Powers the guest off at once (libvirt's destroy).
-pub fn stop(conn: &Connect, uuid: &str) -> Result<DomainRecord> {
+pub fn power(conn: &Connect, uuid: &str, power: Power) -> Result<DomainRecord> {
     let dom = conn.lookup_domain_by_uuid_string(uuid)?;
-    dom.destroy()?;
+    match power {
+        Power::On => dom.create()?,
+        Power::Off => dom.destroy()?,
+    }
     read(&dom)
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use virt::connect::Connect;
 
-pub use domain::{DomainRecord, NewDisk};
+pub use domain::{DomainRecord, NewDisk, Power};
 pub use domain_xml::{Cdrom, DiskBus, GuestDefinition};
 pub use probe::HostCapabilities;
 pub use stats::DomainCounters;
