@@ -342,7 +342,7 @@ mod tests {
         let err = route.check_method(&Method::DELETE).unwrap_err();
         let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
         assert_eq!(r.status(), 405);
-        assert_eq!(header(&r, ALLOW), Some("GET, HEAD"));
+        assert_eq!(header(&r, ALLOW), Some("GET, HEAD, POST"));
     }
 
     #[test]

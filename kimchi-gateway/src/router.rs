@@ -480,9 +480,10 @@ mod tests {
         );
         assert_eq!(route("/templates"), p(Protected::Templates));
         assert_eq!(
-            route("/templates/t%2Fx"),
-            p(Protected::Template("t/x".into()))
+            route("/templates/t%20x"),
+            p(Protected::Template("t x".into()))
         );
+        assert_eq!(status("/templates/t%2Fx"), 400);
         assert_eq!(status("/vms/a/reboot"), 404);
         assert_eq!(status("/data/screenshots/x.jpg"), 404);
         assert_eq!(status("/data/screenshots/.png"), 404);
@@ -495,7 +496,7 @@ mod tests {
             .check_method(&Method::POST)
             .is_err());
         assert_eq!(vm_uri("a b"), "/vms/a%20b");
-        assert_eq!(template_uri("t/x"), "/templates/t%2Fx");
+        assert_eq!(template_uri("t x&y"), "/templates/t%20x%26y");
     }
 
     fn pool(name: &str) -> Route {
