@@ -81,6 +81,9 @@ impl App {
             // The websocket handshake needs the request itself, not its parts.
             Ok(route @ Route::Protected(Protected::VmConsole(_))) => {
                 let result = self.console(&route, &mut req, &request_id).await;
+                if result.is_err() {
+                    body::discard(req.into_body()).await;
+                }
                 (Some(route), result)
             }
             Ok(route) => {
@@ -95,7 +98,11 @@ impl App {
                 }
                 (Some(route), result)
             }
-            Err(e) => (None, Err(e)),
+            Err(e) => {
+                // Refused before the body was read: read it first.
+                body::discard(req.into_body()).await;
+                (None, Err(e))
+            }
         };
         let reply = match result {
             Ok(reply) => reply,
