@@ -110,7 +110,7 @@ memory() { # label
   local name pid
   step "memory: $1"
   for name in kimchid kimchi-gateway; do
-    if ! pid=$(pgrep -xo "$name"); then
+    if ! pid=$(pgrep -xn "$name"); then
       say "$name is not running"
       continue
     fi

@@ -43,7 +43,7 @@ bench "GET /storagepools (Basic: PAM login per request)" /storagepools "Authoriz
 
 step "memory"
 for name in kimchid kimchi-gateway; do
-  pid=$(pgrep -xo "$name") || die "$name is not running"
+  pid=$(pgrep -xn "$name") || die "$name is not running"
   awk -v n="$name" '/^VmRSS|^VmHWM/ {printf "    %-15s %s %s %s\n", n, $1, $2, $3}' "/proc/$pid/status"
 done
 curl -sk -o /dev/null -H "Cookie: $cookie" -X POST -H "X-CSRF-Token: $(printf 'kimchi-csrf:%s' "${cookie#kimchi_session=}" | sha256sum | cut -d' ' -f1)" "$URL/logout" || true
