@@ -62,8 +62,9 @@ pub struct TemplateDisk {
 
 /// What a template says. On create and update, what is left empty or 0 is filled in
 /// by kimchid from the operating system's defaults (osinfo-db); `os_distro` and
-/// `os_version` come from the `cdrom` ISO when it identifies itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+/// `os_version` come from the `cdrom` ISO when it identifies itself. The default is
+/// all empty: kimchid chooses everything but the name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct TemplateSpec {
     pub name: String,
     /// A virtual path to organise templates in a UI, one element per component.

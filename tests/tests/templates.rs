@@ -324,14 +324,7 @@ const SPEC_SIGNATURE: &str = "(sassssutsa(uts))a{sv}";
 fn spec(name: &str) -> TemplateSpec {
     TemplateSpec {
         name: name.to_owned(),
-        folder: Vec::new(),
-        icon: String::new(),
-        os_distro: String::new(),
-        os_version: String::new(),
-        cpus: 0,
-        memory_mib: 0,
-        cdrom: String::new(),
-        disks: Vec::new(),
+        ..TemplateSpec::default()
     }
 }
 

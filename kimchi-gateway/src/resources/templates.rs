@@ -124,22 +124,6 @@ impl Fields {
     }
 }
 
-/// What kimchid gets for a new template before the caller's fields: all empty, so
-/// that kimchid chooses.
-fn empty_spec() -> TemplateSpec {
-    TemplateSpec {
-        name: String::new(),
-        folder: Vec::new(),
-        icon: String::new(),
-        os_distro: String::new(),
-        os_version: String::new(),
-        cpus: 0,
-        memory_mib: 0,
-        cdrom: String::new(),
-        disks: Vec::new(),
-    }
-}
-
 pub async fn list(kimchid: &Kimchid, call: &Call<'_>) -> Result<Reply, Error> {
     let templates: Vec<Template> = kimchid
         .manager()
@@ -170,7 +154,7 @@ pub async fn create(kimchid: &Kimchid, call: &Call<'_>, body: &[u8]) -> Result<R
     let info = kimchid
         .manager()
         .await?
-        .create_template(fields.apply(empty_spec()), call.options())
+        .create_template(fields.apply(TemplateSpec::default()), call.options())
         .await?;
     Ok(with_location(StatusCode::CREATED, info))
 }
@@ -226,7 +210,7 @@ mod tests {
 
     #[test]
     fn given_fields_replace_the_old_ones() {
-        let mut old = empty_spec();
+        let mut old = TemplateSpec::default();
         old.name = "t".into();
         old.cpus = 2;
         old.memory_mib = 2048;
@@ -280,7 +264,7 @@ mod tests {
 
     #[test]
     fn template_json_has_kimchi_keys() {
-        let mut spec = empty_spec();
+        let mut spec = TemplateSpec::default();
         spec.name = "t".into();
         spec.os_distro = "debian".into();
         spec.os_version = "12".into();
