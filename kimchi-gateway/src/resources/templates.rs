@@ -210,15 +210,17 @@ mod tests {
 
     #[test]
     fn given_fields_replace_the_old_ones() {
-        let mut old = TemplateSpec::default();
-        old.name = "t".into();
-        old.cpus = 2;
-        old.memory_mib = 2048;
-        old.disks = vec![TemplateDisk {
-            index: 0,
-            size_gb: 10,
-            volume: String::new(),
-        }];
+        let old = TemplateSpec {
+            name: "t".into(),
+            cpus: 2,
+            memory_mib: 2048,
+            disks: vec![TemplateDisk {
+                index: 0,
+                size_gb: 10,
+                volume: String::new(),
+            }],
+            ..TemplateSpec::default()
+        };
         let spec = fields(
             r#"{"memory": 4096, "disks": [{"size": 5}, {"index": 4, "volume": "base.img"}]}"#,
         )
@@ -264,17 +266,19 @@ mod tests {
 
     #[test]
     fn template_json_has_kimchi_keys() {
-        let mut spec = TemplateSpec::default();
-        spec.name = "t".into();
-        spec.os_distro = "debian".into();
-        spec.os_version = "12".into();
-        spec.cpus = 1;
-        spec.memory_mib = 1024;
-        spec.disks = vec![TemplateDisk {
-            index: 0,
-            size_gb: 10,
-            volume: String::new(),
-        }];
+        let spec = TemplateSpec {
+            name: "t".into(),
+            os_distro: "debian".into(),
+            os_version: "12".into(),
+            cpus: 1,
+            memory_mib: 1024,
+            disks: vec![TemplateDisk {
+                index: 0,
+                size_gb: 10,
+                volume: String::new(),
+            }],
+            ..TemplateSpec::default()
+        };
         let info = TemplateInfo {
             path: zbus::OwnedObjectPath::try_from(kimchi_dbus::template_path("t")).unwrap(),
             spec,
