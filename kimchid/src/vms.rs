@@ -334,8 +334,8 @@ impl Vms {
             )));
         }
         if vm.graphics_type != "vnc" {
-            return Err(Error::NotSupported(format!(
-                "VM '{}' has no VNC display",
+            return Err(Error::InvalidState(format!(
+                "VM '{}' has no VNC display to connect to",
                 vm.name
             )));
         }

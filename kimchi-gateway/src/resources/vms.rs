@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
-use kimchi_dbus::{Error as BusError, VmInfo, VmStats};
+use kimchi_dbus::{VmInfo, VmStats};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Text};
@@ -227,11 +227,6 @@ pub async fn action(
         }
         VmAction::Connect => {
             let info = manager.get_vm(name, call.options()).await?;
-            if info.graphics_type != "vnc" {
-                return Err(
-                    BusError::NotSupported(format!("VM '{name}' has no VNC display")).into(),
-                );
-            }
             // Opening (and closing) a console checks the caller may use it and that
             // the VM can give one, so the websocket later fails only for new reasons.
             drop(kimchid.open_console(call, &info).await?);
