@@ -987,3 +987,38 @@ fn creation_failing_at_the_second_disk_leaves_no_vm_and_no_disk() {
 fn reason_404(web: &Web, vm: &TestVm) {
     reason(&web.get(&vm.uri()), 404, &[&vm.name]);
 }
+
+#[test]
+fn running_vm_without_vnc_has_no_console_to_connect() {
+    let web = Web::admin();
+    let name = unique_name("vm-novnc");
+    let xml = format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"
+    );
+    let file = scratch_dir("vm-novnc").join("domain.xml");
+    std::fs::write(&file, xml).unwrap();
+    virsh(&["define", file.to_str().unwrap()]).expect_ok();
+    // Undefined on drop, like every guest the tests define with virsh.
+    let vm = kimchi_tests::TestVm { name };
+    vm.start();
+    let uri = format!("/vms/{}", vm.name);
+    let doc = poll(Duration::from_secs(5), || {
+        let doc = web.get(&uri).json();
+        (doc["state"] == "running").then_some(doc)
+    })
+    .expect("the guest started with virsh shows as running");
+    assert_eq!(
+        doc["graphics"],
+        json!({"type": null, "port": null, "path": null})
+    );
+
+    let resp = web.post(&format!("{uri}/connect"), &json!({}));
+    reason(&resp, 409, &[&vm.name, "no VNC display"]);
+    assert_eq!(
+        resp.json()["error"],
+        "org.kimchi.Kimchi1.Error.InvalidState"
+    );
+    assert_eq!(web.get(&uri).json()["graphics"]["port"], Value::Null);
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
