@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use kimchi_dbus::{TemplateDisk, TemplateSpec, ISO_POOL};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -182,7 +182,9 @@ impl Templates {
     }
 
     /// Writes `template` in one transaction that also drops `replacing`, then
-    /// updates the cache; the cache never shows what the disk does not have.
+    /// updates the cache; the cache never shows what the disk does not have. Callers
+    /// hold `writer` and have checked the name against the cache, which matches the
+    /// table under that lock.
     async fn store(&self, replacing: Option<&str>, template: Template) -> Result<()> {
         let doc = serde_json::to_string(&template)
             .map_err(|e| Error::Internal(format!("cannot encode template: {e}")))?;
@@ -193,18 +195,6 @@ impl Templates {
             let tx = db.transaction()?;
             if let Some(old) = &old {
                 tx.execute("DELETE FROM templates WHERE name = ?1", params![old])?;
-            }
-            let taken: Option<String> = tx
-                .query_row(
-                    "SELECT name FROM templates WHERE name = ?1",
-                    params![new],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if taken.is_some() {
-                return Err(Error::AlreadyExists(format!(
-                    "template '{new}' already exists"
-                )));
             }
             tx.execute(
                 "INSERT INTO templates (name, doc) VALUES (?1, ?2)",

@@ -2,9 +2,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kimchi_dbus::{
-    task_path, template_path, CallOptions, Error as BusError, PoolInfo, PoolSpec,
-    ScreenshotSupport, TaskInfo, TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
-    ISO_POOL, MANAGER_PATH,
+    task_path, CallOptions, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo,
+    TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec, ISO_POOL, MANAGER_PATH,
 };
 use zbus::message::Header;
 use zbus::object_server::ObjectServer;
@@ -208,11 +207,7 @@ impl Manager {
     ) -> Result<OwnedObjectPath, BusError> {
         self.allow(&hdr, &options, Action::Read, template_detail(&name))
             .await?;
-        self.templates.get(&name)?;
-        Ok(
-            OwnedObjectPath::try_from(template_path(&name))
-                .expect("escaped names make valid paths"),
-        )
+        Ok(template::info(self.templates.get(&name)?).path)
     }
 
     async fn create_template(
