@@ -4,17 +4,24 @@
 mod error;
 mod options;
 mod proxy;
+mod states;
+mod template_patch;
 mod types;
 
 pub use error::Error;
 pub use options::{
     CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT, OPT_WAIT_TIMEOUT,
 };
-pub use proxy::{ManagerProxy, SessionsProxy, TaskProxy, VmProxy};
+pub use proxy::{ManagerProxy, SessionsProxy, VmProxy};
+pub use states::{NetworkState, PoolState, TaskState, VmState};
+pub use template_patch::TemplatePatch;
 pub use types::{
-    PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateDisk, TemplateInfo,
-    TemplateSpec, VmInfo, VmStats, VolumeInfo, VolumeSpec,
+    Capabilities, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateDisk,
+    TemplateInfo, TemplateSpec, VmInfo, VmStats, VolumeInfo, VolumeSpec,
 };
+
+/// Sizes cross the bus in MiB; kimchid converts with this.
+pub const MIB: u64 = 1024 * 1024;
 
 /// Well-known bus name owned by kimchid.
 pub const BUS_NAME: &str = "org.kimchi.Kimchi1";

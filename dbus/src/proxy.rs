@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use zbus::{proxy, OwnedVariant};
 
 use crate::{
-    Error, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateInfo,
-    TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
+    Capabilities, Error, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo,
+    TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
 };
 
 type Options = HashMap<String, OwnedVariant>;
@@ -32,7 +32,8 @@ pub trait Manager {
     /// Starts a task that creates the VM's disks in `storage_pool` (empty: `default`)
     /// and defines it from the template; an empty `name` is chosen as
     /// `<template>-vm-<n>` (action `org.kimchi.vm.manage`). The task's target is the
-    /// VM's API path.
+    /// VM's API path. Like every method that starts a task, it returns the task as it
+    /// is when the call returns: at once, or once it ended with `kimchi.wait`.
     #[zbus(name = "CreateVM")]
     fn create_vm(
         &self,
@@ -40,7 +41,7 @@ pub trait Manager {
         name: &str,
         storage_pool: &str,
         options: Options,
-    ) -> Result<zbus::OwnedObjectPath, Error>;
+    ) -> Result<TaskInfo, Error>;
 
     /// Powers the VM on (action `org.kimchi.vm.lifecycle`).
     #[zbus(name = "StartVM")]
@@ -71,11 +72,12 @@ pub trait Manager {
     /// (action `org.kimchi.template.manage`).
     fn create_template(&self, spec: TemplateSpec, options: Options) -> Result<TemplateInfo, Error>;
 
-    /// Replaces the template `name` with `spec`, which may rename it.
+    /// Changes the fields of template `name` that `changes` names
+    /// ([`crate::TemplatePatch`]); a `name` field renames it.
     fn update_template(
         &self,
         name: &str,
-        spec: TemplateSpec,
+        changes: Options,
         options: Options,
     ) -> Result<TemplateInfo, Error>;
 
@@ -113,7 +115,7 @@ pub trait Manager {
         pool: &str,
         spec: VolumeSpec,
         options: Options,
-    ) -> Result<zbus::OwnedObjectPath, Error>;
+    ) -> Result<TaskInfo, Error>;
 
     /// Starts a task growing the volume to `size_mib`.
     fn resize_storage_volume(
@@ -122,7 +124,7 @@ pub trait Manager {
         name: &str,
         size_mib: u64,
         options: Options,
-    ) -> Result<zbus::OwnedObjectPath, Error>;
+    ) -> Result<TaskInfo, Error>;
 
     /// Starts a task overwriting the volume with zeros.
     fn wipe_storage_volume(
@@ -130,7 +132,7 @@ pub trait Manager {
         pool: &str,
         name: &str,
         options: Options,
-    ) -> Result<zbus::OwnedObjectPath, Error>;
+    ) -> Result<TaskInfo, Error>;
 
     fn delete_storage_volume(&self, pool: &str, name: &str, options: Options) -> Result<(), Error>;
 
@@ -138,6 +140,9 @@ pub trait Manager {
     fn list_tasks(&self, options: Options) -> Result<Vec<TaskInfo>, Error>;
 
     fn get_task(&self, id: u32, options: Options) -> Result<TaskInfo, Error>;
+
+    /// What the host can do; public by design, answered without authorization.
+    fn get_capabilities(&self, options: Options) -> Result<Capabilities, Error>;
 
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
@@ -171,22 +176,6 @@ pub trait Sessions {
     ) -> Result<(String, SessionInfo), Error>;
 
     fn logout(&self, token: &str, options: Options) -> Result<(), Error>;
-}
-
-#[proxy(
-    interface = "org.kimchi.Kimchi1.Task",
-    default_service = "org.kimchi.Kimchi1"
-)]
-pub trait Task {
-    /// Sent once when the task ends.
-    #[zbus(signal)]
-    fn completed(&self, success: bool, message: String) -> zbus::Result<()>;
-
-    #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
-
-    #[zbus(property)]
-    fn message(&self) -> zbus::Result<String>;
 }
 
 #[proxy(

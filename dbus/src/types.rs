@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use zbus::{OwnedObjectPath, Type};
 
+use crate::{PoolState, TaskState, VmState};
+
 /// Whether libvirt screenshots work on this host, as probed once by kimchid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Type)]
 #[zbus(signature = "s")]
@@ -23,6 +25,14 @@ impl ScreenshotSupport {
     }
 }
 
+/// What the host can do, public by design (Kimchi's `/config/capabilities`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct Capabilities {
+    /// Network protocols QEMU on this host can stream an ISO from.
+    pub stream_protocols: Vec<String>,
+    pub screenshot: ScreenshotSupport,
+}
+
 /// The identity a web session stands for, as kimchid resolved it at login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct SessionInfo {
@@ -37,8 +47,7 @@ pub struct VmInfo {
     pub path: OwnedObjectPath,
     pub name: String,
     pub uuid: String,
-    /// running, paused, shutoff, … (libvirt's state, as a word).
-    pub state: String,
+    pub state: VmState,
     /// Memory assigned to the guest, MiB.
     pub memory_mib: u64,
     /// `vnc`, or empty when the guest has no VNC graphics.
@@ -109,8 +118,7 @@ pub struct PoolSpec {
 pub struct PoolInfo {
     pub path: OwnedObjectPath,
     pub name: String,
-    /// active, inactive, building, degraded or inaccessible.
-    pub state: String,
+    pub state: PoolState,
     /// The pool's directory on the host.
     pub target_path: String,
     /// libvirt pool type (dir, netfs, logical, …), or `kimchi-iso` for the ISO view.
@@ -156,8 +164,7 @@ pub struct TaskInfo {
     pub id: u32,
     /// What runs, e.g. `storagevolume.wipe`.
     pub operation: String,
-    /// running, finished or failed.
-    pub state: String,
+    pub state: TaskState,
     pub message: String,
     /// The API path of the object the task works on.
     pub target_uri: String,

@@ -11,8 +11,8 @@ use zbus::message::Header;
 use zbus::names::BusName;
 use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
+use crate::engine::sessions::{SessionStore, Sessions};
 use crate::error::{Error, Result};
-use crate::sessions::SessionStore;
 
 /// polkit action ids, one per operation family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Action {
 
 /// Who is calling, once identified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
+enum Caller {
     /// A process on the bus, judged as itself.
     Direct { uid: u32 },
     /// A web user, speaking through the gateway.
@@ -52,16 +52,11 @@ pub enum Caller {
 pub struct Authority {
     polkit: AuthorityProxy<'static>,
     bus: DBusProxy<'static>,
-    sessions: Arc<SessionStore>,
-    gateway_uid: Option<u32>,
+    sessions: Arc<Sessions>,
 }
 
 impl Authority {
-    pub async fn new(
-        conn: &zbus::Connection,
-        sessions: Arc<SessionStore>,
-        gateway_uid: Option<u32>,
-    ) -> Result<Self> {
+    pub async fn new(conn: &zbus::Connection, sessions: Arc<Sessions>) -> Result<Self> {
         let polkit = AuthorityProxy::new(conn)
             .await
             .map_err(|e| Error::Polkit(e.to_string()))?;
@@ -72,16 +67,7 @@ impl Authority {
             polkit,
             bus,
             sessions,
-            gateway_uid,
         })
-    }
-
-    pub fn sessions(&self) -> &SessionStore {
-        &self.sessions
-    }
-
-    pub fn gateway_uid(&self) -> Option<u32> {
-        self.gateway_uid
     }
 
     /// The kernel-attested uid of the sender of `hdr`.
@@ -96,21 +82,23 @@ impl Authority {
     }
 
     /// Identifies the caller and asks polkit whether it may perform `action`;
-    /// `object` names the target (`("kimchi.vm.name", "web01")`) for targeted rules.
+    /// `object` names the target (`[("kimchi.vm.name", "web01")]`) for targeted rules.
     pub async fn authorize(
         &self,
         hdr: &Header<'_>,
         opts: &CallOptions,
         action: Action,
-        object: Option<(&str, &str)>,
-    ) -> Result<Caller> {
+        object: &[(&str, &str)],
+    ) -> Result<()> {
         let uid = self.caller_uid(hdr).await?;
-        let caller = identify(&self.sessions, self.gateway_uid, uid, opts)?;
+        let caller = identify(
+            self.sessions.store(),
+            self.sessions.gateway_uid(),
+            uid,
+            opts,
+        )?;
         let groups;
-        let mut details: HashMap<&str, &str> = HashMap::new();
-        if let Some((key, value)) = object {
-            details.insert(key, value);
-        }
+        let mut details: HashMap<&str, &str> = object.iter().copied().collect();
         let mut flags = CheckAuthorizationFlags::empty();
         match &caller {
             Caller::Web(info) => {
@@ -132,7 +120,7 @@ impl Authority {
             .await
             .map_err(|e| Error::Polkit(e.to_string()))?;
         if result.is_authorized {
-            return Ok(caller);
+            return Ok(());
         }
         let who = match &caller {
             Caller::Web(info) => format!("user '{}'", info.user),

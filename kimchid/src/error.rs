@@ -1,7 +1,8 @@
 use kimchi_dbus::Error as BusError;
 
-/// Everything that can go wrong inside kimchid. Mapped once, below, to the named
-/// D-Bus errors of the contract.
+/// Everything that can go wrong inside kimchid. libvirt's codes become these in
+/// `libvirt/` (once); these become the named D-Bus errors of the contract below
+/// (once). The only remaps in between are the two named methods below.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -40,24 +41,24 @@ pub enum Error {
     Internal(String),
 }
 
-impl From<virt::error::Error> for Error {
-    fn from(e: virt::error::Error) -> Self {
-        use virt::enumutil::Enum;
-        use virt::error::ErrorNumber;
-        let message = e.message().to_owned();
-        match e.code() {
-            Enum::Known(
-                ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume,
-            ) => Error::NotFound(message),
-            Enum::Known(ErrorNumber::StorageVolExist | ErrorNumber::DomExist) => {
-                Error::AlreadyExists(message)
-            }
-            Enum::Known(ErrorNumber::OperationInvalid) => Error::InvalidState(message),
-            code => Error::Libvirt {
-                code: code.to_raw(),
-                domain: e.domain().to_raw(),
-                message,
-            },
+impl Error {
+    /// Deliberate remap: a missing object that a request only refers to (the image a
+    /// template's cdrom names, the volume a disk copies) is the caller's bad argument
+    /// (400), not the missing resource the request addressed (404).
+    pub fn refers_to_missing(self, reason: impl FnOnce() -> String) -> Error {
+        match self {
+            Error::NotFound(_) => Error::InvalidArgument(reason()),
+            other => other,
+        }
+    }
+
+    /// Deliberate remap: libvirt refusing an action because of the object's state
+    /// (it changed since the engine looked) is said with the engine's sentence, which
+    /// names the object and its state.
+    pub fn state_conflict(self, sentence: impl FnOnce() -> String) -> Error {
+        match self {
+            Error::InvalidState(_) => Error::InvalidState(sentence()),
+            other => other,
         }
     }
 }

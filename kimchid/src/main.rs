@@ -2,23 +2,19 @@ mod authority;
 mod bus;
 mod cli;
 mod config;
+mod engine;
 mod error;
 mod iso;
 mod iso_url;
 mod libvirt;
 mod logging;
-mod model;
 mod names;
 mod notify;
 mod osinfo;
 mod pam;
-mod sessions;
 mod stats;
-mod storage;
-mod tasks;
-mod templates;
-mod vms;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::Parser;
@@ -28,15 +24,15 @@ use tokio::sync::mpsc;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::authority::Authority;
+use crate::bus::Bus;
 use crate::config::Config;
+use crate::engine::sessions::Sessions;
+use crate::engine::{Engine, Settings};
 use crate::libvirt::Libvirt;
 use crate::logging::LogControl;
-use crate::model::Model;
-use crate::sessions::SessionStore;
-use crate::storage::Storage;
-use crate::tasks::Tasks;
-use crate::templates::Templates;
-use crate::vms::Vms;
+
+/// Where osinfo-db keeps its operating system descriptions.
+const OSINFO_DIR: &str = "/usr/share/osinfo";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -85,40 +81,22 @@ async fn run(
     };
 
     let libvirt = Libvirt::new(config.libvirt_uri.clone())?;
-    let (libvirt_tx, libvirt_rx) = mpsc::unbounded_channel();
+    let (host_tx, host_rx) = mpsc::unbounded_channel();
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-    let model = Model::new(libvirt.clone(), changes_tx.clone());
-    let tasks = Tasks::new(changes_tx.clone());
-    let storage = Arc::new(Storage::new(libvirt.clone(), model.clone(), tasks.clone()));
-    let templates = Templates::open(
-        &config.state_dir,
-        storage.clone(),
-        model.clone(),
-        changes_tx,
-    )
-    .map_err(|e| format!("cannot open the template store: {e}"))?;
-    let vms = Arc::new(Vms::new(
-        libvirt.clone(),
-        model.clone(),
-        tasks.clone(),
-        templates.clone(),
-    ));
+    let settings = Settings {
+        state_dir: &config.state_dir,
+        osinfo_dir: Path::new(OSINFO_DIR),
+        session_idle: config.session_idle(),
+        session_max: config.session_max(),
+        gateway_uid,
+    };
+    let engine = Engine::new(libvirt.clone(), settings, changes_tx)
+        .map_err(|e| format!("cannot start the engine: {e}"))?;
 
     let conn = zbus::connection::Builder::system().build().await?;
-    let sessions = Arc::new(SessionStore::new(
-        config.session_idle(),
-        config.session_max(),
-    ));
-    let authority = Arc::new(Authority::new(&conn, sessions.clone(), gateway_uid).await?);
-    let services = bus::Services {
-        model: model.clone(),
-        storage,
-        vms,
-        templates,
-        tasks: tasks.clone(),
-        authority,
-    };
-    bus::export(&conn, services.clone()).await?;
+    let authority = Arc::new(Authority::new(&conn, engine.sessions.clone()).await?);
+    let bus = Bus::new(engine.clone(), authority);
+    bus.export(&conn).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
     // Neither replaces a running kimchid nor lets itself be replaced: two daemons
     // behind one name would split the state.
@@ -136,10 +114,9 @@ async fn run(
     notify::ready(&ready_status);
     tracing::info!("serving {} on the system bus", kimchi_dbus::BUS_NAME);
 
-    tokio::spawn(libvirt.maintain_connection(libvirt_tx));
-    tokio::spawn(model.clone().follow(libvirt_rx));
-    tokio::spawn(model.clone().sample_stats());
-    tokio::spawn(bus::follow(conn.clone(), services, changes_rx));
+    tokio::spawn(libvirt.maintain_connection(host_tx));
+    engine.follow(host_rx);
+    tokio::spawn(bus.follow(conn.clone(), changes_rx));
     tokio::spawn(notify::watchdog());
 
     loop {
@@ -148,21 +125,23 @@ async fn run(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 notify::reloading();
-                config = reload(&args, config, &log, &sessions);
+                config = reload(&args, config, &log, &engine.sessions);
                 notify::ready(&ready_status);
             }
         }
     }
     notify::stopping();
     tracing::info!("stopping");
-    tasks.fail_running("kimchid stopped before the task ended");
+    engine
+        .tasks
+        .fail_running("kimchid stopped before the task ended");
     conn.release_name(kimchi_dbus::BUS_NAME).await?;
     Ok(())
 }
 
 /// Re-reads the configuration and applies what can change while running; a bad file
 /// keeps the old configuration. Bus clients stay connected throughout.
-fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &SessionStore) -> Config {
+fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &Sessions) -> Config {
     let new = match Config::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -171,7 +150,9 @@ fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &SessionSto
         }
     };
     log.set_level(&new.log_level);
-    sessions.set_lifetimes(new.session_idle(), new.session_max());
+    sessions
+        .store()
+        .set_lifetimes(new.session_idle(), new.session_max());
     if new.libvirt_uri != old.libvirt_uri
         || new.gateway_user != old.gateway_user
         || new.state_dir != old.state_dir

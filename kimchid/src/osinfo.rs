@@ -4,8 +4,38 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use regex::Regex;
+
+use crate::error::{Error, Result};
+
+/// The database as the engine shares it (templates and the ISO view): read on first
+/// use, consulted on the blocking pool, since loading it and probing ISO headers is
+/// file I/O.
+pub struct OsDatabase {
+    dir: PathBuf,
+    db: OnceLock<OsDb>,
+}
+
+impl OsDatabase {
+    pub fn new(dir: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(OsDatabase {
+            dir: dir.into(),
+            db: OnceLock::new(),
+        })
+    }
+
+    pub async fn with<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&OsDb) -> T + Send + 'static,
+    ) -> Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(this.db.get_or_init(|| OsDb::load(&this.dir))))
+            .await
+            .map_err(|e| Error::Internal(format!("osinfo lookup failed: {e}")))
+    }
+}
 
 /// Device ids that decide virtio support: the legacy and 1.0 PCI ids of
 /// virtio-block and virtio-net.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use kimchi_dbus::VmStats;
 
-use crate::libvirt::DomainCounters;
+use crate::engine::hypervisor::DomainCounters;
 
 /// Remembers each running domain's last sample and peaks between updates.
 pub struct Sampler {

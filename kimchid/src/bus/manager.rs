@@ -1,69 +1,26 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use kimchi_dbus::{
-    task_path, CallOptions, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo,
-    TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec, ISO_POOL, MANAGER_PATH,
+    Capabilities, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo, TemplateInfo,
+    TemplatePatch, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec, MANAGER_PATH,
 };
 use zbus::message::Header;
 use zbus::object_server::ObjectServer;
 use zbus::{interface, OwnedObjectPath};
 
-use super::{authorize, storage_pool, storage_volume, task, template, vm, Options, Services};
-use crate::authority::{Action, Authority};
-use crate::error::Error;
-use crate::model::Model;
-use crate::storage::Storage;
-use crate::templates::Templates;
-use crate::vms::Vms;
+use super::guard::{wait, Guard, Object};
+use super::Options;
+use crate::engine::Engine;
 
+/// Every read and change, keyed by name so that one call does it.
 pub struct Manager {
-    model: Arc<Model>,
-    storage: Arc<Storage>,
-    vms: Arc<Vms>,
-    templates: Arc<Templates>,
-    authority: Arc<Authority>,
+    engine: Arc<Engine>,
+    guard: Arc<Guard>,
 }
 
 impl Manager {
-    pub fn new(services: Services) -> Self {
-        Manager {
-            model: services.model,
-            storage: services.storage,
-            vms: services.vms,
-            templates: services.templates,
-            authority: services.authority,
-        }
-    }
-
-    fn vm_info(&self, record: &crate::libvirt::DomainRecord) -> VmInfo {
-        vm::info(&self.model, record)
-    }
-
-    /// Asks the authority about `action` on `object` (see `bus::authorize`).
-    async fn allow(
-        &self,
-        hdr: &Header<'_>,
-        options: &Options,
-        action: Action,
-        object: Option<(&str, &str)>,
-    ) -> Result<CallOptions, BusError> {
-        authorize(&self.authority, hdr, options, action, object).await
-    }
-
-    /// The task's path, once it has ended when the caller asked to wait (or once the
-    /// caller's wait timeout has passed).
-    async fn task_reply(&self, id: u32, opts: &CallOptions) -> OwnedObjectPath {
-        if opts.wait {
-            let wait = self.storage.tasks().wait(id);
-            match opts.wait_timeout_secs {
-                Some(secs) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(secs.into()), wait).await;
-                }
-                None => wait.await,
-            }
-        }
-        OwnedObjectPath::try_from(task_path(id)).expect("numeric paths are valid")
+    pub fn new(engine: Arc<Engine>, guard: Arc<Guard>) -> Self {
+        Manager { engine, guard }
     }
 }
 
@@ -75,8 +32,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<VmInfo>, BusError> {
-        self.allow(&hdr, &options, Action::Read, None).await?;
-        Ok(self.model.vms().iter().map(|r| self.vm_info(r)).collect())
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.vms.list())
     }
 
     #[zbus(name = "GetVM")]
@@ -86,9 +43,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
-        self.allow(&hdr, &options, Action::Read, vm_detail(&name))
-            .await?;
-        Ok(self.vm_info(&self.model.vm_by_name(&name)?))
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.get(&name)?)
     }
 
     /// The object path of the VM with this name or UUID.
@@ -99,13 +55,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.allow(&hdr, &options, Action::Read, vm_detail(&name_or_uuid))
+        self.guard
+            .check(&hdr, &options, Object::Vm(&name_or_uuid))
             .await?;
-        let record = match self.model.vm_by_uuid(&name_or_uuid) {
-            Some(r) => r,
-            None => self.model.vm_by_name(&name_or_uuid)?,
-        };
-        Ok(self.vm_info(&record).path)
+        Ok(self.engine.vms.lookup(&name_or_uuid)?.path)
     }
 
     /// Starts the creation task; its target is the VM's API path.
@@ -117,12 +70,12 @@ impl Manager {
         storage_pool: String,
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<OwnedObjectPath, BusError> {
-        let opts = self
-            .allow(&hdr, &options, Action::VmManage, vm_detail(&name))
-            .await?;
-        let id = self.vms.create(&template, &name, &storage_pool).await?;
-        Ok(self.task_reply(id, &opts).await)
+    ) -> Result<TaskInfo, BusError> {
+        let opts = self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        let vms = &self.engine.vms;
+        Ok(vms
+            .create(&template, &name, &storage_pool, wait(&opts))
+            .await?)
     }
 
     #[zbus(name = "StartVM")]
@@ -132,9 +85,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
-        self.allow(&hdr, &options, Action::VmLifecycle, vm_detail(&name))
-            .await?;
-        Ok(self.vm_info(&self.vms.start(&name).await?))
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.start(&name).await?)
     }
 
     #[zbus(name = "StopVM")]
@@ -144,9 +96,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
-        self.allow(&hdr, &options, Action::VmLifecycle, vm_detail(&name))
-            .await?;
-        Ok(self.vm_info(&self.vms.stop(&name).await?))
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.stop(&name).await?)
     }
 
     #[zbus(name = "DeleteVM")]
@@ -156,9 +107,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        self.allow(&hdr, &options, Action::VmManage, vm_detail(&name))
-            .await?;
-        Ok(self.vms.delete(&name).await?)
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.delete(&name).await?)
     }
 
     /// A PNG of the running VM's screen: it shows what the console shows.
@@ -169,9 +119,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<u8>, BusError> {
-        self.allow(&hdr, &options, Action::VmConsole, vm_detail(&name))
-            .await?;
-        Ok(self.vms.screenshot(&name).await?.to_vec())
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.screenshot(&name).await?.to_vec())
     }
 
     async fn list_templates(
@@ -179,13 +128,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<TemplateInfo>, BusError> {
-        self.allow(&hdr, &options, Action::Read, None).await?;
-        Ok(self
-            .templates
-            .list()
-            .into_iter()
-            .map(template::info)
-            .collect())
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.templates.list())
     }
 
     async fn get_template(
@@ -194,9 +138,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<TemplateInfo, BusError> {
-        self.allow(&hdr, &options, Action::Read, template_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Template(&name))
             .await?;
-        Ok(template::info(self.templates.get(&name)?))
+        Ok(self.engine.templates.get(&name)?.info())
     }
 
     async fn lookup_template(
@@ -205,9 +150,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.allow(&hdr, &options, Action::Read, template_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Template(&name))
             .await?;
-        Ok(template::info(self.templates.get(&name)?).path)
+        Ok(self.engine.templates.get(&name)?.info().path)
     }
 
     async fn create_template(
@@ -216,32 +162,25 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<TemplateInfo, BusError> {
-        let name = spec.name.clone();
-        self.allow(
-            &hdr,
-            &options,
-            Action::TemplateManage,
-            template_detail(&name),
-        )
-        .await?;
-        Ok(template::info(self.templates.create(spec).await?))
+        self.guard
+            .check(&hdr, &options, Object::Template(&spec.name))
+            .await?;
+        Ok(self.engine.templates.create(spec).await?.info())
     }
 
+    /// Changes the fields `changes` names (a `TemplatePatch`); `name` renames.
     async fn update_template(
         &self,
         name: String,
-        spec: TemplateSpec,
+        changes: Options,
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<TemplateInfo, BusError> {
-        self.allow(
-            &hdr,
-            &options,
-            Action::TemplateManage,
-            template_detail(&name),
-        )
-        .await?;
-        Ok(template::info(self.templates.update(&name, spec).await?))
+        self.guard
+            .check(&hdr, &options, Object::Template(&name))
+            .await?;
+        let patch = TemplatePatch::from_dict(&changes)?;
+        Ok(self.engine.templates.update(&name, patch).await?.info())
     }
 
     async fn delete_template(
@@ -250,14 +189,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        self.allow(
-            &hdr,
-            &options,
-            Action::TemplateManage,
-            template_detail(&name),
-        )
-        .await?;
-        Ok(self.templates.delete(&name).await?)
+        self.guard
+            .check(&hdr, &options, Object::Template(&name))
+            .await?;
+        Ok(self.engine.templates.delete(&name).await?)
     }
 
     async fn list_storage_pools(
@@ -265,15 +200,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<PoolInfo>, BusError> {
-        self.allow(&hdr, &options, Action::Read, None).await?;
-        let mut pools: Vec<PoolInfo> = self
-            .storage
-            .pools()
-            .iter()
-            .map(storage_pool::info)
-            .collect();
-        pools.push(storage_pool::iso_pool_info(self.storage.iso_count().await?));
-        Ok(pools)
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.pools.list())
     }
 
     async fn get_storage_pool(
@@ -282,12 +210,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        self.allow(&hdr, &options, Action::Read, pool_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&name))
             .await?;
-        if name == ISO_POOL {
-            return Ok(storage_pool::iso_pool_info(self.storage.iso_count().await?));
-        }
-        Ok(storage_pool::info(&self.storage.pool(&name).await?))
+        Ok(self.engine.pools.get(&name).await?)
     }
 
     async fn create_storage_pool(
@@ -296,10 +222,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        let name = spec.name.clone();
-        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&spec.name))
             .await?;
-        Ok(storage_pool::info(&self.storage.create_pool(spec).await?))
+        Ok(self.engine.pools.create(spec).await?)
     }
 
     async fn activate_storage_pool(
@@ -308,11 +234,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&name))
             .await?;
-        Ok(storage_pool::info(
-            &self.storage.activate_pool(&name).await?,
-        ))
+        Ok(self.engine.pools.activate(&name).await?)
     }
 
     async fn deactivate_storage_pool(
@@ -321,11 +246,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<PoolInfo, BusError> {
-        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&name))
             .await?;
-        Ok(storage_pool::info(
-            &self.storage.deactivate_pool(&name).await?,
-        ))
+        Ok(self.engine.pools.deactivate(&name).await?)
     }
 
     async fn delete_storage_pool(
@@ -334,9 +258,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        self.allow(&hdr, &options, Action::PoolManage, pool_detail(&name))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&name))
             .await?;
-        Ok(self.storage.delete_pool(&name).await?)
+        Ok(self.engine.pools.delete(&name).await?)
     }
 
     async fn list_storage_volumes(
@@ -345,10 +270,10 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<VolumeInfo>, BusError> {
-        self.allow(&hdr, &options, Action::Read, pool_detail(&pool))
+        self.guard
+            .check(&hdr, &options, Object::Pool(&pool))
             .await?;
-        let volumes = self.storage.volumes(&pool).await?;
-        Ok(volumes.iter().map(storage_volume::info).collect())
+        Ok(self.engine.volumes.list(&pool).await?)
     }
 
     async fn get_storage_volume(
@@ -358,11 +283,12 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VolumeInfo, BusError> {
-        self.allow(&hdr, &options, Action::Read, volume_detail(&name))
-            .await?;
-        Ok(storage_volume::info(
-            &self.storage.volume(&pool, &name).await?,
-        ))
+        let object = Object::Volume {
+            pool: &pool,
+            name: &name,
+        };
+        self.guard.check(&hdr, &options, object).await?;
+        Ok(self.engine.volumes.get(&pool, &name).await?)
     }
 
     async fn create_storage_volume(
@@ -371,13 +297,13 @@ impl Manager {
         spec: VolumeSpec,
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<OwnedObjectPath, BusError> {
-        let name = spec.name.clone();
-        let opts = self
-            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
-            .await?;
-        let id = self.storage.create_volume(&pool, spec).await?;
-        Ok(self.task_reply(id, &opts).await)
+    ) -> Result<TaskInfo, BusError> {
+        let object = Object::Volume {
+            pool: &pool,
+            name: &spec.name,
+        };
+        let opts = self.guard.check(&hdr, &options, object).await?;
+        Ok(self.engine.volumes.create(&pool, spec, wait(&opts)).await?)
     }
 
     async fn resize_storage_volume(
@@ -387,12 +313,14 @@ impl Manager {
         size_mib: u64,
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<OwnedObjectPath, BusError> {
-        let opts = self
-            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
-            .await?;
-        let id = self.storage.resize_volume(&pool, &name, size_mib).await?;
-        Ok(self.task_reply(id, &opts).await)
+    ) -> Result<TaskInfo, BusError> {
+        let object = Object::Volume {
+            pool: &pool,
+            name: &name,
+        };
+        let opts = self.guard.check(&hdr, &options, object).await?;
+        let volumes = &self.engine.volumes;
+        Ok(volumes.resize(&pool, &name, size_mib, wait(&opts)).await?)
     }
 
     async fn wipe_storage_volume(
@@ -401,12 +329,13 @@ impl Manager {
         name: String,
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<OwnedObjectPath, BusError> {
-        let opts = self
-            .allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
-            .await?;
-        let id = self.storage.wipe_volume(&pool, &name).await?;
-        Ok(self.task_reply(id, &opts).await)
+    ) -> Result<TaskInfo, BusError> {
+        let object = Object::Volume {
+            pool: &pool,
+            name: &name,
+        };
+        let opts = self.guard.check(&hdr, &options, object).await?;
+        Ok(self.engine.volumes.wipe(&pool, &name, wait(&opts)).await?)
     }
 
     async fn delete_storage_volume(
@@ -416,9 +345,12 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(), BusError> {
-        self.allow(&hdr, &options, Action::VolumeManage, volume_detail(&name))
-            .await?;
-        Ok(self.storage.delete_volume(&pool, &name).await?)
+        let object = Object::Volume {
+            pool: &pool,
+            name: &name,
+        };
+        self.guard.check(&hdr, &options, object).await?;
+        Ok(self.engine.volumes.delete(&pool, &name).await?)
     }
 
     async fn list_tasks(
@@ -426,8 +358,8 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<Vec<TaskInfo>, BusError> {
-        self.allow(&hdr, &options, Action::Read, None).await?;
-        Ok(self.storage.tasks().list().iter().map(task::info).collect())
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.tasks.list().iter().map(|t| t.info()).collect())
     }
 
     async fn get_task(
@@ -436,13 +368,22 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<TaskInfo, BusError> {
-        self.allow(&hdr, &options, Action::Read, None).await?;
-        let record = self
-            .storage
-            .tasks()
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("no task {id}")))?;
-        Ok(task::info(&record))
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.tasks.info(id)?)
+    }
+
+    /// What the host can do; public by design, as Kimchi's `/config/capabilities`.
+    async fn get_capabilities(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Capabilities, BusError> {
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        let host = self.engine.model.host();
+        Ok(Capabilities {
+            stream_protocols: host.stream_protocols,
+            screenshot: host.screenshot,
+        })
     }
 
     #[zbus(property(emits_changed_signal = "const"))]
@@ -452,24 +393,24 @@ impl Manager {
 
     #[zbus(property(emits_changed_signal = "const"))]
     fn libvirt_uri(&self) -> String {
-        self.model.libvirt_uri().to_owned()
+        self.engine.model.libvirt_uri().to_owned()
     }
 
     #[zbus(property)]
     fn libvirt_connected(&self) -> bool {
-        self.model.host().libvirt_connected
+        self.engine.model.host().libvirt_connected
     }
 
     /// Network protocols QEMU on this host can stream an ISO from (probed once).
     #[zbus(property)]
     fn stream_protocols(&self) -> Vec<String> {
-        self.model.host().stream_protocols
+        self.engine.model.host().stream_protocols
     }
 
     /// Whether libvirt screenshots work here: unknown until probed, then yes or no.
     #[zbus(property)]
     fn screenshot(&self) -> ScreenshotSupport {
-        self.model.host().screenshot
+        self.engine.model.host().screenshot
     }
 }
 
@@ -480,21 +421,4 @@ pub async fn announce(server: &ObjectServer) -> zbus::Result<()> {
     manager.libvirt_connected_changed(emitter).await?;
     manager.stream_protocols_changed(emitter).await?;
     manager.screenshot_changed(emitter).await
-}
-
-/// polkit details naming the object a call is about, for targeted rules.
-fn vm_detail(name: &str) -> Option<(&'static str, &str)> {
-    Some(("kimchi.vm.name", name))
-}
-
-fn template_detail(name: &str) -> Option<(&'static str, &str)> {
-    Some(("kimchi.template.name", name))
-}
-
-fn pool_detail(name: &str) -> Option<(&'static str, &str)> {
-    Some(("kimchi.pool.name", name))
-}
-
-fn volume_detail(name: &str) -> Option<(&'static str, &str)> {
-    Some(("kimchi.volume.name", name))
 }

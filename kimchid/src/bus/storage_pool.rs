@@ -1,15 +1,13 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{iso_pool_path, pool_path, PoolInfo, ISO_POOL};
+use kimchi_dbus::pool_path;
+use zbus::interface;
 use zbus::object_server::ObjectServer;
-use zbus::{interface, OwnedObjectPath};
 
-use crate::libvirt::PoolRecord;
-use crate::model::Model;
+use crate::engine::hypervisor::PoolRecord;
+use crate::engine::model::Model;
 
-const MIB: u64 = 1024 * 1024;
-
-/// One exported storage pool; properties read the model.
+/// One exported storage pool; properties read the model (sizes in bytes, exact).
 pub struct StoragePool {
     uuid: String,
     model: Arc<Model>,
@@ -43,7 +41,7 @@ impl StoragePool {
     /// active, inactive, building, degraded or inaccessible.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.read(|p| p.state.to_owned())
+        self.read(|p| p.state.to_string())
     }
 
     #[zbus(property)]
@@ -78,35 +76,6 @@ impl StoragePool {
     #[zbus(property)]
     fn volume_count(&self) -> u32 {
         self.read(|p| p.nr_volumes)
-    }
-}
-
-pub fn info(p: &PoolRecord) -> PoolInfo {
-    PoolInfo {
-        path: OwnedObjectPath::try_from(pool_path(&p.uuid)).expect("UUIDs make valid paths"),
-        name: p.name.clone(),
-        state: p.state.to_owned(),
-        target_path: p.target_path.clone(),
-        pool_type: p.pool_type.clone(),
-        capacity_mib: p.capacity / MIB,
-        allocated_mib: p.allocation / MIB,
-        available_mib: p.available / MIB,
-        nr_volumes: p.nr_volumes,
-    }
-}
-
-/// The read-only view of every ISO image of every active pool.
-pub fn iso_pool_info(nr_volumes: u32) -> PoolInfo {
-    PoolInfo {
-        path: OwnedObjectPath::try_from(iso_pool_path()).expect("static path is valid"),
-        name: ISO_POOL.to_owned(),
-        state: "active".to_owned(),
-        target_path: String::new(),
-        pool_type: "kimchi-iso".to_owned(),
-        capacity_mib: 0,
-        allocated_mib: 0,
-        available_mib: 0,
-        nr_volumes,
     }
 }
 

@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{task_path, TaskInfo};
+use kimchi_dbus::{task_path, TaskState};
+use zbus::interface;
 use zbus::object_server::{ObjectServer, SignalEmitter};
-use zbus::{interface, OwnedObjectPath};
 
-use crate::tasks::{unix_usec, TaskRecord, TaskState, Tasks};
+use crate::engine::tasks::{unix_usec, TaskRecord, Tasks};
 
 /// One exported task; properties read the registry.
 pub struct Task {
@@ -46,7 +46,7 @@ impl Task {
     /// running, finished or failed.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.read(|t| t.state.word().to_owned())
+        self.read(|t| t.state.to_string())
     }
 
     #[zbus(property)]
@@ -76,20 +76,6 @@ impl Task {
     #[zbus(property)]
     fn end_time(&self) -> u64 {
         self.read(|t| t.ended.map(unix_usec).unwrap_or_default())
-    }
-}
-
-pub fn info(t: &TaskRecord) -> TaskInfo {
-    TaskInfo {
-        path: OwnedObjectPath::try_from(task_path(t.id)).expect("numeric paths are valid"),
-        id: t.id,
-        operation: t.operation.to_owned(),
-        state: t.state.word().to_owned(),
-        message: t.message.clone(),
-        target_uri: t.target_uri.clone(),
-        progress: t.progress(),
-        start_usec: unix_usec(t.started),
-        end_usec: t.ended.map(unix_usec).unwrap_or_default(),
     }
 }
 

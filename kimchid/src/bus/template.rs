@@ -1,10 +1,10 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{template_path, TemplateDisk, TemplateInfo};
+use kimchi_dbus::{template_path, TemplateDisk};
+use zbus::interface;
 use zbus::object_server::ObjectServer;
-use zbus::{interface, OwnedObjectPath};
 
-use crate::templates::{Template as Stored, Templates};
+use crate::engine::templates::{Template as Stored, Templates};
 
 /// One exported template, at a path made from its name; a rename moves it.
 pub struct Template {
@@ -81,16 +81,6 @@ impl Template {
     #[zbus(property)]
     fn nic_model(&self) -> String {
         self.read(|t| t.nic_model)
-    }
-}
-
-pub fn info(t: Stored) -> TemplateInfo {
-    TemplateInfo {
-        path: OwnedObjectPath::try_from(template_path(&t.spec.name))
-            .expect("escaped names make valid paths"),
-        spec: t.spec,
-        disk_bus: t.disk_bus,
-        nic_model: t.nic_model,
     }
 }
 

@@ -1,26 +1,36 @@
+use std::sync::Arc;
+
 use kimchi_dbus::{vm_path, VmInfo};
 use zbus::message::Header;
 use zbus::object_server::ObjectServer;
-use zbus::{interface, OwnedFd, OwnedObjectPath};
+use zbus::{interface, OwnedFd};
 
-use super::{authorize, Options, Services};
-use crate::authority::Action;
-use crate::libvirt::DomainRecord;
-use crate::model::Model;
+use super::guard::{Guard, Object};
+use super::Options;
+use crate::engine::Engine;
 
 /// One exported VM; its properties read the model, so they are never stale.
 pub struct Vm {
     uuid: String,
-    services: Services,
+    engine: Arc<Engine>,
+    guard: Arc<Guard>,
 }
 
 impl Vm {
-    pub fn new(uuid: String, services: Services) -> Self {
-        Vm { uuid, services }
+    pub fn new(uuid: String, engine: Arc<Engine>, guard: Arc<Guard>) -> Self {
+        Vm {
+            uuid,
+            engine,
+            guard,
+        }
     }
 
-    fn record(&self) -> Option<DomainRecord> {
-        self.services.model.vm_by_uuid(&self.uuid)
+    fn read<T: Default>(&self, f: impl FnOnce(VmInfo) -> T) -> T {
+        self.engine
+            .vms
+            .by_uuid(&self.uuid)
+            .map(f)
+            .unwrap_or_default()
     }
 }
 
@@ -33,22 +43,15 @@ impl Vm {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedFd, kimchi_dbus::Error> {
-        let name = self.record().map(|r| r.name).unwrap_or_default();
-        authorize(
-            &self.services.authority,
-            &hdr,
-            &options,
-            Action::VmConsole,
-            Some(("kimchi.vm.name", &name)),
-        )
-        .await?;
-        let fd = self.services.vms.open_console(&self.uuid).await?;
+        let name = self.read(|vm| vm.name);
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        let fd = self.engine.vms.open_console(&self.uuid).await?;
         Ok(OwnedFd::from(fd))
     }
 
     #[zbus(property)]
     fn name(&self) -> String {
-        self.record().map(|r| r.name).unwrap_or_default()
+        self.read(|vm| vm.name)
     }
 
     #[zbus(property(emits_changed_signal = "const"), name = "UUID")]
@@ -59,47 +62,32 @@ impl Vm {
     /// running, paused, shutoff, … (libvirt's state as a word).
     #[zbus(property)]
     fn state(&self) -> String {
-        self.record()
-            .map(|r| r.state.to_owned())
-            .unwrap_or_default()
+        self.read(|vm| vm.state.to_string())
     }
 
     /// Memory assigned to the guest, MiB.
     #[zbus(property)]
     fn memory(&self) -> u64 {
-        self.record().map(|r| r.memory_mib).unwrap_or_default()
+        self.read(|vm| vm.memory_mib)
     }
 
     /// `vnc`, or empty when the guest has no VNC display.
     #[zbus(property)]
     fn graphics_type(&self) -> String {
-        self.record().map(|r| r.graphics_type).unwrap_or_default()
+        self.read(|vm| vm.graphics_type)
     }
 
     /// The icon of the template the VM was made from, or empty.
     #[zbus(property)]
     fn icon(&self) -> String {
-        self.record().map(|r| r.icon).unwrap_or_default()
+        self.read(|vm| vm.icon)
     }
 
     /// CPU %, network and disk KB/s with their recent peaks; changes every few
     /// seconds, so it is read, not announced.
     #[zbus(property(emits_changed_signal = "false"))]
     fn stats(&self) -> kimchi_dbus::VmStats {
-        self.services.model.vm_stats(&self.uuid)
-    }
-}
-
-pub fn info(model: &Model, r: &DomainRecord) -> VmInfo {
-    VmInfo {
-        path: OwnedObjectPath::try_from(vm_path(&r.uuid)).expect("UUIDs make valid paths"),
-        name: r.name.clone(),
-        uuid: r.uuid.clone(),
-        state: r.state.to_owned(),
-        memory_mib: r.memory_mib,
-        graphics_type: r.graphics_type.clone(),
-        icon: r.icon.clone(),
-        stats: model.vm_stats(&r.uuid),
+        self.engine.model.vm_stats(&self.uuid)
     }
 }
 

@@ -1,34 +1,21 @@
+//! Domains in libvirt: reading them into records, defining, power, undefining,
+//! screenshots and console descriptors.
+
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use kimchi_dbus::VmState;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
 use virt::stream::Stream;
 use virt::sys;
 
-use super::domain_xml::{self, GuestDefinition, GuestDisk};
-use super::storage;
+use super::domain_xml;
+use crate::engine::hypervisor::{DomainRecord, GuestDefinition, Power};
 use crate::error::{Error, Result};
 
 /// Screenshots are small; anything bigger than this is not a sane screen.
 const MAX_SCREENSHOT_BYTES: usize = 32 << 20;
-
-/// What the model keeps of a libvirt domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainRecord {
-    pub uuid: String,
-    pub name: String,
-    pub state: &'static str,
-    pub memory_mib: u64,
-    /// `vnc`, or empty when the guest has no VNC display.
-    pub graphics_type: String,
-    /// Host paths of the guest's disks and CD-ROMs.
-    pub disk_paths: Vec<String>,
-    /// From kimchi's metadata: the template's icon (or empty) …
-    pub icon: String,
-    /// … and the volumes kimchid created for the guest.
-    pub created_volumes: Vec<String>,
-}
 
 pub fn list_all(conn: &Connect) -> Result<Vec<DomainRecord>> {
     let mut records = Vec::new();
@@ -60,55 +47,6 @@ pub fn by_uuid(conn: &Connect, uuid: &str) -> Result<Option<DomainRecord>> {
     }
 }
 
-/// A disk to make for a new guest.
-#[derive(Debug, Clone)]
-pub struct NewDisk {
-    pub index: u32,
-    /// The volume's name in the pool.
-    pub volume: String,
-    pub size_mib: u64,
-    /// Volume of the pool to copy, or empty for an empty disk.
-    pub source: String,
-}
-
-/// Makes the disks in `pool`, then defines the guest; removes the disks again if
-/// any step fails, so a failed creation leaves nothing behind.
-pub fn create(
-    conn: &Connect,
-    pool: &str,
-    format: &str,
-    disks: &[NewDisk],
-    def: &mut GuestDefinition,
-) -> Result<DomainRecord> {
-    let mut created = Vec::new();
-    let mut attempt = || {
-        for disk in disks {
-            let vol = if disk.source.is_empty() {
-                storage::create_volume(conn, pool, &disk.volume, disk.size_mib, format)?
-            } else {
-                storage::clone_volume(conn, pool, &disk.source, &disk.volume, disk.size_mib)?
-            };
-            created.push(vol.path.clone());
-            def.disks.push(GuestDisk {
-                index: disk.index,
-                path: vol.path,
-                format: vol.format,
-            });
-        }
-        def.created_volumes = created.clone();
-        define(conn, def)
-    };
-    let result = attempt();
-    if result.is_err() {
-        for path in &created {
-            if let Err(e) = storage::delete_volume_at(conn, path) {
-                tracing::error!(path, "cannot remove the disk of a failed VM creation: {e}");
-            }
-        }
-    }
-    result
-}
-
 pub fn network_exists(conn: &Connect, name: &str) -> Result<bool> {
     match conn.lookup_network_by_name(name) {
         Ok(_) => Ok(true),
@@ -122,15 +60,9 @@ pub fn network_exists(conn: &Connect, name: &str) -> Result<bool> {
 /// Defines a new persistent guest (not started).
 pub fn define(conn: &Connect, def: &GuestDefinition) -> Result<DomainRecord> {
     // Validated against libvirt's schema: a mistake here fails the define, not the boot.
-    let dom = conn.define_domain_xml_flags(&def.to_xml(), sys::VIR_DOMAIN_DEFINE_VALIDATE)?;
+    let dom =
+        conn.define_domain_xml_flags(&domain_xml::guest_xml(def), sys::VIR_DOMAIN_DEFINE_VALIDATE)?;
     read(&dom)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Power {
-    On,
-    /// At once, like pulling the plug (libvirt's destroy).
-    Off,
 }
 
 pub fn power(conn: &Connect, uuid: &str, power: Power) -> Result<DomainRecord> {
@@ -203,7 +135,7 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
     Ok(DomainRecord {
         uuid: dom.uuid_string()?,
         name: dom.name()?,
-        state: state_word(info.state),
+        state: vm_state(info.state),
         memory_mib: info.memory / 1024,
         graphics_type: graphics_type(&doc),
         disk_paths: disk_paths(&doc),
@@ -212,17 +144,16 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
     })
 }
 
-fn state_word(state: DomainStateEnum) -> &'static str {
+fn vm_state(state: DomainStateEnum) -> VmState {
     match state {
-        Enum::Known(DomainState::NoState) => "nostate",
-        Enum::Known(DomainState::Running) => "running",
-        Enum::Known(DomainState::Blocked) => "blocked",
-        Enum::Known(DomainState::Paused) => "paused",
-        Enum::Known(DomainState::Shutdown) => "shutdown",
-        Enum::Known(DomainState::Shutoff) => "shutoff",
-        Enum::Known(DomainState::Crashed) => "crashed",
-        Enum::Known(DomainState::PMSuspended) => "pmsuspended",
-        Enum::Unknown(_) => "nostate",
+        Enum::Known(DomainState::Running) => VmState::Running,
+        Enum::Known(DomainState::Blocked) => VmState::Blocked,
+        Enum::Known(DomainState::Paused) => VmState::Paused,
+        Enum::Known(DomainState::Shutdown) => VmState::Shutdown,
+        Enum::Known(DomainState::Shutoff) => VmState::Shutoff,
+        Enum::Known(DomainState::Crashed) => VmState::Crashed,
+        Enum::Known(DomainState::PMSuspended) => VmState::PmSuspended,
+        Enum::Known(DomainState::NoState) | Enum::Unknown(_) => VmState::NoState,
     }
 }
 
@@ -278,7 +209,7 @@ mod tests {
         let conn = Connect::open(Some("test:///default")).unwrap();
         let doms = list_all(&conn).unwrap();
         let test = doms.iter().find(|d| d.name == "test").expect("test domain");
-        assert_eq!(test.state, "running");
+        assert_eq!(test.state, VmState::Running);
         assert!(test.memory_mib > 0);
         let again = by_uuid(&conn, &test.uuid).unwrap().unwrap();
         assert_eq!(&again, test);

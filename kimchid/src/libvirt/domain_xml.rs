@@ -2,175 +2,88 @@
 //! the kimchi metadata read back from a domain's XML.
 
 use super::xml::Element;
+use crate::engine::hypervisor::{Cdrom, GuestDefinition};
 
 /// Namespace of kimchi's `<metadata>` element in domain XML.
 pub const METADATA_NS: &str = "https://kimchi-project.github.io/kimchi/metadata/vm/1";
 
-/// The bus of a guest's hard disks; the CD-ROM is always IDE (`hdc`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskBus {
-    Virtio,
-    Ide,
-}
+/// The libvirt definition of `def`.
+pub fn guest_xml(def: &GuestDefinition) -> String {
+    let mut devices = Element::new("devices");
+    for disk in &def.disks {
+        devices = devices.child(
+            Element::new("disk")
+                .attr("type", "file")
+                .attr("device", "disk")
+                .child(
+                    Element::new("driver")
+                        .attr("name", "qemu")
+                        .attr("type", disk.format.as_str()),
+                )
+                .child(Element::new("source").attr("file", disk.path.as_str()))
+                .child(
+                    Element::new("target")
+                        .attr("dev", def.disk_bus.target(disk.index))
+                        .attr("bus", def.disk_bus.word()),
+                ),
+        );
+    }
+    if let Some(cdrom) = &def.cdrom {
+        devices = devices.child(cdrom_xml(cdrom));
+    }
+    if let Some(network) = &def.network {
+        devices = devices.child(
+            Element::new("interface")
+                .attr("type", "network")
+                .child(Element::new("source").attr("network", network.as_str()))
+                .child(Element::new("model").attr("type", def.nic_model.as_str())),
+        );
+    }
+    // The console reaches VNC through virDomainOpenGraphicsFD only: no TCP port.
+    devices = devices
+        .child(
+            Element::new("graphics")
+                .attr("type", "vnc")
+                .child(Element::new("listen").attr("type", "none")),
+        )
+        .child(Element::new("video").child(Element::new("model").attr("type", "vga")))
+        .child(
+            Element::new("input")
+                .attr("type", "tablet")
+                .attr("bus", "usb"),
+        )
+        .child(Element::new("memballoon").attr("model", "virtio"));
 
-impl DiskBus {
-    pub fn parse(word: &str) -> Option<DiskBus> {
-        match word {
-            "virtio" => Some(DiskBus::Virtio),
-            "ide" => Some(DiskBus::Ide),
-            _ => None,
-        }
+    let mut metadata = Element::new("kimchi:vm")
+        .attr("xmlns:kimchi", METADATA_NS)
+        .child(Element::leaf("kimchi:icon", def.icon.as_str()));
+    for volume in &def.created_volumes {
+        metadata = metadata.child(Element::leaf("kimchi:created-volume", volume.as_str()));
     }
 
-    fn word(self) -> &'static str {
-        match self {
-            DiskBus::Virtio => "virtio",
-            DiskBus::Ide => "ide",
-        }
-    }
-
-    /// Linux-style target name for the disk at `index`: `vda`, `hdb`, …
-    pub fn target(self, index: u32) -> String {
-        let prefix = match self {
-            DiskBus::Virtio => "vd",
-            DiskBus::Ide => "hd",
-        };
-        format!("{prefix}{}", index_letters(index))
-    }
-}
-
-/// `a`..`z`, then `aa`, `ab`, … as Linux names devices past the 26th.
-fn index_letters(index: u32) -> String {
-    let mut n = index + 1;
-    let mut letters = Vec::new();
-    while n > 0 {
-        let rem = (n - 1) % 26;
-        letters.push(char::from(b'a' + rem as u8));
-        n = (n - 1) / 26;
-    }
-    letters.iter().rev().collect()
-}
-
-/// Where the installation medium comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cdrom {
-    /// An image file on this host.
-    File(String),
-    /// An image QEMU streams over the network.
-    Remote {
-        protocol: String,
-        host: String,
-        port: u16,
-        /// Path and query on the server, starting with `/`.
-        path: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestDisk {
-    pub index: u32,
-    pub path: String,
-    pub format: String,
-}
-
-/// Everything a new guest's XML is made from. Values are used as data only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestDefinition {
-    pub name: String,
-    /// Hardware virtualization usable: `type='kvm'`, else QEMU emulation.
-    pub kvm: bool,
-    pub memory_mib: u64,
-    pub cpus: u32,
-    pub disk_bus: DiskBus,
-    pub disks: Vec<GuestDisk>,
-    pub cdrom: Option<Cdrom>,
-    /// libvirt network for the guest's NIC; no NIC without one.
-    pub network: Option<String>,
-    pub nic_model: String,
-    /// Kept in the metadata: the template's icon …
-    pub icon: String,
-    /// … and the volumes created for this guest, which deleting it removes.
-    pub created_volumes: Vec<String>,
-}
-
-impl GuestDefinition {
-    pub fn to_xml(&self) -> String {
-        let mut devices = Element::new("devices");
-        for disk in &self.disks {
-            devices = devices.child(
-                Element::new("disk")
-                    .attr("type", "file")
-                    .attr("device", "disk")
-                    .child(
-                        Element::new("driver")
-                            .attr("name", "qemu")
-                            .attr("type", disk.format.as_str()),
-                    )
-                    .child(Element::new("source").attr("file", disk.path.as_str()))
-                    .child(
-                        Element::new("target")
-                            .attr("dev", self.disk_bus.target(disk.index))
-                            .attr("bus", self.disk_bus.word()),
-                    ),
-            );
-        }
-        if let Some(cdrom) = &self.cdrom {
-            devices = devices.child(cdrom_xml(cdrom));
-        }
-        if let Some(network) = &self.network {
-            devices = devices.child(
-                Element::new("interface")
-                    .attr("type", "network")
-                    .child(Element::new("source").attr("network", network.as_str()))
-                    .child(Element::new("model").attr("type", self.nic_model.as_str())),
-            );
-        }
-        // The console reaches VNC through virDomainOpenGraphicsFD only: no TCP port.
-        devices = devices
-            .child(
-                Element::new("graphics")
-                    .attr("type", "vnc")
-                    .child(Element::new("listen").attr("type", "none")),
-            )
-            .child(Element::new("video").child(Element::new("model").attr("type", "vga")))
-            .child(
-                Element::new("input")
-                    .attr("type", "tablet")
-                    .attr("bus", "usb"),
-            )
-            .child(Element::new("memballoon").attr("model", "virtio"));
-
-        let mut metadata = Element::new("kimchi:vm")
-            .attr("xmlns:kimchi", METADATA_NS)
-            .child(Element::leaf("kimchi:icon", self.icon.as_str()));
-        for volume in &self.created_volumes {
-            metadata = metadata.child(Element::leaf("kimchi:created-volume", volume.as_str()));
-        }
-
-        Element::new("domain")
-            .attr("type", if self.kvm { "kvm" } else { "qemu" })
-            .child(Element::leaf("name", self.name.as_str()))
-            .child(Element::new("metadata").child(metadata))
-            .child(Element::leaf("memory", self.memory_mib.to_string()).attr("unit", "MiB"))
-            .child(Element::leaf("vcpu", self.cpus.to_string()))
-            .child(
-                Element::new("os")
-                    .child(Element::leaf("type", "hvm"))
-                    .child(Element::new("boot").attr("dev", "hd"))
-                    .child(Element::new("boot").attr("dev", "cdrom")),
-            )
-            .child(
-                Element::new("features")
-                    .child(Element::new("acpi"))
-                    .child(Element::new("apic")),
-            )
-            .child(Element::new("clock").attr("offset", "utc"))
-            .child(Element::leaf("on_poweroff", "destroy"))
-            .child(Element::leaf("on_reboot", "restart"))
-            .child(Element::leaf("on_crash", "restart"))
-            .child(devices)
-            .render()
-    }
+    Element::new("domain")
+        .attr("type", if def.kvm { "kvm" } else { "qemu" })
+        .child(Element::leaf("name", def.name.as_str()))
+        .child(Element::new("metadata").child(metadata))
+        .child(Element::leaf("memory", def.memory_mib.to_string()).attr("unit", "MiB"))
+        .child(Element::leaf("vcpu", def.cpus.to_string()))
+        .child(
+            Element::new("os")
+                .child(Element::leaf("type", "hvm"))
+                .child(Element::new("boot").attr("dev", "hd"))
+                .child(Element::new("boot").attr("dev", "cdrom")),
+        )
+        .child(
+            Element::new("features")
+                .child(Element::new("acpi"))
+                .child(Element::new("apic")),
+        )
+        .child(Element::new("clock").attr("offset", "utc"))
+        .child(Element::leaf("on_poweroff", "destroy"))
+        .child(Element::leaf("on_reboot", "restart"))
+        .child(Element::leaf("on_crash", "restart"))
+        .child(devices)
+        .render()
 }
 
 fn cdrom_xml(cdrom: &Cdrom) -> Element {
@@ -224,6 +137,7 @@ pub fn read_metadata(doc: &roxmltree::Document) -> (String, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::hypervisor::{DiskBus, GuestDisk};
 
     fn guest() -> GuestDefinition {
         GuestDefinition {
@@ -254,7 +168,7 @@ mod tests {
 
     #[test]
     fn definition_carries_every_setting_and_escapes_names() {
-        let xml = guest().to_xml();
+        let xml = guest_xml(&guest());
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let root = doc.root_element();
         assert_eq!(root.attribute("type"), Some("kvm"));
@@ -304,7 +218,7 @@ mod tests {
         g.network = None;
         g.cdrom = None;
         g.disk_bus = DiskBus::Ide;
-        let xml = g.to_xml();
+        let xml = guest_xml(&g);
         let doc = roxmltree::Document::parse(&xml).unwrap();
         assert_eq!(doc.root_element().attribute("type"), Some("qemu"));
         assert!(!doc.descendants().any(|n| n.has_tag_name("interface")));
@@ -328,7 +242,7 @@ mod tests {
             port: 443,
             path: "/d/x.iso?a=1&b=2".into(),
         });
-        let xml = g.to_xml();
+        let xml = guest_xml(&g);
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let source = doc
             .descendants()
@@ -338,14 +252,6 @@ mod tests {
         assert_eq!(source.attribute("name"), Some("/d/x.iso?a=1&b=2"));
         let host = source.first_element_child().unwrap();
         assert_eq!(host.attribute("port"), Some("443"));
-    }
-
-    #[test]
-    fn target_letters_continue_past_z() {
-        assert_eq!(DiskBus::Virtio.target(0), "vda");
-        assert_eq!(DiskBus::Virtio.target(25), "vdz");
-        assert_eq!(DiskBus::Virtio.target(26), "vdaa");
-        assert_eq!(DiskBus::Ide.target(3), "hdd");
     }
 
     #[test]

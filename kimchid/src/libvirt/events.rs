@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 use virt::connect::Connect;
 use virt::sys;
 
-use super::LibvirtEvent;
+use kimchi_dbus::VmState;
+
+use crate::engine::hypervisor::{DomainEvent, HostEvent};
 use crate::error::{Error, Result};
 
 const KEEPALIVE_INTERVAL_SECS: i32 = 5;
@@ -46,7 +48,7 @@ pub fn start_event_loop() -> Result<()> {
 /// notification (the returned receiver yields the reason once).
 pub fn open(
     uri: &str,
-    events: mpsc::UnboundedSender<LibvirtEvent>,
+    events: mpsc::UnboundedSender<HostEvent>,
 ) -> Result<(Connect, mpsc::UnboundedReceiver<String>)> {
     let conn = Connect::open(Some(uri))?;
     conn.set_keep_alive(KEEPALIVE_INTERVAL_SECS, KEEPALIVE_COUNT)?;
@@ -99,11 +101,11 @@ pub fn open(
                 unsafe extern "C" fn(sys::virConnectPtr, sys::virStoragePoolPtr, *mut c_void),
             >(pool_callback)),
             pool_opaque,
-            Some(free_boxed::<mpsc::UnboundedSender<LibvirtEvent>>),
+            Some(free_boxed::<mpsc::UnboundedSender<HostEvent>>),
         ) < 0
         {
             drop(Box::from_raw(
-                pool_opaque as *mut mpsc::UnboundedSender<LibvirtEvent>,
+                pool_opaque as *mut mpsc::UnboundedSender<HostEvent>,
             ));
             return Err(Error::from(virt::error::Error::last_error()));
         }
@@ -124,11 +126,11 @@ pub fn open(
                 unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
             >(callback)),
             lifecycle_opaque,
-            Some(free_boxed::<mpsc::UnboundedSender<LibvirtEvent>>),
+            Some(free_boxed::<mpsc::UnboundedSender<HostEvent>>),
         ) < 0
         {
             drop(Box::from_raw(
-                lifecycle_opaque as *mut mpsc::UnboundedSender<LibvirtEvent>,
+                lifecycle_opaque as *mut mpsc::UnboundedSender<HostEvent>,
             ));
             return Err(Error::from(virt::error::Error::last_error()));
         }
@@ -150,17 +152,18 @@ unsafe extern "C" fn on_close(_conn: sys::virConnectPtr, reason: c_int, opaque: 
 unsafe extern "C" fn on_lifecycle(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
-    _event: c_int,
+    event: c_int,
     _detail: c_int,
     opaque: *mut c_void,
 ) -> c_int {
-    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<LibvirtEvent>) };
+    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
     let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
     if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } == 0 {
         let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        let _ = tx.send(LibvirtEvent::DomainChanged { uuid });
+        let event = domain_event(event as u32);
+        let _ = tx.send(HostEvent::Domain { uuid, event });
     }
     0
 }
@@ -172,13 +175,29 @@ unsafe extern "C" fn on_pool_lifecycle(
     _detail: c_int,
     opaque: *mut c_void,
 ) {
-    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<LibvirtEvent>) };
+    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
     let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
     if unsafe { sys::virStoragePoolGetUUIDString(pool, buf.as_mut_ptr()) } == 0 {
         let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
-        let _ = tx.send(LibvirtEvent::PoolChanged { uuid });
+        let _ = tx.send(HostEvent::Pool { uuid });
+    }
+}
+
+/// What a lifecycle event says of the domain's state, so the model can skip re-reading
+/// a domain whose change it already knows (kimchid made it).
+fn domain_event(event: u32) -> DomainEvent {
+    match event {
+        sys::VIR_DOMAIN_EVENT_STARTED | sys::VIR_DOMAIN_EVENT_RESUMED => {
+            DomainEvent::Became(VmState::Running)
+        }
+        sys::VIR_DOMAIN_EVENT_SUSPENDED => DomainEvent::Became(VmState::Paused),
+        sys::VIR_DOMAIN_EVENT_STOPPED => DomainEvent::Became(VmState::Shutoff),
+        sys::VIR_DOMAIN_EVENT_CRASHED => DomainEvent::Became(VmState::Crashed),
+        sys::VIR_DOMAIN_EVENT_PMSUSPENDED => DomainEvent::Became(VmState::PmSuspended),
+        sys::VIR_DOMAIN_EVENT_UNDEFINED => DomainEvent::Undefined,
+        _ => DomainEvent::Changed,
     }
 }
 

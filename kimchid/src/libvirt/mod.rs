@@ -1,52 +1,33 @@
-//! The only module that touches libvirt. Blocking libvirt calls run on tokio's blocking
-//! pool behind a semaphore, never on the async workers; the connection is reopened
+//! The only module that touches libvirt: it implements the engine's `Hypervisor` and
+//! maps libvirt's error codes to kimchid's errors, once. The connection is reopened
 //! whenever libvirtd goes away.
 
-pub mod domain;
+mod domain;
 mod domain_xml;
 mod events;
 mod probe;
 mod stats;
-pub mod storage;
+mod storage;
 mod xml;
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use virt::connect::Connect;
 
-pub use domain::{DomainRecord, NewDisk, Power};
-pub use domain_xml::{Cdrom, DiskBus, GuestDefinition};
-pub use probe::HostCapabilities;
-pub use stats::DomainCounters;
-pub use storage::{PoolDefinition, PoolRecord, VolumeRecord};
-
+use crate::engine::hypervisor::{
+    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, HostEvent, Hypervisor,
+    PoolDefinition, PoolRecord, Power, VolumeRecord,
+};
 use crate::error::{Error, Result};
 
-/// At most this many libvirt calls are in flight at once; the rest wait their turn.
-const MAX_CONCURRENT_CALLS: usize = 8;
 const RECONNECT_DELAY: Duration = Duration::from_secs(2);
-
-/// What libvirt tells the model, in the order it happened.
-#[derive(Debug)]
-pub enum LibvirtEvent {
-    Connected,
-    Disconnected(String),
-    /// A domain was defined, undefined, started, stopped, …; re-read it.
-    DomainChanged {
-        uuid: String,
-    },
-    /// A pool was defined, undefined, started or stopped; re-read it.
-    PoolChanged {
-        uuid: String,
-    },
-}
 
 pub struct Libvirt {
     uri: String,
     conn: RwLock<Option<Arc<Connect>>>,
-    permits: Semaphore,
 }
 
 impl Libvirt {
@@ -56,17 +37,12 @@ impl Libvirt {
         Ok(Arc::new(Libvirt {
             uri,
             conn: RwLock::new(None),
-            permits: Semaphore::new(MAX_CONCURRENT_CALLS),
         }))
-    }
-
-    pub fn uri(&self) -> &str {
-        &self.uri
     }
 
     /// Keeps a connection open for the life of the daemon, reporting every change on
     /// `events`. Returns only when the receiver is gone.
-    pub async fn maintain_connection(self: Arc<Self>, events: mpsc::UnboundedSender<LibvirtEvent>) {
+    pub async fn maintain_connection(self: Arc<Self>, events: mpsc::UnboundedSender<HostEvent>) {
         loop {
             let uri = self.uri.clone();
             let tx = events.clone();
@@ -74,10 +50,7 @@ impl Libvirt {
             let (conn, mut closed) = match opened {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => {
-                    if events
-                        .send(LibvirtEvent::Disconnected(e.to_string()))
-                        .is_err()
-                    {
+                    if events.send(HostEvent::Disconnected(e.to_string())).is_err() {
                         return;
                     }
                     tokio::time::sleep(RECONNECT_DELAY).await;
@@ -91,7 +64,7 @@ impl Libvirt {
             };
             *self.conn.write().expect("libvirt connection lock poisoned") = Some(Arc::new(conn));
             tracing::info!(uri = %self.uri, "connected to libvirt");
-            if events.send(LibvirtEvent::Connected).is_err() {
+            if events.send(HostEvent::Connected).is_err() {
                 return;
             }
             let reason = closed
@@ -108,59 +81,168 @@ impl Libvirt {
                 tokio::task::spawn_blocking(move || drop(old));
             }
             tracing::warn!(uri = %self.uri, %reason, "libvirt connection lost");
-            if events.send(LibvirtEvent::Disconnected(reason)).is_err() {
+            if events.send(HostEvent::Disconnected(reason)).is_err() {
                 return;
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
         }
     }
 
-    /// Runs `f` with the current connection on the bounded blocking pool.
-    pub async fn call<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connect) -> Result<T> + Send + 'static,
-    {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("libvirt pool closed".into()))?;
-        let conn = self
-            .conn
+    /// The current connection, or the error that says libvirt is away.
+    fn conn(&self) -> Result<Arc<Connect>> {
+        self.conn
             .read()
             .expect("libvirt connection lock poisoned")
             .clone()
-            .ok_or_else(|| Error::LibvirtUnavailable(self.uri.clone()))?;
-        tokio::task::spawn_blocking(move || f(&conn))
-            .await
-            .map_err(|e| Error::Internal(format!("libvirt call panicked: {e}")))?
+            .ok_or_else(|| Error::LibvirtUnavailable(self.uri.clone()))
+    }
+}
+
+impl Hypervisor for Libvirt {
+    fn uri(&self) -> &str {
+        &self.uri
     }
 
-    pub async fn list_domains(&self) -> Result<Vec<DomainRecord>> {
-        self.call(domain::list_all).await
+    fn list_domains(&self) -> Result<Vec<DomainRecord>> {
+        domain::list_all(&*self.conn()?)
     }
 
-    /// The domain's current record, or `None` when it no longer exists.
-    pub async fn domain(&self, uuid: String) -> Result<Option<DomainRecord>> {
-        self.call(move |c| domain::by_uuid(c, &uuid)).await
+    fn domain(&self, uuid: &str) -> Result<Option<DomainRecord>> {
+        domain::by_uuid(&*self.conn()?, uuid)
     }
 
-    pub async fn probe_capabilities(&self) -> Result<HostCapabilities> {
-        self.call(probe::probe).await
+    fn define_guest(&self, def: &GuestDefinition) -> Result<DomainRecord> {
+        domain::define(&*self.conn()?, def)
     }
 
-    /// The cumulative counters of every running domain, in one bulk call.
-    pub async fn sample_stats(&self) -> Result<Vec<DomainCounters>> {
-        self.call(stats::sample).await
+    fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord> {
+        domain::power(&*self.conn()?, uuid, power)
     }
 
-    pub async fn list_pools(&self) -> Result<Vec<PoolRecord>> {
-        self.call(storage::list_pools).await
+    fn undefine(&self, uuid: &str) -> Result<()> {
+        domain::undefine(&*self.conn()?, uuid)
     }
 
-    /// The pool's current record, or `None` when it no longer exists.
-    pub async fn pool(&self, uuid: String) -> Result<Option<PoolRecord>> {
-        self.call(move |c| storage::pool_by_uuid(c, &uuid)).await
+    fn screenshot(&self, uuid: &str) -> Result<(Vec<u8>, String)> {
+        domain::screenshot(&*self.conn()?, uuid)
+    }
+
+    fn open_console(&self, uuid: &str) -> Result<OwnedFd> {
+        domain::open_console(&*self.conn()?, uuid)
+    }
+
+    fn network_exists(&self, name: &str) -> Result<bool> {
+        domain::network_exists(&*self.conn()?, name)
+    }
+
+    fn sample_stats(&self) -> Result<Vec<DomainCounters>> {
+        stats::sample(&*self.conn()?)
+    }
+
+    fn probe_capabilities(&self) -> Result<HostCapabilities> {
+        probe::probe(&*self.conn()?)
+    }
+
+    fn list_pools(&self) -> Result<Vec<PoolRecord>> {
+        storage::list_pools(&*self.conn()?)
+    }
+
+    fn pool(&self, uuid: &str) -> Result<Option<PoolRecord>> {
+        storage::pool_by_uuid(&*self.conn()?, uuid)
+    }
+
+    fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
+        storage::pool_by_name(&*self.conn()?, name)
+    }
+
+    fn define_pool(&self, def: &PoolDefinition) -> Result<PoolRecord> {
+        storage::define_pool(&*self.conn()?, def)
+    }
+
+    fn activate_pool(&self, name: &str) -> Result<PoolRecord> {
+        storage::activate_pool(&*self.conn()?, name)
+    }
+
+    fn deactivate_pool(&self, name: &str) -> Result<PoolRecord> {
+        storage::deactivate_pool(&*self.conn()?, name)
+    }
+
+    fn undefine_pool(&self, name: &str) -> Result<()> {
+        storage::undefine_pool(&*self.conn()?, name)
+    }
+
+    fn pool_volumes(&self, pool: &str) -> Result<(PoolRecord, Vec<VolumeRecord>)> {
+        storage::pool_volumes(&*self.conn()?, pool)
+    }
+
+    fn volume(&self, pool: &str, name: &str) -> Result<VolumeRecord> {
+        storage::volume(&*self.conn()?, pool, name)
+    }
+
+    fn check_volume_name_free(&self, pool: &str, name: &str) -> Result<()> {
+        storage::check_volume_name_free(&*self.conn()?, pool, name)
+    }
+
+    fn check_volume_inside(&self, pool: &str, name: &str) -> Result<()> {
+        storage::check_volume_inside(&*self.conn()?, pool, name)
+    }
+
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity_mib: u64,
+        format: &str,
+    ) -> Result<VolumeRecord> {
+        storage::create_volume(&*self.conn()?, pool, name, capacity_mib, format)
+    }
+
+    fn clone_volume(
+        &self,
+        pool: &str,
+        source: &str,
+        name: &str,
+        capacity_mib: u64,
+    ) -> Result<VolumeRecord> {
+        storage::clone_volume(&*self.conn()?, pool, source, name, capacity_mib)
+    }
+
+    fn resize_volume(&self, pool: &str, name: &str, capacity_mib: u64, shrink: bool) -> Result<()> {
+        storage::resize_volume(&*self.conn()?, pool, name, capacity_mib, shrink)
+    }
+
+    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()> {
+        storage::wipe_volume(&*self.conn()?, pool, name)
+    }
+
+    fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
+        storage::delete_volume(&*self.conn()?, pool, name)
+    }
+
+    fn delete_volume_at(&self, path: &str) -> Result<()> {
+        storage::delete_volume_at(&*self.conn()?, path)
+    }
+}
+
+/// libvirt's error codes, mapped to kimchid's errors here and nowhere else.
+impl From<virt::error::Error> for Error {
+    fn from(e: virt::error::Error) -> Self {
+        use virt::enumutil::Enum;
+        use virt::error::ErrorNumber;
+        let message = e.message().to_owned();
+        match e.code() {
+            Enum::Known(
+                ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume,
+            ) => Error::NotFound(message),
+            Enum::Known(ErrorNumber::StorageVolExist | ErrorNumber::DomExist) => {
+                Error::AlreadyExists(message)
+            }
+            Enum::Known(ErrorNumber::OperationInvalid) => Error::InvalidState(message),
+            code => Error::Libvirt {
+                code: code.to_raw(),
+                domain: e.domain().to_raw(),
+                message,
+            },
+        }
     }
 }

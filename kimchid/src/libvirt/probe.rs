@@ -5,6 +5,7 @@ use std::process::Command;
 use virt::connect::Connect;
 use virt::stream::Stream;
 
+use crate::engine::hypervisor::HostCapabilities;
 use crate::error::{Error, Result};
 
 /// The protocols Kimchi offers for streaming an ISO, in its order.
@@ -16,15 +17,6 @@ const SCREENSHOT_PROBE_XML: &str = "<domain type='qemu'>\
 <name>kimchi-screenshot-probe</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
 <os><type>hvm</type></os><devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/>\
 <video><model type='vga'/></video></devices></domain>";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostCapabilities {
-    pub stream_protocols: Vec<String>,
-    pub screenshot: bool,
-    pub kvm: bool,
-    /// The host's memory, MiB.
-    pub memory_mib: u64,
-}
 
 pub fn probe(conn: &Connect) -> Result<HostCapabilities> {
     Ok(HostCapabilities {

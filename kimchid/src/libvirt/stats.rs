@@ -7,24 +7,13 @@ use std::ffi::{c_char, CStr};
 use virt::connect::Connect;
 use virt::sys;
 
+use crate::engine::hypervisor::DomainCounters;
 use crate::error::{Error, Result};
 
 const STATS: sys::virDomainStatsTypes = sys::VIR_DOMAIN_STATS_CPU_TOTAL
     | sys::VIR_DOMAIN_STATS_VCPU
     | sys::VIR_DOMAIN_STATS_INTERFACE
     | sys::VIR_DOMAIN_STATS_BLOCK;
-
-/// One running domain's counters since it started.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DomainCounters {
-    pub uuid: String,
-    pub cpu_time_ns: u64,
-    pub vcpus: u32,
-    /// Received plus sent, over all interfaces.
-    pub net_bytes: u64,
-    /// Read plus written, over all disks.
-    pub block_bytes: u64,
-}
 
 pub fn sample(conn: &Connect) -> Result<Vec<DomainCounters>> {
     let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();

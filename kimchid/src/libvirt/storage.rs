@@ -8,62 +8,16 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
+use kimchi_dbus::{PoolState, MIB};
+
 use super::xml::Element;
+use crate::engine::hypervisor::{PoolDefinition, PoolRecord, VolumeRecord};
 use crate::error::{Error, Result};
 
-/// A pool definition that passed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolDefinition {
-    Dir {
-        name: String,
-        path: String,
-    },
-    Netfs {
-        name: String,
-        path: String,
-        host: String,
-        source_path: String,
-    },
-    Logical {
-        name: String,
-        devices: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolRecord {
-    pub uuid: String,
-    pub name: String,
-    pub state: &'static str,
-    pub pool_type: String,
-    pub target_path: String,
-    pub capacity: u64,
-    pub allocation: u64,
-    pub available: u64,
-    pub nr_volumes: u32,
-}
-
-impl PoolRecord {
-    pub fn active(&self) -> bool {
-        self.state == "active"
-    }
-
-    /// Volumes are plain files in the pool's directory (not LVM devices, whose paths
-    /// are links by nature).
-    fn files_are_volumes(&self) -> bool {
-        matches!(self.pool_type.as_str(), "dir" | "netfs")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeRecord {
-    pub pool: String,
-    pub name: String,
-    pub kind: &'static str,
-    pub capacity: u64,
-    pub allocation: u64,
-    pub format: String,
-    pub path: String,
+/// Volumes are plain files in the pool's directory (not LVM devices, whose paths are
+/// links by nature).
+fn files_are_volumes(pool: &PoolRecord) -> bool {
+    matches!(pool.pool_type.as_str(), "dir" | "netfs")
 }
 
 pub fn list_pools(conn: &Connect) -> Result<Vec<PoolRecord>> {
@@ -149,8 +103,8 @@ pub fn undefine_pool(conn: &Connect, name: &str) -> Result<()> {
     Ok(pool.undefine()?)
 }
 
-/// The pool's volumes, after a refresh so that files added by hand show up.
-pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>> {
+/// The pool and its volumes, after one refresh so that files added by hand show up.
+pub fn pool_volumes(conn: &Connect, pool_name: &str) -> Result<(PoolRecord, Vec<VolumeRecord>)> {
     let pool = active_pool(conn, pool_name)?;
     refresh(&pool);
     let mut volumes = pool
@@ -159,7 +113,7 @@ pub fn list_volumes(conn: &Connect, pool_name: &str) -> Result<Vec<VolumeRecord>
         .map(|v| read_volume(pool_name, v))
         .collect::<Result<Vec<_>>>()?;
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(volumes)
+    Ok((read_pool(&pool)?, volumes))
 }
 
 pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecord> {
@@ -194,7 +148,7 @@ pub fn clone_volume(
     let pool = active_pool(conn, pool_name)?;
     check_name_free(&pool, pool_name, name)?;
     let src = lookup_volume(&pool, pool_name, source)?;
-    let capacity_mib = capacity_mib.max(src.info()?.capacity.div_ceil(1 << 20));
+    let capacity_mib = capacity_mib.max(src.info()?.capacity.div_ceil(MIB));
     let xml = volume_xml(name, capacity_mib, "qcow2");
     let vol = StorageVol::create_xml_from(&pool, &xml, &src, 0)?;
     read_volume(pool_name, &vol)
@@ -229,7 +183,7 @@ fn check_name_free(pool: &StoragePool, pool_name: &str, name: &str) -> Result<()
     let record = read_pool(pool)?;
     // libvirt's own listing skips dangling links; a link must not let a new image be
     // written wherever it points.
-    let occupied = record.files_are_volumes()
+    let occupied = files_are_volumes(&record)
         && std::fs::symlink_metadata(Path::new(&record.target_path).join(name)).is_ok();
     if occupied || pool.lookup_storage_vol_by_name(name).is_ok() {
         return Err(Error::AlreadyExists(format!(
@@ -255,7 +209,7 @@ pub fn resize_volume(
     } else {
         0
     };
-    Ok(vol.resize(capacity_mib * 1024 * 1024, flags)?)
+    Ok(vol.resize(capacity_mib * MIB, flags)?)
 }
 
 /// Zeroes the volume. Zeroing also erases an image format's header, so a non-raw
@@ -282,7 +236,7 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
         vol.delete(0)?;
         StorageVol::create_xml(
             &pool,
-            &volume_xml(name, before.capacity / (1024 * 1024), &before.format),
+            &volume_xml(name, before.capacity / MIB, &before.format),
             0,
         )?;
     }
@@ -297,7 +251,7 @@ pub fn delete_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> 
 /// In pools whose volumes are files, changes go only to regular files directly in
 /// the pool's directory: never through a link to a file elsewhere.
 fn check_inside(pool: &PoolRecord, vol_path: &str) -> Result<()> {
-    if !pool.files_are_volumes() {
+    if !files_are_volumes(pool) {
         return Ok(());
     }
     let outside = || {
@@ -326,7 +280,7 @@ fn refresh(pool: &StoragePool) {
 }
 
 fn pool_is_files(pool: &StoragePool) -> Result<bool> {
-    Ok(read_pool(pool)?.files_are_volumes())
+    Ok(files_are_volumes(&read_pool(pool)?))
 }
 
 fn lookup_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
@@ -362,7 +316,7 @@ fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
         .unwrap_or_default()
         .to_owned();
     let state = pool_state(info.state);
-    let active = state == "active";
+    let active = state == PoolState::Active;
     // libvirt keeps the last sizes of a stopped pool; Kimchi reports none.
     let size = |bytes: u64| if active { bytes } else { 0 };
     Ok(PoolRecord {
@@ -400,13 +354,13 @@ fn read_volume(pool: &str, vol: &StorageVol) -> Result<VolumeRecord> {
     })
 }
 
-fn pool_state(state: u32) -> &'static str {
+fn pool_state(state: u32) -> PoolState {
     match state {
-        sys::VIR_STORAGE_POOL_INACTIVE => "inactive",
-        sys::VIR_STORAGE_POOL_BUILDING => "building",
-        sys::VIR_STORAGE_POOL_RUNNING => "active",
-        sys::VIR_STORAGE_POOL_DEGRADED => "degraded",
-        _ => "inaccessible",
+        sys::VIR_STORAGE_POOL_INACTIVE => PoolState::Inactive,
+        sys::VIR_STORAGE_POOL_BUILDING => PoolState::Building,
+        sys::VIR_STORAGE_POOL_RUNNING => PoolState::Active,
+        sys::VIR_STORAGE_POOL_DEGRADED => PoolState::Degraded,
+        _ => PoolState::Inaccessible,
     }
 }
 
@@ -513,10 +467,10 @@ mod tests {
             path: dir.to_string_lossy().into_owned(),
         };
         let pool = define_pool(&conn, &def).unwrap();
-        assert_eq!(pool.state, "inactive");
+        assert_eq!(pool.state, PoolState::Inactive);
         assert_eq!(pool.nr_volumes, 0);
         assert!(matches!(
-            list_volumes(&conn, "unitpool"),
+            pool_volumes(&conn, "unitpool"),
             Err(Error::InvalidState(_))
         ));
         assert!(activate_pool(&conn, "unitpool").unwrap().active());
@@ -526,7 +480,8 @@ mod tests {
             create_volume(&conn, "unitpool", "v1.qcow2", 16, "qcow2"),
             Err(Error::AlreadyExists(_))
         ));
-        assert_eq!(list_volumes(&conn, "unitpool").unwrap().len(), 1);
+        let (pool, volumes) = pool_volumes(&conn, "unitpool").unwrap();
+        assert_eq!((pool.nr_volumes, volumes.len()), (1, 1));
         delete_volume(&conn, "unitpool", "v1.qcow2").unwrap();
         assert!(matches!(
             volume(&conn, "unitpool", "v1.qcow2"),

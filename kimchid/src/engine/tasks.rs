@@ -7,29 +7,25 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kimchi_dbus::{task_path, TaskInfo, TaskState};
 use tokio::sync::{mpsc, watch};
+use zbus::OwnedObjectPath;
 
-use crate::error::Result;
-use crate::model::Change;
+use super::model::Change;
+use crate::error::{Error, Result};
 
 /// How long an ended task stays listed.
 const RETENTION: Duration = Duration::from_secs(3600);
 
+/// How long a caller that starts a task waits for it to end before the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskState {
-    Running,
-    Finished,
-    Failed,
-}
-
-impl TaskState {
-    pub fn word(self) -> &'static str {
-        match self {
-            TaskState::Running => "running",
-            TaskState::Finished => "finished",
-            TaskState::Failed => "failed",
-        }
-    }
+pub enum Wait {
+    /// Not at all: the task as it is at once.
+    No,
+    /// Until it ends.
+    Ended,
+    /// Until it ends or this much time has passed.
+    AtMost(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +45,20 @@ impl TaskRecord {
             0.0
         } else {
             1.0
+        }
+    }
+
+    pub fn info(&self) -> TaskInfo {
+        TaskInfo {
+            path: OwnedObjectPath::try_from(task_path(self.id)).expect("numeric paths are valid"),
+            id: self.id,
+            operation: self.operation.to_owned(),
+            state: self.state,
+            message: self.message.clone(),
+            target_uri: self.target_uri.clone(),
+            progress: self.progress(),
+            start_usec: unix_usec(self.started),
+            end_usec: self.ended.map(unix_usec).unwrap_or_default(),
         }
     }
 }
@@ -136,6 +146,24 @@ impl Tasks {
         }
     }
 
+    /// The task as the caller of the method that started it sees it, after `wait`.
+    pub async fn reply(&self, id: u32, wait: Wait) -> Result<TaskInfo> {
+        match wait {
+            Wait::No => {}
+            Wait::Ended => self.wait(id).await,
+            Wait::AtMost(limit) => {
+                let _ = tokio::time::timeout(limit, self.wait(id)).await;
+            }
+        }
+        self.info(id)
+    }
+
+    pub fn info(&self, id: u32) -> Result<TaskInfo> {
+        self.get(id)
+            .map(|t| t.info())
+            .ok_or_else(|| Error::NotFound(format!("no task {id}")))
+    }
+
     pub fn get(&self, id: u32) -> Option<TaskRecord> {
         self.inner
             .lock()
@@ -219,7 +247,6 @@ impl Tasks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
 
     fn registry() -> (Arc<Tasks>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -276,5 +303,33 @@ mod tests {
         let b = tasks.start("op", "/b".into(), async { Ok(String::new()) });
         assert!(b > a);
         assert_eq!(tasks.list().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reply_waits_as_asked() {
+        let (tasks, _changes) = registry();
+        let (release, hold) = tokio::sync::oneshot::channel::<()>();
+        let id = tasks.start("test.op", "/x".into(), async move {
+            let _ = hold.await;
+            Ok("done".to_owned())
+        });
+        let now = tasks.reply(id, Wait::No).await.unwrap();
+        assert_eq!((now.state, now.end_usec), (TaskState::Running, 0));
+        let bounded = tasks
+            .reply(id, Wait::AtMost(Duration::from_millis(20)))
+            .await
+            .unwrap();
+        assert_eq!(bounded.state, TaskState::Running);
+        release.send(()).unwrap();
+        let ended = tasks.reply(id, Wait::Ended).await.unwrap();
+        assert_eq!(ended.state, TaskState::Finished);
+        assert_eq!(ended.message, "done");
+        assert_eq!(ended.path.as_str(), "/org/kimchi/Kimchi1/task/1");
+    }
+
+    #[test]
+    fn unknown_task_is_not_found() {
+        let (tasks, _changes) = registry();
+        assert!(matches!(tasks.info(7), Err(Error::NotFound(m)) if m == "no task 7"));
     }
 }

@@ -1,5 +1,6 @@
-//! kimchid's in-memory view of libvirt, kept current by libvirt events and a periodic
-//! resync, so that reads never wait on libvirt round trips.
+//! kimchid's in-memory view of the hypervisor, kept current by its events and a
+//! periodic resync, so that reads never wait on libvirt round trips: guests, pools
+//! (with the ISO images of the active ones), guest statistics and host facts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -8,9 +9,10 @@ use std::time::{Duration, Instant};
 use kimchi_dbus::{ScreenshotSupport, VmStats};
 use tokio::sync::mpsc;
 
+use super::hypervisor::{
+    Backend, DomainEvent, DomainRecord, HostEvent, PoolDefinition, PoolRecord, VolumeRecord,
+};
 use crate::error::{Error, Result};
-use crate::libvirt::storage;
-use crate::libvirt::{DomainRecord, Libvirt, LibvirtEvent, PoolDefinition, PoolRecord};
 use crate::notify;
 use crate::stats::Sampler;
 
@@ -51,36 +53,45 @@ pub struct HostState {
     pub memory_mib: u64,
 }
 
+impl Default for HostState {
+    fn default() -> Self {
+        HostState {
+            libvirt_connected: false,
+            stream_protocols: Vec::new(),
+            screenshot: ScreenshotSupport::Unknown,
+            kvm: false,
+            memory_mib: 0,
+        }
+    }
+}
+
 pub struct Model {
-    libvirt: Arc<Libvirt>,
+    backend: Arc<Backend>,
     vms: RwLock<BTreeMap<String, DomainRecord>>,
     /// Latest sample per running guest's UUID.
     stats: RwLock<HashMap<String, VmStats>>,
     pools: RwLock<BTreeMap<String, PoolRecord>>,
+    /// The ISO images of each active pool (by pool name), as last listed.
+    isos: RwLock<BTreeMap<String, Vec<VolumeRecord>>>,
     host: RwLock<HostState>,
     changes: mpsc::UnboundedSender<Change>,
 }
 
 impl Model {
-    pub fn new(libvirt: Arc<Libvirt>, changes: mpsc::UnboundedSender<Change>) -> Arc<Self> {
+    pub fn new(backend: Arc<Backend>, changes: mpsc::UnboundedSender<Change>) -> Arc<Self> {
         Arc::new(Model {
-            libvirt,
+            backend,
             vms: RwLock::new(BTreeMap::new()),
             stats: RwLock::new(HashMap::new()),
             pools: RwLock::new(BTreeMap::new()),
-            host: RwLock::new(HostState {
-                libvirt_connected: false,
-                stream_protocols: Vec::new(),
-                screenshot: ScreenshotSupport::Unknown,
-                kvm: false,
-                memory_mib: 0,
-            }),
+            isos: RwLock::new(BTreeMap::new()),
+            host: RwLock::new(HostState::default()),
             changes,
         })
     }
 
     pub fn libvirt_uri(&self) -> &str {
-        self.libvirt.uri()
+        self.backend.uri()
     }
 
     pub fn host(&self) -> HostState {
@@ -138,7 +149,7 @@ impl Model {
             if !self.host().libvirt_connected {
                 continue;
             }
-            match self.libvirt.sample_stats().await {
+            match self.backend.run(|hv| hv.sample_stats()).await {
                 Ok(counters) => {
                     let stats = sampler.update(Instant::now(), &counters);
                     *self.stats.write().expect("model lock poisoned") = stats;
@@ -188,8 +199,36 @@ impl Model {
             .ok_or_else(|| Error::NotFound(format!("no storage pool named '{name}'")))
     }
 
+    /// Records a pool and its volumes as just listed: the ISO images among them make
+    /// up the pool's share of the `kimchi_isos` view.
+    pub fn record_volumes(&self, pool: PoolRecord, volumes: &[VolumeRecord]) {
+        let isos = volumes.iter().filter(|v| v.is_iso()).cloned().collect();
+        self.isos
+            .write()
+            .expect("model lock poisoned")
+            .insert(pool.name.clone(), isos);
+        self.upsert_pool(pool);
+    }
+
+    /// The ISO images of every active pool, as last listed, by pool and name.
+    pub fn isos(&self) -> Vec<VolumeRecord> {
+        self.isos
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
     /// Records a pool as libvirt just reported it (after kimchid changed it).
     pub fn upsert_pool(&self, record: PoolRecord) {
+        if !record.active() {
+            self.isos
+                .write()
+                .expect("model lock poisoned")
+                .remove(&record.name);
+        }
         let uuid = record.uuid.clone();
         let change = match self
             .pools
@@ -207,19 +246,22 @@ impl Model {
     }
 
     pub fn remove_pool(&self, uuid: &str) {
-        if self
+        let removed = self
             .pools
             .write()
             .expect("model lock poisoned")
-            .remove(uuid)
-            .is_some()
-        {
+            .remove(uuid);
+        if let Some(pool) = removed {
+            self.isos
+                .write()
+                .expect("model lock poisoned")
+                .remove(&pool.name);
             let _ = self.changes.send(Change::PoolRemoved(uuid.to_owned()));
         }
     }
 
-    /// Applies libvirt events until the libvirt adapter stops sending them.
-    pub async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<LibvirtEvent>) {
+    /// Applies hypervisor events until the adapter stops sending them.
+    pub async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<HostEvent>) {
         let mut resync = tokio::time::interval(RESYNC_INTERVAL);
         loop {
             tokio::select! {
@@ -236,9 +278,9 @@ impl Model {
         }
     }
 
-    async fn apply(&self, event: LibvirtEvent) {
+    pub async fn apply(&self, event: HostEvent) {
         match event {
-            LibvirtEvent::Connected => {
+            HostEvent::Connected => {
                 self.set_host(|h| h.libvirt_connected = true);
                 self.resync().await;
                 self.ensure_default_pool().await;
@@ -246,7 +288,7 @@ impl Model {
                     self.probe_capabilities().await;
                 }
             }
-            LibvirtEvent::Disconnected(reason) => {
+            HostEvent::Disconnected(reason) => {
                 let was = self.host().libvirt_connected;
                 self.set_host(|h| h.libvirt_connected = false);
                 if was {
@@ -254,24 +296,44 @@ impl Model {
                 }
                 notify::status(&format!(
                     "libvirt unreachable at {} ({reason}), retrying",
-                    self.libvirt.uri()
+                    self.backend.uri()
                 ));
             }
-            LibvirtEvent::DomainChanged { uuid } => match self.libvirt.domain(uuid.clone()).await {
-                Ok(Some(record)) => self.upsert(record),
-                Ok(None) => self.remove(&uuid),
-                Err(e) => tracing::warn!(%uuid, "cannot re-read domain after event: {e}"),
-            },
-            LibvirtEvent::PoolChanged { uuid } => match self.libvirt.pool(uuid.clone()).await {
-                Ok(Some(record)) => self.upsert_pool(record),
-                Ok(None) => self.remove_pool(&uuid),
-                Err(e) => tracing::warn!(%uuid, "cannot re-read pool after event: {e}"),
-            },
+            HostEvent::Domain { uuid, event } => {
+                if self.already_known(&uuid, event) {
+                    return;
+                }
+                let id = uuid.clone();
+                match self.backend.run(move |hv| hv.domain(&id)).await {
+                    Ok(Some(record)) => self.upsert(record),
+                    Ok(None) => self.remove(&uuid),
+                    Err(e) => tracing::warn!(%uuid, "cannot re-read domain after event: {e}"),
+                }
+            }
+            HostEvent::Pool { uuid } => {
+                let id = uuid.clone();
+                match self.backend.run(move |hv| hv.pool(&id)).await {
+                    Ok(Some(record)) => self.upsert_pool(record),
+                    Ok(None) => self.remove_pool(&uuid),
+                    Err(e) => tracing::warn!(%uuid, "cannot re-read pool after event: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Whether the model shows what the event says already: kimchid made the change
+    /// and recorded the domain as libvirt reported it then, so re-reading is waste.
+    fn already_known(&self, uuid: &str, event: DomainEvent) -> bool {
+        let vms = self.vms.read().expect("model lock poisoned");
+        match (event, vms.get(uuid)) {
+            (DomainEvent::Became(state), Some(vm)) => vm.state == state,
+            (DomainEvent::Undefined, None) => true,
+            _ => false,
         }
     }
 
     async fn resync(&self) {
-        let records = match self.libvirt.list_domains().await {
+        let records = match self.backend.run(|hv| hv.list_domains()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("resync with libvirt failed: {e}");
@@ -291,7 +353,7 @@ impl Model {
         for record in records {
             self.upsert(record);
         }
-        match self.libvirt.list_pools().await {
+        match self.backend.run(|hv| hv.list_pools()).await {
             Ok(pools) => {
                 let gone: Vec<String> = self
                     .pools()
@@ -303,7 +365,11 @@ impl Model {
                     self.remove_pool(&uuid);
                 }
                 for pool in pools {
+                    let active = pool.active().then(|| pool.name.clone());
                     self.upsert_pool(pool);
+                    if let Some(name) = active {
+                        self.relist(name).await;
+                    }
                 }
             }
             Err(e) => tracing::warn!("resync of storage pools failed: {e}"),
@@ -311,27 +377,36 @@ impl Model {
         self.report_status();
     }
 
+    /// Re-reads an active pool's volumes in the background of a resync (images copied
+    /// in by hand appear in `kimchi_isos`).
+    async fn relist(&self, pool: String) {
+        let name = pool.clone();
+        match self.backend.run(move |hv| hv.pool_volumes(&name)).await {
+            Ok((record, volumes)) => self.record_volumes(record, &volumes),
+            // Stopped or removed since it was listed: its own event follows.
+            Err(Error::InvalidState(_) | Error::NotFound(_)) => {}
+            Err(e) => tracing::warn!(%pool, "cannot list the pool's volumes: {e}"),
+        }
+    }
+
     /// Kimchi promises a `default` pool: define (at libvirt's usual image directory),
     /// build and start it when it is missing or stopped.
     async fn ensure_default_pool(&self) {
         let result = self
-            .libvirt
-            .call(|c| {
-                let pool = match storage::pool_by_name(c, DEFAULT_POOL) {
+            .backend
+            .run(|hv| {
+                let pool = match hv.pool_by_name(DEFAULT_POOL) {
                     Ok(p) => p,
-                    Err(Error::NotFound(_)) => storage::define_pool(
-                        c,
-                        &PoolDefinition::Dir {
-                            name: DEFAULT_POOL.into(),
-                            path: DEFAULT_POOL_PATH.into(),
-                        },
-                    )?,
+                    Err(Error::NotFound(_)) => hv.define_pool(&PoolDefinition::Dir {
+                        name: DEFAULT_POOL.into(),
+                        path: DEFAULT_POOL_PATH.into(),
+                    })?,
                     Err(e) => return Err(e),
                 };
                 if pool.active() {
                     Ok(pool)
                 } else {
-                    storage::activate_pool(c, DEFAULT_POOL)
+                    hv.activate_pool(DEFAULT_POOL)
                 }
             })
             .await;
@@ -342,7 +417,7 @@ impl Model {
     }
 
     async fn probe_capabilities(&self) {
-        match self.libvirt.probe_capabilities().await {
+        match self.backend.run(|hv| hv.probe_capabilities()).await {
             Ok(caps) => {
                 tracing::info!(?caps, "host capabilities probed");
                 self.set_host(|h| {
@@ -399,7 +474,7 @@ impl Model {
             let pools = self.pools.read().expect("model lock poisoned").len();
             notify::status(&format!(
                 "libvirt: connected ({}), {vms} VMs, {pools} storage pools",
-                self.libvirt.uri()
+                self.backend.uri()
             ));
         }
     }

@@ -1,5 +1,6 @@
-//! Web sessions: opaque tokens minted after a PAM login. Only a SHA-256 of each token
-//! is kept, so a memory dump of kimchid does not hand out live sessions.
+//! Web sessions: who may log in, PAM logins (a bounded number at once), and opaque
+//! tokens minted after them. Only a SHA-256 of each token is kept, so a memory dump
+//! of kimchid does not hand out live sessions.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,6 +9,84 @@ use std::time::{Duration, Instant};
 use kimchi_dbus::SessionInfo;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::pam;
+
+/// PAM logins running at once; more wait their turn. Each holds a blocking thread
+/// (a refused password sleeps ~2 s), so this bounds threads and memory under a burst
+/// of Basic-auth requests or password guessing.
+const CONCURRENT_LOGINS: usize = 4;
+
+/// The login service: sessions exist for the gateway; root may log in too (for
+/// administration scripts); nobody else gets to try passwords through kimchid.
+pub struct Sessions {
+    store: SessionStore,
+    logins: Semaphore,
+    gateway_uid: Option<u32>,
+}
+
+impl Sessions {
+    pub fn new(idle: Duration, max: Duration, gateway_uid: Option<u32>) -> Self {
+        Sessions {
+            store: SessionStore::new(idle, max),
+            logins: Semaphore::new(CONCURRENT_LOGINS),
+            gateway_uid,
+        }
+    }
+
+    pub fn store(&self) -> &SessionStore {
+        &self.store
+    }
+
+    /// The uid whose calls must carry a web session (and only whose may).
+    pub fn gateway_uid(&self) -> Option<u32> {
+        self.gateway_uid
+    }
+
+    fn check_caller(&self, caller_uid: u32) -> Result<()> {
+        if caller_uid == 0 || self.gateway_uid == Some(caller_uid) {
+            Ok(())
+        } else {
+            Err(Error::NotAuthorized(format!(
+                "uid {caller_uid} may not open web sessions"
+            )))
+        }
+    }
+
+    /// Checks the password with PAM (service `kimchi`) and mints a token.
+    pub async fn login(
+        &self,
+        caller_uid: u32,
+        user: String,
+        password: String,
+    ) -> Result<(String, SessionInfo)> {
+        self.check_caller(caller_uid)?;
+        let who = user.clone();
+        let _turn = self
+            .logins
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("login queue closed".into()))?;
+        let outcome = tokio::task::spawn_blocking(move || pam::login(&user, &password))
+            .await
+            .map_err(|e| Error::Internal(format!("PAM task failed: {e}")))??;
+        let info = outcome.ok_or_else(|| {
+            Error::AuthenticationFailed(format!("authentication failed for user '{who}'"))
+        })?;
+        tracing::info!(user = %info.user, groups = ?info.groups, "web session opened");
+        Ok((self.store.create(info.clone()), info))
+    }
+
+    /// Ends the session of `token`; unknown tokens are not an error (logout is
+    /// idempotent).
+    pub fn logout(&self, caller_uid: u32, token: &str) -> Result<()> {
+        self.check_caller(caller_uid)?;
+        self.store.remove(token);
+        Ok(())
+    }
+}
 
 type TokenHash = [u8; 32];
 
@@ -108,6 +187,37 @@ fn hash(token: &str) -> TokenHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GW: u32 = 990;
+
+    fn service() -> Sessions {
+        Sessions::new(Duration::from_secs(60), Duration::from_secs(600), Some(GW))
+    }
+
+    #[tokio::test]
+    async fn other_users_may_not_try_passwords() {
+        let err = service()
+            .login(1000, "alice".into(), "guess".into())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotAuthorized(m) if m == "uid 1000 may not open web sessions")
+        );
+    }
+
+    #[test]
+    fn logout_is_for_the_gateway_and_root_and_idempotent() {
+        let sessions = service();
+        let token = sessions.store().create(alice());
+        assert!(matches!(
+            sessions.logout(1000, &token),
+            Err(Error::NotAuthorized(_))
+        ));
+        assert_eq!(sessions.store().resolve(&token), Some(alice()));
+        sessions.logout(GW, &token).unwrap();
+        assert_eq!(sessions.store().resolve(&token), None);
+        sessions.logout(0, &token).unwrap();
+    }
 
     fn alice() -> SessionInfo {
         SessionInfo {

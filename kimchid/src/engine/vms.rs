@@ -8,17 +8,18 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::ISO_POOL;
+use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmState, ISO_POOL};
+use zbus::OwnedObjectPath;
 
+use super::hypervisor::{
+    Backend, Cdrom, DomainRecord, GuestDefinition, GuestDisk, Hypervisor, Power,
+};
+use super::model::{Model, DEFAULT_POOL};
+use super::tasks::{Tasks, Wait};
+use super::templates::{Template, Templates};
 use crate::error::{Error, Result};
 use crate::iso_url::IsoUrl;
-use crate::libvirt::{
-    domain, storage, Cdrom, DiskBus, DomainRecord, GuestDefinition, Libvirt, NewDisk, Power,
-};
-use crate::model::{Model, DEFAULT_POOL};
 use crate::names::check_name;
-use crate::tasks::Tasks;
-use crate::templates::{Template, Templates};
 
 /// The libvirt network new guests are plugged into, when it exists.
 const NETWORK: &str = "default";
@@ -29,8 +30,19 @@ const MAX_GENERATED: u32 = 9999;
 
 type Screenshot = Option<(Instant, Arc<Vec<u8>>)>;
 
+/// A disk to make for a new guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDisk {
+    pub index: u32,
+    /// The volume's name in the pool.
+    pub volume: String,
+    pub size_mib: u64,
+    /// Volume of the pool to copy, or empty for an empty disk.
+    pub source: String,
+}
+
 pub struct Vms {
-    libvirt: Arc<Libvirt>,
+    backend: Arc<Backend>,
     model: Arc<Model>,
     tasks: Arc<Tasks>,
     templates: Arc<Templates>,
@@ -58,13 +70,13 @@ impl Drop for Reservation {
 
 impl Vms {
     pub fn new(
-        libvirt: Arc<Libvirt>,
+        backend: Arc<Backend>,
         model: Arc<Model>,
         tasks: Arc<Tasks>,
         templates: Arc<Templates>,
     ) -> Self {
         Vms {
-            libvirt,
+            backend,
             model,
             tasks,
             templates,
@@ -73,9 +85,49 @@ impl Vms {
         }
     }
 
+    /// VMs sorted by name, case-insensitively, as Kimchi listed them.
+    pub fn list(&self) -> Vec<VmInfo> {
+        self.model.vms().iter().map(|r| self.info(r)).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<VmInfo> {
+        Ok(self.info(&self.model.vm_by_name(name)?))
+    }
+
+    pub fn by_uuid(&self, uuid: &str) -> Option<VmInfo> {
+        self.model.vm_by_uuid(uuid).map(|r| self.info(&r))
+    }
+
+    /// The VM with this UUID, or else with this name.
+    pub fn lookup(&self, name_or_uuid: &str) -> Result<VmInfo> {
+        match self.by_uuid(name_or_uuid) {
+            Some(vm) => Ok(vm),
+            None => self.get(name_or_uuid),
+        }
+    }
+
+    fn info(&self, r: &DomainRecord) -> VmInfo {
+        VmInfo {
+            path: OwnedObjectPath::try_from(vm_path(&r.uuid)).expect("UUIDs make valid paths"),
+            name: r.name.clone(),
+            uuid: r.uuid.clone(),
+            state: r.state,
+            memory_mib: r.memory_mib,
+            graphics_type: r.graphics_type.clone(),
+            icon: r.icon.clone(),
+            stats: self.model.vm_stats(&r.uuid),
+        }
+    }
+
     /// Checks the request, then creates the VM in a task whose target names the VM
-    /// (`name`, or one chosen here when it is empty); returns the task id.
-    pub async fn create(&self, template: &str, name: &str, pool: &str) -> Result<u32> {
+    /// (`name`, or one chosen here when it is empty).
+    pub async fn create(
+        &self,
+        template: &str,
+        name: &str,
+        pool: &str,
+        wait: Wait,
+    ) -> Result<TaskInfo> {
         let template = self.templates.get(template)?;
         let pool = if pool.is_empty() { DEFAULT_POOL } else { pool };
         if pool == ISO_POOL {
@@ -110,19 +162,20 @@ impl Vms {
             "qcow2"
         };
 
-        let (libvirt, model) = (self.libvirt.clone(), self.model.clone());
+        let (backend, model) = (self.backend.clone(), self.model.clone());
         let pool = pool.to_owned();
-        Ok(self
+        let id = self
             .tasks
             .start("vm.create", format!("/vms/{name}"), async move {
                 let _reservation = reservation;
-                let record = libvirt
-                    .call(move |c| domain::create(c, &pool, format, &plan, &mut def))
+                let record = backend
+                    .run(move |hv| create_guest(hv, &pool, format, &plan, &mut def))
                     .await?;
                 let message = format!("created VM '{}'", record.name);
                 model.upsert(record);
                 Ok(message)
-            }))
+            });
+        self.tasks.reply(id, wait).await
     }
 
     fn reserve(&self, requested: &str, template: &str) -> Result<Reservation> {
@@ -157,21 +210,23 @@ impl Vms {
     /// anything is created; tells whether the guest network exists.
     async fn check_volumes(&self, pool: &str, plan: &[NewDisk]) -> Result<bool> {
         let (pool, plan) = (pool.to_owned(), plan.to_vec());
-        self.libvirt
-            .call(move |c| {
+        self.backend
+            .run(move |hv| {
                 for disk in &plan {
-                    storage::check_volume_name_free(c, &pool, &disk.volume)?;
+                    hv.check_volume_name_free(&pool, &disk.volume)?;
                     if !disk.source.is_empty() {
-                        storage::volume(c, &pool, &disk.source).map_err(|e| match e {
-                            Error::NotFound(_) => Error::InvalidArgument(format!(
-                                "the template copies volume '{}', which pool '{pool}' does not have",
-                                disk.source
-                            )),
-                            other => other,
+                        hv.volume(&pool, &disk.source).map_err(|e| {
+                            e.refers_to_missing(|| {
+                                format!(
+                                    "the template copies volume '{}', which pool '{pool}' \
+                                     does not have",
+                                    disk.source
+                                )
+                            })
                         })?;
                     }
                 }
-                domain::network_exists(c, NETWORK)
+                hv.network_exists(NETWORK)
             })
             .await
     }
@@ -208,7 +263,7 @@ impl Vms {
             kvm: self.model.host().kvm,
             memory_mib: spec.memory_mib,
             cpus: spec.cpus,
-            disk_bus: DiskBus::parse(&template.disk_bus).unwrap_or(DiskBus::Ide),
+            disk_bus: template.disk_bus(),
             disks: Vec::new(),
             cdrom,
             network: has_network.then(|| NETWORK.to_owned()),
@@ -218,42 +273,27 @@ impl Vms {
         })
     }
 
-    pub async fn start(&self, name: &str) -> Result<DomainRecord> {
-        let vm = self.model.vm_by_name(name)?;
-        let wrong_state = format!("VM '{name}' is already {}", vm.state);
-        let may = vm.state == "shutoff" || vm.state == "crashed";
-        self.power(vm, may, wrong_state, Power::On).await
+    pub async fn start(&self, name: &str) -> Result<VmInfo> {
+        self.power(name, Power::On).await
     }
 
-    pub async fn stop(&self, name: &str) -> Result<DomainRecord> {
-        let vm = self.model.vm_by_name(name)?;
-        let may = vm.state != "shutoff";
-        self.power(vm, may, format!("VM '{name}' is not running"), Power::Off)
-            .await
+    pub async fn stop(&self, name: &str) -> Result<VmInfo> {
+        self.power(name, Power::Off).await
     }
 
-    /// Runs a power action if the VM's state allows it (`may`); libvirt refusing it
-    /// because the state changed meanwhile gives the same `wrong_state` error.
-    async fn power(
-        &self,
-        vm: DomainRecord,
-        may: bool,
-        wrong_state: String,
-        power: Power,
-    ) -> Result<DomainRecord> {
-        if !may {
-            return Err(Error::InvalidState(wrong_state));
-        }
+    /// Runs a power action if the VM's state allows it; libvirt refusing it because
+    /// the state changed meanwhile gives the same sentence.
+    async fn power(&self, name: &str, power: Power) -> Result<VmInfo> {
+        let vm = self.model.vm_by_name(name)?;
+        check_power(&vm, power)?;
+        let uuid = vm.uuid.clone();
         let record = self
-            .libvirt
-            .call(move |c| domain::power(c, &vm.uuid, power))
+            .backend
+            .run(move |hv| hv.power(&uuid, power))
             .await
-            .map_err(|e| match e {
-                Error::InvalidState(_) => Error::InvalidState(wrong_state),
-                other => other,
-            })?;
+            .map_err(|e| e.state_conflict(|| wrong_state(&vm, power)))?;
         self.model.upsert(record.clone());
-        Ok(record)
+        Ok(self.info(&record))
     }
 
     /// Powers the VM off if needed, undefines it and deletes the volumes kimchid
@@ -263,13 +303,13 @@ impl Vms {
         let uuid = vm.uuid.clone();
         let volumes = vm.created_volumes.clone();
         let leftovers = self
-            .libvirt
-            .call(move |c| {
-                domain::undefine(c, &uuid)?;
+            .backend
+            .run(move |hv| {
+                hv.undefine(&uuid)?;
                 Ok(volumes
                     .iter()
                     .filter_map(|path| {
-                        storage::delete_volume_at(c, path)
+                        hv.delete_volume_at(path)
                             .err()
                             .map(|e| format!("{path}: {e}"))
                     })
@@ -307,10 +347,7 @@ impl Vms {
             }
         }
         let uuid = vm.uuid.clone();
-        let (image, mime) = self
-            .libvirt
-            .call(move |c| domain::screenshot(c, &uuid))
-            .await?;
+        let (image, mime) = self.backend.run(move |hv| hv.screenshot(&uuid)).await?;
         if mime != "image/png" {
             return Err(Error::NotSupported(format!(
                 "this QEMU sends screenshots as {mime}, not PNG"
@@ -327,7 +364,7 @@ impl Vms {
             .model
             .vm_by_uuid(uuid)
             .ok_or_else(|| Error::NotFound(format!("no VM with UUID {uuid}")))?;
-        if vm.state != "running" && vm.state != "paused" {
+        if !vm.state.has_screen() {
             return Err(Error::InvalidState(format!(
                 "VM '{}' is not running; start it first",
                 vm.name
@@ -340,21 +377,78 @@ impl Vms {
             )));
         }
         let uuid = vm.uuid.clone();
-        self.libvirt
-            .call(move |c| domain::open_console(c, &uuid))
-            .await
+        self.backend.run(move |hv| hv.open_console(&uuid)).await
     }
 
     /// The VM, if it runs: a screen exists only then.
     fn running(&self, name: &str) -> Result<DomainRecord> {
         let vm = self.model.vm_by_name(name)?;
-        if vm.state != "running" && vm.state != "paused" {
+        if !vm.state.has_screen() {
             return Err(Error::NotFound(format!(
                 "VM '{name}' is not running, so it has no screen"
             )));
         }
         Ok(vm)
     }
+}
+
+/// Whether the VM's state allows `power`: a guest starts from shut off or crashed,
+/// and anything but a shut-off guest can be pulled the plug on.
+fn check_power(vm: &DomainRecord, power: Power) -> Result<()> {
+    let may = match power {
+        Power::On => matches!(vm.state, VmState::Shutoff | VmState::Crashed),
+        Power::Off => vm.state != VmState::Shutoff,
+    };
+    if may {
+        Ok(())
+    } else {
+        Err(Error::InvalidState(wrong_state(vm, power)))
+    }
+}
+
+fn wrong_state(vm: &DomainRecord, power: Power) -> String {
+    match power {
+        Power::On => format!("VM '{}' is already {}", vm.name, vm.state),
+        Power::Off => format!("VM '{}' is not running", vm.name),
+    }
+}
+
+/// Makes the disks in `pool`, then defines the guest; removes the disks again if any
+/// step fails, so a failed creation leaves nothing behind.
+pub fn create_guest(
+    hv: &dyn Hypervisor,
+    pool: &str,
+    format: &str,
+    disks: &[NewDisk],
+    def: &mut GuestDefinition,
+) -> Result<DomainRecord> {
+    let mut created = Vec::new();
+    let mut attempt = || {
+        for disk in disks {
+            let vol = if disk.source.is_empty() {
+                hv.create_volume(pool, &disk.volume, disk.size_mib, format)?
+            } else {
+                hv.clone_volume(pool, &disk.source, &disk.volume, disk.size_mib)?
+            };
+            created.push(vol.path.clone());
+            def.disks.push(GuestDisk {
+                index: disk.index,
+                path: vol.path,
+                format: vol.format,
+            });
+        }
+        def.created_volumes = created.clone();
+        hv.define_guest(def)
+    };
+    let result = attempt();
+    if result.is_err() {
+        for path in &created {
+            if let Err(e) = hv.delete_volume_at(path) {
+                tracing::error!(path, "cannot remove the disk of a failed VM creation: {e}");
+            }
+        }
+    }
+    result
 }
 
 /// A VM name: a valid file-name component (disks are named after it) with nothing

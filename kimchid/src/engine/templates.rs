@@ -7,18 +7,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use kimchi_dbus::{TemplateDisk, TemplateSpec, ISO_POOL};
+use kimchi_dbus::{
+    template_path, TemplateDisk, TemplateInfo, TemplatePatch, TemplateSpec, ISO_POOL,
+};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use zbus::OwnedObjectPath;
 
+use super::hypervisor::DiskBus;
+use super::isos::Isos;
+use super::model::{Change, Model};
 use crate::error::{Error, Result};
 use crate::iso::{self, IsoError};
 use crate::iso_url::IsoUrl;
-use crate::libvirt::DiskBus;
-use crate::model::{Change, Model};
 use crate::names::{check_absolute_path, check_name};
-use crate::storage::Storage;
+use crate::osinfo::OsDatabase;
 
 const UNKNOWN_OS: &str = "unknown";
 const DEFAULT_CPUS: u32 = 1;
@@ -43,12 +47,34 @@ pub struct Template {
     pub nic_model: String,
 }
 
+impl Template {
+    pub fn info(self) -> TemplateInfo {
+        TemplateInfo {
+            path: OwnedObjectPath::try_from(template_path(&self.spec.name))
+                .expect("escaped names make valid paths"),
+            spec: self.spec,
+            disk_bus: self.disk_bus,
+            nic_model: self.nic_model,
+        }
+    }
+
+    /// The bus the template's disks go on (stored as its word).
+    pub fn disk_bus(&self) -> DiskBus {
+        if self.disk_bus == DiskBus::Virtio.word() {
+            DiskBus::Virtio
+        } else {
+            DiskBus::Ide
+        }
+    }
+}
+
 pub struct Templates {
     db: Arc<Mutex<Connection>>,
     cache: RwLock<BTreeMap<String, Template>>,
     /// Serializes changes: each checks names against the cache before writing.
     writer: tokio::sync::Mutex<()>,
-    storage: Arc<Storage>,
+    osdb: Arc<OsDatabase>,
+    isos: Arc<Isos>,
     model: Arc<Model>,
     changes: mpsc::UnboundedSender<Change>,
 }
@@ -57,10 +83,11 @@ impl Templates {
     /// Opens (creating if needed) `templates.db` in `state_dir` and loads it.
     pub fn open(
         state_dir: &Path,
-        storage: Arc<Storage>,
+        osdb: Arc<OsDatabase>,
+        isos: Arc<Isos>,
         model: Arc<Model>,
         changes: mpsc::UnboundedSender<Change>,
-    ) -> Result<Arc<Self>> {
+    ) -> Result<Self> {
         let db = Connection::open(state_dir.join("templates.db"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
@@ -86,23 +113,25 @@ impl Templates {
         for name in cache.keys() {
             let _ = changes.send(Change::TemplateAdded(name.clone()));
         }
-        Ok(Arc::new(Templates {
+        Ok(Templates {
             db: Arc::new(Mutex::new(db)),
             cache: RwLock::new(cache),
             writer: tokio::sync::Mutex::new(()),
-            storage,
+            osdb,
+            isos,
             model,
             changes,
-        }))
+        })
     }
 
     /// All templates, by name.
-    pub fn list(&self) -> Vec<Template> {
+    pub fn list(&self) -> Vec<TemplateInfo> {
         self.cache
             .read()
             .expect("template cache poisoned")
             .values()
             .cloned()
+            .map(Template::info)
             .collect()
     }
 
@@ -139,10 +168,12 @@ impl Templates {
         Ok(template)
     }
 
-    /// Replaces template `name` with `spec`, under `spec.name` (a rename when it differs).
-    pub async fn update(&self, name: &str, spec: TemplateSpec) -> Result<Template> {
+    /// Changes the fields of template `name` that `patch` names, merged with the
+    /// stored ones under the writer lock, so concurrent changes of different fields
+    /// all stay; a new `name` renames it.
+    pub async fn update(&self, name: &str, patch: TemplatePatch) -> Result<Template> {
         let _writing = self.writer.lock().await;
-        self.get(name)?;
+        let spec = patch.apply(self.get(name)?.spec);
         check_name("template", &spec.name)?;
         if spec.name != name && self.exists(&spec.name) {
             return Err(Error::AlreadyExists(format!(
@@ -235,8 +266,8 @@ impl Templates {
         }
         let (distro, version) = (spec.os_distro.clone(), spec.os_version.clone());
         let profile = self
-            .storage
-            .with_osdb(move |db| db.lookup(&distro, &version))
+            .osdb
+            .with(move |db| db.lookup(&distro, &version))
             .await?
             .unwrap_or_default();
 
@@ -286,7 +317,7 @@ impl Templates {
         check_disks(&spec.disks, disk_bus)?;
         Ok(Template {
             spec,
-            disk_bus: if profile.virtio_disk { "virtio" } else { "ide" }.into(),
+            disk_bus: disk_bus.word().into(),
             nic_model: if profile.virtio_net {
                 "virtio"
             } else {
@@ -314,22 +345,20 @@ impl Templates {
             return Ok(None);
         }
         if !cdrom.starts_with('/') {
-            let volume = match self.storage.volume(ISO_POOL, cdrom).await {
-                Ok(v) => v,
-                Err(Error::NotFound(_)) => {
-                    return Err(Error::InvalidArgument(format!(
+            let volume = self.isos.record(cdrom).await.map_err(|e| {
+                e.refers_to_missing(|| {
+                    format!(
                         "cdrom '{cdrom}' is not an absolute path, an http(s) or ftp URL, \
                          or an image of {ISO_POOL}"
-                    )))
-                }
-                Err(e) => return Err(e),
-            };
-            *cdrom = volume.record.path;
+                    )
+                })
+            })?;
+            *cdrom = volume.path;
         }
         check_absolute_path("cdrom", cdrom)?;
         let path = cdrom.clone();
-        self.storage
-            .with_osdb(move |db| {
+        self.osdb
+            .with(move |db| {
                 let bad =
                     |why: String| Err(Error::InvalidArgument(format!("cdrom '{path}' {why}")));
                 match iso::probe(Path::new(&path)) {

@@ -1,0 +1,270 @@
+//! What it takes to call each method: the whole access policy of the bus interface in
+//! one table, and the one helper every method calls first (parse options, authorize).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kimchi_dbus::{
+    CallOptions, Error as BusError, MANAGER_INTERFACE, SESSIONS_INTERFACE, VM_INTERFACE,
+};
+use zbus::message::Header;
+
+use super::Options;
+use crate::authority::{Action, Authority};
+use crate::engine::tasks::Wait;
+use crate::error::Error;
+
+/// What a method demands of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing: public by design (Kimchi's `/config/capabilities`), for any caller the
+    /// bus policy lets through, the gateway without a web session included.
+    Public,
+    /// Root or the gateway's uid; the sessions service checks which (PAM follows).
+    Login,
+    /// polkit's yes to this action (web users through their session).
+    Polkit(Action),
+}
+
+use Access::{Login, Polkit, Public};
+use Action::{PoolManage, Read, TemplateManage, VmConsole, VmLifecycle, VmManage, VolumeManage};
+
+/// Every method kimchid serves. A method missing here is refused, never open.
+const POLICY: &[(&str, &str, Access)] = &[
+    (MANAGER_INTERFACE, "ListVMs", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetVM", Polkit(Read)),
+    (MANAGER_INTERFACE, "LookupVM", Polkit(Read)),
+    (MANAGER_INTERFACE, "CreateVM", Polkit(VmManage)),
+    (MANAGER_INTERFACE, "StartVM", Polkit(VmLifecycle)),
+    (MANAGER_INTERFACE, "StopVM", Polkit(VmLifecycle)),
+    (MANAGER_INTERFACE, "DeleteVM", Polkit(VmManage)),
+    (MANAGER_INTERFACE, "GetVMScreenshot", Polkit(VmConsole)),
+    (MANAGER_INTERFACE, "ListTemplates", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetTemplate", Polkit(Read)),
+    (MANAGER_INTERFACE, "LookupTemplate", Polkit(Read)),
+    (MANAGER_INTERFACE, "CreateTemplate", Polkit(TemplateManage)),
+    (MANAGER_INTERFACE, "UpdateTemplate", Polkit(TemplateManage)),
+    (MANAGER_INTERFACE, "DeleteTemplate", Polkit(TemplateManage)),
+    (MANAGER_INTERFACE, "ListStoragePools", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetStoragePool", Polkit(Read)),
+    (MANAGER_INTERFACE, "CreateStoragePool", Polkit(PoolManage)),
+    (MANAGER_INTERFACE, "ActivateStoragePool", Polkit(PoolManage)),
+    (
+        MANAGER_INTERFACE,
+        "DeactivateStoragePool",
+        Polkit(PoolManage),
+    ),
+    (MANAGER_INTERFACE, "DeleteStoragePool", Polkit(PoolManage)),
+    (MANAGER_INTERFACE, "ListStorageVolumes", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetStorageVolume", Polkit(Read)),
+    (
+        MANAGER_INTERFACE,
+        "CreateStorageVolume",
+        Polkit(VolumeManage),
+    ),
+    (
+        MANAGER_INTERFACE,
+        "ResizeStorageVolume",
+        Polkit(VolumeManage),
+    ),
+    (MANAGER_INTERFACE, "WipeStorageVolume", Polkit(VolumeManage)),
+    (
+        MANAGER_INTERFACE,
+        "DeleteStorageVolume",
+        Polkit(VolumeManage),
+    ),
+    (MANAGER_INTERFACE, "ListTasks", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetTask", Polkit(Read)),
+    (MANAGER_INTERFACE, "GetCapabilities", Public),
+    (SESSIONS_INTERFACE, "Login", Login),
+    (SESSIONS_INTERFACE, "Logout", Login),
+    (VM_INTERFACE, "OpenConsole", Polkit(VmConsole)),
+];
+
+fn access(interface: &str, member: &str) -> Option<Access> {
+    POLICY
+        .iter()
+        .find(|(i, m, _)| *i == interface && *m == member)
+        .map(|(_, _, access)| *access)
+}
+
+/// What a call is about, named in polkit's details so administrators can write
+/// targeted rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Object<'a> {
+    Nothing,
+    Vm(&'a str),
+    Template(&'a str),
+    Pool(&'a str),
+    Volume { pool: &'a str, name: &'a str },
+}
+
+impl<'a> Object<'a> {
+    fn details(self) -> Vec<(&'static str, &'a str)> {
+        match self {
+            Object::Nothing => Vec::new(),
+            Object::Vm(name) => vec![("kimchi.vm.name", name)],
+            Object::Template(name) => vec![("kimchi.template.name", name)],
+            Object::Pool(name) => vec![("kimchi.pool.name", name)],
+            Object::Volume { pool, name } => {
+                vec![("kimchi.pool.name", pool), ("kimchi.volume.name", name)]
+            }
+        }
+    }
+}
+
+pub struct Guard {
+    authority: Arc<Authority>,
+}
+
+impl Guard {
+    pub fn new(authority: Arc<Authority>) -> Self {
+        Guard { authority }
+    }
+
+    /// Parses the options and applies the method's entry in `POLICY`: the first thing
+    /// every method does.
+    pub async fn check(
+        &self,
+        hdr: &Header<'_>,
+        options: &Options,
+        object: Object<'_>,
+    ) -> Result<CallOptions, BusError> {
+        let opts = CallOptions::from_dict(options)?;
+        match method_access(hdr)? {
+            Public => {}
+            Login => return Err(Error::Internal("login methods use `caller`".into()).into()),
+            Polkit(action) => {
+                if let Some(id) = &opts.request_id {
+                    tracing::debug!(request_id = %id, action = action.id(), "authorizing");
+                }
+                self.authority
+                    .authorize(hdr, &opts, action, &object.details())
+                    .await?;
+            }
+        }
+        Ok(opts)
+    }
+
+    /// The caller's uid, for the login methods (the sessions service judges it).
+    pub async fn caller(&self, hdr: &Header<'_>, options: &Options) -> Result<u32, BusError> {
+        CallOptions::from_dict(options)?;
+        match method_access(hdr)? {
+            Login => Ok(self.authority.caller_uid(hdr).await?),
+            _ => Err(Error::Internal("only login methods identify callers this way".into()).into()),
+        }
+    }
+}
+
+fn method_access(hdr: &Header<'_>) -> Result<Access, Error> {
+    let interface = hdr.interface().map(|i| i.as_str()).unwrap_or_default();
+    let member = hdr.member().map(|m| m.as_str()).unwrap_or_default();
+    access(interface, member)
+        .ok_or_else(|| Error::NotAuthorized(format!("no access rule for {interface}.{member}")))
+}
+
+/// How long a method that starts a task waits for it (`kimchi.wait`,
+/// `kimchi.wait-timeout`).
+pub fn wait(opts: &CallOptions) -> Wait {
+    match (opts.wait, opts.wait_timeout_secs) {
+        (false, _) => Wait::No,
+        (true, None) => Wait::Ended,
+        (true, Some(secs)) => Wait::AtMost(Duration::from_secs(secs.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in description of the bus interface: every method it lists must
+    /// have a rule, and every rule a method.
+    fn described_methods() -> Vec<(String, String)> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../dbus/org.kimchi.Kimchi1.xml"
+        );
+        let xml = std::fs::read_to_string(path).unwrap();
+        let options = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        let doc = roxmltree::Document::parse_with_options(&xml, options).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("method"))
+            .filter_map(|m| {
+                let iface = m.parent()?.attribute("name")?;
+                let name = m.attribute("name")?;
+                iface
+                    .starts_with("org.kimchi.")
+                    .then(|| (iface.to_owned(), name.to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_method_has_exactly_one_rule() {
+        let methods = described_methods();
+        for (iface, member) in &methods {
+            let rules = POLICY
+                .iter()
+                .filter(|(i, m, _)| i == iface && m == member)
+                .count();
+            assert_eq!(rules, 1, "{iface}.{member}");
+        }
+        for (iface, member, _) in POLICY {
+            assert!(
+                methods.iter().any(|(i, m)| i == iface && m == member),
+                "rule for a method the interface does not have: {iface}.{member}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_methods_get_no_access() {
+        assert_eq!(access(MANAGER_INTERFACE, "FormatHost"), None);
+        assert_eq!(access("org.example.Other", "ListVMs"), None);
+    }
+
+    #[test]
+    fn only_capabilities_are_public_and_changes_need_their_action() {
+        let public: Vec<&str> = POLICY
+            .iter()
+            .filter(|(_, _, a)| *a == Public)
+            .map(|(_, m, _)| *m)
+            .collect();
+        assert_eq!(public, ["GetCapabilities"]);
+        assert_eq!(
+            access(MANAGER_INTERFACE, "WipeStorageVolume"),
+            Some(Polkit(VolumeManage))
+        );
+        assert_eq!(access(VM_INTERFACE, "OpenConsole"), Some(Polkit(VmConsole)));
+    }
+
+    #[test]
+    fn volume_details_name_the_pool_too() {
+        let details = Object::Volume {
+            pool: "fast",
+            name: "a.img",
+        }
+        .details();
+        assert_eq!(
+            details,
+            [
+                ("kimchi.pool.name", "fast"),
+                ("kimchi.volume.name", "a.img")
+            ]
+        );
+        assert!(Object::Nothing.details().is_empty());
+    }
+
+    #[test]
+    fn wait_follows_the_options() {
+        let mut opts = CallOptions::default();
+        assert_eq!(wait(&opts), Wait::No);
+        opts.wait = true;
+        assert_eq!(wait(&opts), Wait::Ended);
+        opts.wait_timeout_secs = Some(5);
+        assert_eq!(wait(&opts), Wait::AtMost(Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,334 @@
+//! The seam between the engine's rules and the hypervisor: what the engine needs
+//! from libvirt, as a trait with plain-data records. `libvirt/` implements it for real;
+//! `sim.rs` implements it in memory so every rule can be tested without root.
+//!
+//! The methods block (libvirt's API does); the engine calls them through
+//! [`Backend::run`], on the blocking pool, a bounded number at a time.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use kimchi_dbus::{PoolState, VmState};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+
+/// At most this many hypervisor calls are in flight at once; the rest wait their turn.
+const MAX_CONCURRENT_CALLS: usize = 8;
+
+/// What the engine keeps of a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRecord {
+    pub uuid: String,
+    pub name: String,
+    pub state: VmState,
+    pub memory_mib: u64,
+    /// `vnc`, or empty when the guest has no VNC display.
+    pub graphics_type: String,
+    /// Host paths of the guest's disks and CD-ROMs.
+    pub disk_paths: Vec<String>,
+    /// From kimchi's metadata: the template's icon (or empty) …
+    pub icon: String,
+    /// … and the volumes kimchid created for the guest.
+    pub created_volumes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    On,
+    /// At once, like pulling the plug (libvirt's destroy).
+    Off,
+}
+
+/// The bus of a guest's hard disks; the CD-ROM is always IDE (`hdc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    Ide,
+}
+
+impl DiskBus {
+    pub fn word(self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Ide => "ide",
+        }
+    }
+
+    /// Linux-style target name for the disk at `index`: `vda`, `hdb`, …
+    pub fn target(self, index: u32) -> String {
+        let prefix = match self {
+            DiskBus::Virtio => "vd",
+            DiskBus::Ide => "hd",
+        };
+        // a..z, then aa, ab, … as Linux names devices past the 26th.
+        let mut n = index + 1;
+        let mut letters = Vec::new();
+        while n > 0 {
+            let rem = (n - 1) % 26;
+            letters.push(char::from(b'a' + rem as u8));
+            n = (n - 1) / 26;
+        }
+        format!("{prefix}{}", letters.iter().rev().collect::<String>())
+    }
+}
+
+/// Where the installation medium comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cdrom {
+    /// An image file on this host.
+    File(String),
+    /// An image QEMU streams over the network.
+    Remote {
+        protocol: String,
+        host: String,
+        port: u16,
+        /// Path and query on the server, starting with `/`.
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDisk {
+    pub index: u32,
+    pub path: String,
+    pub format: String,
+}
+
+/// Everything a new guest's definition is made from. Values are used as data only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDefinition {
+    pub name: String,
+    /// Hardware virtualization usable: `type='kvm'`, else QEMU emulation.
+    pub kvm: bool,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub disk_bus: DiskBus,
+    pub disks: Vec<GuestDisk>,
+    pub cdrom: Option<Cdrom>,
+    /// libvirt network for the guest's NIC; no NIC without one.
+    pub network: Option<String>,
+    pub nic_model: String,
+    /// Kept in the metadata: the template's icon …
+    pub icon: String,
+    /// … and the volumes created for this guest, which deleting it removes.
+    pub created_volumes: Vec<String>,
+}
+
+/// A pool definition that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolDefinition {
+    Dir {
+        name: String,
+        path: String,
+    },
+    Netfs {
+        name: String,
+        path: String,
+        host: String,
+        source_path: String,
+    },
+    Logical {
+        name: String,
+        devices: Vec<String>,
+    },
+}
+
+/// A storage pool; sizes in bytes, zero while inactive (libvirt keeps stale ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub uuid: String,
+    pub name: String,
+    pub state: PoolState,
+    pub pool_type: String,
+    pub target_path: String,
+    pub capacity: u64,
+    pub allocation: u64,
+    pub available: u64,
+    pub nr_volumes: u32,
+}
+
+impl PoolRecord {
+    pub fn active(&self) -> bool {
+        self.state == PoolState::Active
+    }
+}
+
+/// A storage volume; sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub pool: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub capacity: u64,
+    pub allocation: u64,
+    pub format: String,
+    pub path: String,
+}
+
+impl VolumeRecord {
+    pub fn is_iso(&self) -> bool {
+        self.format == "iso"
+    }
+}
+
+/// What the host can do, probed once per connection until it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCapabilities {
+    pub stream_protocols: Vec<String>,
+    pub screenshot: bool,
+    pub kvm: bool,
+    /// The host's memory, MiB.
+    pub memory_mib: u64,
+}
+
+/// One running domain's counters since it started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainCounters {
+    pub uuid: String,
+    pub cpu_time_ns: u64,
+    pub vcpus: u32,
+    /// Received plus sent, over all interfaces.
+    pub net_bytes: u64,
+    /// Read plus written, over all disks.
+    pub block_bytes: u64,
+}
+
+/// What happened to a domain, as far as a lifecycle event tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainEvent {
+    /// It is now in this state (started, stopped, paused, …).
+    Became(VmState),
+    Undefined,
+    /// Defined anew or changed otherwise: only a re-read tells.
+    Changed,
+}
+
+/// What the hypervisor tells the model, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEvent {
+    Connected,
+    Disconnected(String),
+    Domain {
+        uuid: String,
+        event: DomainEvent,
+    },
+    /// A pool was defined, undefined, started or stopped; re-read it.
+    Pool {
+        uuid: String,
+    },
+}
+
+/// Everything the engine asks of the hypervisor. Names come checked; failures are
+/// the crate's `Error` (the implementation maps its own codes once).
+pub trait Hypervisor: Send + Sync + 'static {
+    fn uri(&self) -> &str;
+
+    fn list_domains(&self) -> Result<Vec<DomainRecord>>;
+    /// The domain's current record, or `None` when it no longer exists.
+    fn domain(&self, uuid: &str) -> Result<Option<DomainRecord>>;
+    /// Defines a new persistent guest (not started).
+    fn define_guest(&self, def: &GuestDefinition) -> Result<DomainRecord>;
+    fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord>;
+    /// Stops the guest if it runs and removes its definition with everything libvirt
+    /// keeps for it (saved state, snapshot metadata, firmware variables).
+    fn undefine(&self, uuid: &str) -> Result<()>;
+    /// The image bytes of the guest's screen and their MIME type.
+    fn screenshot(&self, uuid: &str) -> Result<(Vec<u8>, String)>;
+    /// A socket connected to the guest's VNC server.
+    fn open_console(&self, uuid: &str) -> Result<OwnedFd>;
+    fn network_exists(&self, name: &str) -> Result<bool>;
+    /// The counters of every running domain, in one bulk call.
+    fn sample_stats(&self) -> Result<Vec<DomainCounters>>;
+    fn probe_capabilities(&self) -> Result<HostCapabilities>;
+
+    fn list_pools(&self) -> Result<Vec<PoolRecord>>;
+    /// The pool's current record, or `None` when it no longer exists.
+    fn pool(&self, uuid: &str) -> Result<Option<PoolRecord>>;
+    /// The pool as it is now (an active pool re-reads its directory first).
+    fn pool_by_name(&self, name: &str) -> Result<PoolRecord>;
+    fn define_pool(&self, def: &PoolDefinition) -> Result<PoolRecord>;
+    /// Starts the pool, building its target first when it does not exist.
+    fn activate_pool(&self, name: &str) -> Result<PoolRecord>;
+    fn deactivate_pool(&self, name: &str) -> Result<PoolRecord>;
+    /// Forgets an inactive pool; its files stay.
+    fn undefine_pool(&self, name: &str) -> Result<()>;
+    /// Re-reads the active pool's directory once; the pool as it is then and its
+    /// volumes, by name.
+    fn pool_volumes(&self, pool: &str) -> Result<(PoolRecord, Vec<VolumeRecord>)>;
+    fn volume(&self, pool: &str, name: &str) -> Result<VolumeRecord>;
+    /// Refuses a name that a volume, or any file, in the pool already has.
+    fn check_volume_name_free(&self, pool: &str, name: &str) -> Result<()>;
+    /// Refuses changes to a volume that is not a regular file inside its pool.
+    fn check_volume_inside(&self, pool: &str, name: &str) -> Result<()>;
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity_mib: u64,
+        format: &str,
+    ) -> Result<VolumeRecord>;
+    /// A new volume holding a copy of `source` (same pool), at least `capacity_mib`.
+    fn clone_volume(
+        &self,
+        pool: &str,
+        source: &str,
+        name: &str,
+        capacity_mib: u64,
+    ) -> Result<VolumeRecord>;
+    fn resize_volume(&self, pool: &str, name: &str, capacity_mib: u64, shrink: bool) -> Result<()>;
+    /// Zeroes the volume, keeping it usable (same format and capacity).
+    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()>;
+    fn delete_volume(&self, pool: &str, name: &str) -> Result<()>;
+    /// Deletes the volume at `path`; one the hypervisor no longer knows is gone already.
+    fn delete_volume_at(&self, path: &str) -> Result<()>;
+}
+
+/// The hypervisor as the engine uses it: blocking calls on tokio's blocking pool,
+/// never on the async workers, at most `MAX_CONCURRENT_CALLS` at once.
+pub struct Backend {
+    hypervisor: Arc<dyn Hypervisor>,
+    permits: Semaphore,
+}
+
+impl Backend {
+    pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Arc<Self> {
+        Arc::new(Backend {
+            hypervisor,
+            permits: Semaphore::new(MAX_CONCURRENT_CALLS),
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        self.hypervisor.uri()
+    }
+
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Hypervisor) -> Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("hypervisor call pool closed".into()))?;
+        let hypervisor = self.hypervisor.clone();
+        tokio::task::spawn_blocking(move || f(&*hypervisor))
+            .await
+            .map_err(|e| Error::Internal(format!("hypervisor call panicked: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_letters_continue_past_z() {
+        assert_eq!(DiskBus::Virtio.target(0), "vda");
+        assert_eq!(DiskBus::Virtio.target(25), "vdz");
+        assert_eq!(DiskBus::Virtio.target(26), "vdaa");
+        assert_eq!(DiskBus::Ide.target(3), "hdd");
+    }
+}

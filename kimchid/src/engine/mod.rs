@@ -1,0 +1,111 @@
+//! kimchid's core: one engine that owns the services as peers and returns contract
+//! types. Every rule of the daemon lives here (what may be created, which state
+//! allows which action, what a failure leaves behind), behind the `Hypervisor` seam,
+//! so `cargo test` exercises them without root against `sim.rs`; the bus layer only
+//! authorizes, delegates and converts.
+
+pub mod hypervisor;
+pub mod isos;
+pub mod model;
+pub mod sessions;
+#[cfg(test)]
+mod sim;
+pub mod storage_pools;
+pub mod storage_volumes;
+pub mod tasks;
+pub mod templates;
+pub mod vms;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::osinfo::OsDatabase;
+use hypervisor::{Backend, HostEvent, Hypervisor};
+use isos::Isos;
+use model::{Change, Model};
+use sessions::Sessions;
+use storage_pools::StoragePools;
+use storage_volumes::StorageVolumes;
+use tasks::Tasks;
+use templates::Templates;
+use vms::Vms;
+
+/// Where the engine keeps what it keeps, and for how long sessions live.
+pub struct Settings<'a> {
+    pub state_dir: &'a Path,
+    pub osinfo_dir: &'a Path,
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    /// The gateway's uid, whose calls must carry a web session.
+    pub gateway_uid: Option<u32>,
+}
+
+pub struct Engine {
+    pub model: Arc<Model>,
+    pub vms: Vms,
+    pub templates: Arc<Templates>,
+    pub pools: Arc<StoragePools>,
+    pub volumes: StorageVolumes,
+    pub tasks: Arc<Tasks>,
+    pub sessions: Arc<Sessions>,
+}
+
+impl Engine {
+    /// The engine over `hypervisor`; what changes is announced on `changes`.
+    pub fn new(
+        hypervisor: Arc<dyn Hypervisor>,
+        settings: Settings<'_>,
+        changes: mpsc::UnboundedSender<Change>,
+    ) -> Result<Arc<Self>> {
+        let backend = Backend::new(hypervisor);
+        let model = Model::new(backend.clone(), changes.clone());
+        let tasks = Tasks::new(changes.clone());
+        let osdb = OsDatabase::new(settings.osinfo_dir);
+        let isos = Arc::new(Isos::new(backend.clone(), model.clone(), osdb.clone()));
+        let pools = Arc::new(StoragePools::new(
+            backend.clone(),
+            model.clone(),
+            isos.clone(),
+        ));
+        let volumes = StorageVolumes::new(
+            backend.clone(),
+            model.clone(),
+            tasks.clone(),
+            pools.clone(),
+            isos.clone(),
+        );
+        let templates = Arc::new(Templates::open(
+            settings.state_dir,
+            osdb,
+            isos.clone(),
+            model.clone(),
+            changes,
+        )?);
+        let vms = Vms::new(backend, model.clone(), tasks.clone(), templates.clone());
+        let sessions = Arc::new(Sessions::new(
+            settings.session_idle,
+            settings.session_max,
+            settings.gateway_uid,
+        ));
+        Ok(Arc::new(Engine {
+            model,
+            vms,
+            templates,
+            pools,
+            volumes,
+            tasks,
+            sessions,
+        }))
+    }
+
+    /// Keeps the model current from `events` and samples guest statistics, for as
+    /// long as the daemon runs.
+    pub fn follow(&self, events: mpsc::UnboundedReceiver<HostEvent>) {
+        tokio::spawn(self.model.clone().follow(events));
+        tokio::spawn(self.model.clone().sample_stats());
+    }
+}

@@ -1,0 +1,547 @@
+//! A simulated hypervisor for the engine's tests: guests, pools and volumes in
+//! memory, answering as libvirt does (the same error kinds for the same mistakes),
+//! with a log of the calls made and failures that a test can inject.
+//!
+//! Chosen over libvirt's `test:///default` driver for the engine's rules: that driver
+//! refuses `kvm`/`qemu` guests, cannot open consoles, and cannot be made to fail at
+//! a chosen step, which is what rollback decisions need. The libvirt adapter keeps
+//! its own tests on the test driver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kimchi_dbus::{PoolState, VmState, MIB};
+
+use super::hypervisor::{
+    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, Hypervisor, PoolDefinition,
+    PoolRecord, Power, VolumeRecord,
+};
+use crate::error::{Error, Result};
+
+/// A one-pixel PNG: what the simulated guests' screens show.
+pub const SCREEN: &[u8] = b"\x89PNG\r\n\x1a\nsimulated";
+
+pub struct Sim {
+    state: Mutex<State>,
+}
+
+struct State {
+    domains: BTreeMap<String, DomainRecord>,
+    pools: BTreeMap<String, SimPool>,
+    networks: Vec<String>,
+    capabilities: HostCapabilities,
+    next_uuid: u32,
+    calls: Vec<&'static str>,
+    failures: HashMap<&'static str, Error>,
+}
+
+struct SimPool {
+    record: PoolRecord,
+    volumes: BTreeMap<String, VolumeRecord>,
+}
+
+impl Sim {
+    /// A host with an active `default` pool at `/sim/default`, the `default` network,
+    /// KVM and 8 GiB of memory.
+    pub fn new() -> Arc<Self> {
+        let sim = Sim {
+            state: Mutex::new(State {
+                domains: BTreeMap::new(),
+                pools: BTreeMap::new(),
+                networks: vec!["default".into()],
+                capabilities: HostCapabilities {
+                    stream_protocols: vec!["http".into(), "https".into()],
+                    screenshot: true,
+                    kvm: true,
+                    memory_mib: 8192,
+                },
+                next_uuid: 1,
+                calls: Vec::new(),
+                failures: HashMap::new(),
+            }),
+        };
+        sim.add_pool("default", "dir", true);
+        Arc::new(sim)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("sim lock poisoned")
+    }
+
+    /// Records the call and answers with the failure injected for it, if any.
+    fn enter(&self, method: &'static str) -> Result<MutexGuard<'_, State>> {
+        let mut state = self.lock();
+        state.calls.push(method);
+        match state.failures.remove(method) {
+            Some(e) => Err(e),
+            None => Ok(state),
+        }
+    }
+
+    /// The next call of `method` fails with `error`.
+    pub fn fail_next(&self, method: &'static str, error: Error) {
+        self.lock().failures.insert(method, error);
+    }
+
+    /// How often `method` was called.
+    pub fn calls(&self, method: &str) -> usize {
+        self.lock().calls.iter().filter(|m| **m == method).count()
+    }
+
+    /// A pool defined behind the engine's back (as `virsh pool-define` would).
+    pub fn add_pool(&self, name: &str, pool_type: &str, active: bool) -> String {
+        let mut state = self.lock();
+        let uuid = state.new_uuid();
+        let record = PoolRecord {
+            uuid: uuid.clone(),
+            name: name.into(),
+            state: if active {
+                PoolState::Active
+            } else {
+                PoolState::Inactive
+            },
+            pool_type: pool_type.into(),
+            target_path: format!("/sim/{name}"),
+            capacity: if active { 100 << 30 } else { 0 },
+            allocation: 0,
+            available: if active { 100 << 30 } else { 0 },
+            nr_volumes: 0,
+        };
+        state.pools.insert(
+            name.into(),
+            SimPool {
+                record,
+                volumes: BTreeMap::new(),
+            },
+        );
+        uuid
+    }
+
+    /// A file appearing in a pool (copied in by hand).
+    pub fn add_volume(&self, pool: &str, name: &str, format: &str, capacity_mib: u64) {
+        let mut state = self.lock();
+        let pool = state.pools.get_mut(pool).expect("no such sim pool");
+        let vol = volume(&pool.record, name, format, capacity_mib);
+        pool.volumes.insert(name.into(), vol);
+    }
+
+    /// A guest defined behind the engine's back, in `state`; its UUID.
+    pub fn add_domain(&self, name: &str, vm_state: VmState) -> String {
+        let mut state = self.lock();
+        let uuid = state.new_uuid();
+        state.domains.insert(
+            uuid.clone(),
+            DomainRecord {
+                uuid: uuid.clone(),
+                name: name.into(),
+                state: vm_state,
+                memory_mib: 512,
+                graphics_type: "vnc".into(),
+                disk_paths: Vec::new(),
+                icon: String::new(),
+                created_volumes: Vec::new(),
+            },
+        );
+        uuid
+    }
+
+    /// A guest changing state behind the engine's back (as `virsh destroy` would).
+    pub fn set_state(&self, uuid: &str, vm_state: VmState) {
+        self.lock()
+            .domains
+            .get_mut(uuid)
+            .expect("no such sim domain")
+            .state = vm_state;
+    }
+
+    pub fn has_domain(&self, name: &str) -> bool {
+        self.lock().domains.values().any(|d| d.name == name)
+    }
+
+    /// The names of the volumes in `pool`.
+    pub fn volume_names(&self, pool: &str) -> Vec<String> {
+        self.lock().pools[pool].volumes.keys().cloned().collect()
+    }
+}
+
+impl State {
+    fn new_uuid(&mut self) -> String {
+        let n = self.next_uuid;
+        self.next_uuid += 1;
+        format!("00000000-0000-4000-8000-{n:012}")
+    }
+
+    fn domain(&mut self, uuid: &str) -> Result<&mut DomainRecord> {
+        self.domains.get_mut(uuid).ok_or_else(|| {
+            Error::NotFound(format!(
+                "Domain not found: no domain with matching uuid '{uuid}'"
+            ))
+        })
+    }
+
+    fn pool(&mut self, name: &str) -> Result<&mut SimPool> {
+        self.pools
+            .get_mut(name)
+            .ok_or_else(|| Error::NotFound(format!("no storage pool named '{name}'")))
+    }
+
+    fn active_pool(&mut self, name: &str) -> Result<&mut SimPool> {
+        let pool = self.pool(name)?;
+        if !pool.record.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{name}' is not active; activate it first"
+            )));
+        }
+        Ok(pool)
+    }
+}
+
+impl SimPool {
+    fn current(&self) -> PoolRecord {
+        PoolRecord {
+            nr_volumes: if self.record.active() {
+                self.volumes.len() as u32
+            } else {
+                0
+            },
+            ..self.record.clone()
+        }
+    }
+
+    fn volume(&self, name: &str) -> Result<&VolumeRecord> {
+        self.volumes.get(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no storage volume '{name}' in pool '{}'",
+                self.record.name
+            ))
+        })
+    }
+
+    fn check_free(&self, name: &str) -> Result<()> {
+        if self.volumes.contains_key(name) {
+            return Err(Error::AlreadyExists(format!(
+                "storage volume '{name}' already exists in pool '{}'",
+                self.record.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn volume(pool: &PoolRecord, name: &str, format: &str, capacity_mib: u64) -> VolumeRecord {
+    VolumeRecord {
+        pool: pool.name.clone(),
+        name: name.into(),
+        kind: "file",
+        capacity: capacity_mib * MIB,
+        allocation: 0,
+        format: format.into(),
+        path: format!("{}/{name}", pool.target_path),
+    }
+}
+
+impl Hypervisor for Sim {
+    fn uri(&self) -> &str {
+        "sim:///"
+    }
+
+    fn list_domains(&self) -> Result<Vec<DomainRecord>> {
+        Ok(self
+            .enter("list_domains")?
+            .domains
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    fn domain(&self, uuid: &str) -> Result<Option<DomainRecord>> {
+        Ok(self.enter("domain")?.domains.get(uuid).cloned())
+    }
+
+    fn define_guest(&self, def: &GuestDefinition) -> Result<DomainRecord> {
+        let mut state = self.enter("define_guest")?;
+        if state.domains.values().any(|d| d.name == def.name) {
+            return Err(Error::AlreadyExists(format!(
+                "domain '{}' already exists",
+                def.name
+            )));
+        }
+        let uuid = state.new_uuid();
+        let mut disk_paths: Vec<String> = def.disks.iter().map(|d| d.path.clone()).collect();
+        if let Some(super::hypervisor::Cdrom::File(path)) = &def.cdrom {
+            disk_paths.push(path.clone());
+        }
+        let record = DomainRecord {
+            uuid: uuid.clone(),
+            name: def.name.clone(),
+            state: VmState::Shutoff,
+            memory_mib: def.memory_mib,
+            graphics_type: "vnc".into(),
+            disk_paths,
+            icon: def.icon.clone(),
+            created_volumes: def.created_volumes.clone(),
+        };
+        state.domains.insert(uuid, record.clone());
+        Ok(record)
+    }
+
+    fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord> {
+        let mut state = self.enter("power")?;
+        let dom = state.domain(uuid)?;
+        match (power, dom.state) {
+            (Power::On, VmState::Shutoff | VmState::Crashed) => dom.state = VmState::Running,
+            (Power::On, _) => {
+                return Err(Error::InvalidState(
+                    "Requested operation is not valid: domain is already running".into(),
+                ))
+            }
+            (Power::Off, VmState::Shutoff) => {
+                return Err(Error::InvalidState(
+                    "Requested operation is not valid: domain is not running".into(),
+                ))
+            }
+            (Power::Off, _) => dom.state = VmState::Shutoff,
+        }
+        Ok(dom.clone())
+    }
+
+    fn undefine(&self, uuid: &str) -> Result<()> {
+        let mut state = self.enter("undefine")?;
+        state.domain(uuid)?;
+        state.domains.remove(uuid);
+        Ok(())
+    }
+
+    fn screenshot(&self, uuid: &str) -> Result<(Vec<u8>, String)> {
+        let mut state = self.enter("screenshot")?;
+        if !state.domain(uuid)?.state.has_screen() {
+            return Err(Error::InvalidState("domain is not running".into()));
+        }
+        Ok((SCREEN.to_vec(), "image/png".into()))
+    }
+
+    fn open_console(&self, uuid: &str) -> Result<OwnedFd> {
+        let mut state = self.enter("open_console")?;
+        state.domain(uuid)?;
+        let file = std::fs::File::open("/dev/null")
+            .map_err(|e| Error::Internal(format!("/dev/null: {e}")))?;
+        Ok(OwnedFd::from(file))
+    }
+
+    fn network_exists(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .enter("network_exists")?
+            .networks
+            .iter()
+            .any(|n| n == name))
+    }
+
+    fn sample_stats(&self) -> Result<Vec<DomainCounters>> {
+        drop(self.enter("sample_stats")?);
+        Ok(Vec::new())
+    }
+
+    fn probe_capabilities(&self) -> Result<HostCapabilities> {
+        Ok(self.enter("probe_capabilities")?.capabilities.clone())
+    }
+
+    fn list_pools(&self) -> Result<Vec<PoolRecord>> {
+        Ok(self
+            .enter("list_pools")?
+            .pools
+            .values()
+            .map(SimPool::current)
+            .collect())
+    }
+
+    fn pool(&self, uuid: &str) -> Result<Option<PoolRecord>> {
+        Ok(self
+            .enter("pool")?
+            .pools
+            .values()
+            .find(|p| p.record.uuid == uuid)
+            .map(SimPool::current))
+    }
+
+    fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
+        Ok(self.enter("pool_by_name")?.pool(name)?.current())
+    }
+
+    fn define_pool(&self, def: &PoolDefinition) -> Result<PoolRecord> {
+        let (name, pool_type) = match def {
+            PoolDefinition::Dir { name, .. } => (name, "dir"),
+            PoolDefinition::Netfs { name, .. } => (name, "netfs"),
+            PoolDefinition::Logical { name, .. } => (name, "logical"),
+        };
+        if self.enter("define_pool")?.pools.contains_key(name) {
+            return Err(Error::Libvirt {
+                code: 9,
+                domain: 18,
+                message: format!("operation failed: pool '{name}' already exists"),
+            });
+        }
+        self.add_pool(name, pool_type, false);
+        Ok(self.lock().pool(name)?.current())
+    }
+
+    fn activate_pool(&self, name: &str) -> Result<PoolRecord> {
+        let mut state = self.enter("activate_pool")?;
+        let pool = state.pool(name)?;
+        if pool.record.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{name}' is already active"
+            )));
+        }
+        pool.record.state = PoolState::Active;
+        pool.record.capacity = 100 << 30;
+        pool.record.available = 100 << 30;
+        Ok(pool.current())
+    }
+
+    fn deactivate_pool(&self, name: &str) -> Result<PoolRecord> {
+        let mut state = self.enter("deactivate_pool")?;
+        let pool = state.pool(name)?;
+        if !pool.record.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{name}' is not active"
+            )));
+        }
+        pool.record.state = PoolState::Inactive;
+        pool.record.capacity = 0;
+        pool.record.available = 0;
+        Ok(pool.current())
+    }
+
+    fn undefine_pool(&self, name: &str) -> Result<()> {
+        let mut state = self.enter("undefine_pool")?;
+        if state.pool(name)?.record.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{name}' is active; deactivate it before deleting it"
+            )));
+        }
+        state.pools.remove(name);
+        Ok(())
+    }
+
+    fn pool_volumes(&self, pool: &str) -> Result<(PoolRecord, Vec<VolumeRecord>)> {
+        let mut state = self.enter("pool_volumes")?;
+        let pool = state.active_pool(pool)?;
+        Ok((pool.current(), pool.volumes.values().cloned().collect()))
+    }
+
+    fn volume(&self, pool: &str, name: &str) -> Result<VolumeRecord> {
+        let mut state = self.enter("volume")?;
+        state.active_pool(pool)?.volume(name).cloned()
+    }
+
+    fn check_volume_name_free(&self, pool: &str, name: &str) -> Result<()> {
+        let mut state = self.enter("check_volume_name_free")?;
+        state.active_pool(pool)?.check_free(name)
+    }
+
+    fn check_volume_inside(&self, pool: &str, name: &str) -> Result<()> {
+        let mut state = self.enter("check_volume_inside")?;
+        state.active_pool(pool)?.volume(name).map(drop)
+    }
+
+    fn create_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity_mib: u64,
+        format: &str,
+    ) -> Result<VolumeRecord> {
+        let mut state = self.enter("create_volume")?;
+        let pool = state.active_pool(pool)?;
+        pool.check_free(name)?;
+        let vol = volume(&pool.record, name, format, capacity_mib);
+        pool.volumes.insert(name.into(), vol.clone());
+        Ok(vol)
+    }
+
+    fn clone_volume(
+        &self,
+        pool: &str,
+        source: &str,
+        name: &str,
+        capacity_mib: u64,
+    ) -> Result<VolumeRecord> {
+        let mut state = self.enter("clone_volume")?;
+        let pool = state.active_pool(pool)?;
+        pool.check_free(name)?;
+        let source_mib = pool.volume(source)?.capacity.div_ceil(MIB);
+        let vol = volume(&pool.record, name, "qcow2", capacity_mib.max(source_mib));
+        pool.volumes.insert(name.into(), vol.clone());
+        Ok(vol)
+    }
+
+    fn resize_volume(
+        &self,
+        pool: &str,
+        name: &str,
+        capacity_mib: u64,
+        _shrink: bool,
+    ) -> Result<()> {
+        let mut state = self.enter("resize_volume")?;
+        let pool = state.active_pool(pool)?;
+        pool.volume(name)?;
+        pool.volumes.get_mut(name).expect("checked").capacity = capacity_mib * MIB;
+        Ok(())
+    }
+
+    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()> {
+        let mut state = self.enter("wipe_volume")?;
+        state.active_pool(pool)?.volume(name).map(drop)
+    }
+
+    fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
+        let mut state = self.enter("delete_volume")?;
+        let pool = state.active_pool(pool)?;
+        pool.volume(name)?;
+        pool.volumes.remove(name);
+        Ok(())
+    }
+
+    fn delete_volume_at(&self, path: &str) -> Result<()> {
+        let mut state = self.enter("delete_volume_at")?;
+        for pool in state.pools.values_mut() {
+            pool.volumes.retain(|_, v| v.path != path);
+        }
+        Ok(())
+    }
+}
+
+/// An engine over a fresh `Sim`, connected and synced, with its template store in a
+/// directory of its own.
+pub struct Harness {
+    pub engine: Arc<super::Engine>,
+    pub sim: Arc<Sim>,
+    pub changes: tokio::sync::mpsc::UnboundedReceiver<super::model::Change>,
+    _state_dir: tempfile::TempDir,
+}
+
+pub async fn harness() -> Harness {
+    let sim = Sim::new();
+    let state_dir = tempfile::tempdir().expect("temporary directory");
+    let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+    let settings = super::Settings {
+        state_dir: state_dir.path(),
+        // No osinfo-db: every OS is unknown and gets Kimchi's fallbacks.
+        osinfo_dir: state_dir.path(),
+        session_idle: std::time::Duration::from_secs(60),
+        session_max: std::time::Duration::from_secs(600),
+        gateway_uid: Some(990),
+    };
+    let engine = super::Engine::new(sim.clone(), settings, tx).expect("engine");
+    engine
+        .model
+        .apply(super::hypervisor::HostEvent::Connected)
+        .await;
+    Harness {
+        engine,
+        sim,
+        changes,
+        _state_dir: state_dir,
+    }
+}

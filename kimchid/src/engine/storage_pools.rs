@@ -1,0 +1,288 @@
+//! Storage pools as Kimchi presents them: definitions checked before libvirt sees
+//! them, lists answered from the model, single reads re-read from libvirt (sizes
+//! change behind kimchid's back), and the `kimchi_isos` view among them.
+
+use std::sync::Arc;
+
+use kimchi_dbus::{pool_path, PoolInfo, PoolSpec, ISO_POOL, MIB};
+use zbus::OwnedObjectPath;
+
+use super::hypervisor::{Backend, PoolDefinition, PoolRecord};
+use super::isos::Isos;
+use super::model::Model;
+use crate::error::{Error, Result};
+use crate::names::{check_absolute_path, check_name};
+
+pub struct StoragePools {
+    backend: Arc<Backend>,
+    model: Arc<Model>,
+    isos: Arc<Isos>,
+}
+
+impl StoragePools {
+    pub fn new(backend: Arc<Backend>, model: Arc<Model>, isos: Arc<Isos>) -> Self {
+        StoragePools {
+            backend,
+            model,
+            isos,
+        }
+    }
+
+    /// Every pool by name, `kimchi_isos` last; from the model alone.
+    pub fn list(&self) -> Vec<PoolInfo> {
+        let mut pools: Vec<PoolInfo> = self.model.pools().iter().map(info).collect();
+        pools.push(self.isos.pool_info());
+        pools
+    }
+
+    /// The pool as libvirt reports it now.
+    pub async fn get(&self, name: &str) -> Result<PoolInfo> {
+        if name == ISO_POOL {
+            return Ok(self.isos.pool_info());
+        }
+        let name = self.model.pool_by_name(name)?.name;
+        let record = self.backend.run(move |hv| hv.pool_by_name(&name)).await?;
+        self.model.upsert_pool(record.clone());
+        Ok(info(&record))
+    }
+
+    /// Defines a pool, inactive, as Kimchi does.
+    pub async fn create(&self, spec: PoolSpec) -> Result<PoolInfo> {
+        let def = pool_definition(&spec)?;
+        if self.model.pool_by_name(&spec.name).is_ok() {
+            return Err(Error::AlreadyExists(format!(
+                "a storage pool named '{}' already exists",
+                spec.name
+            )));
+        }
+        let record = self.backend.run(move |hv| hv.define_pool(&def)).await?;
+        self.model.upsert_pool(record.clone());
+        Ok(info(&record))
+    }
+
+    pub async fn activate(&self, name: &str) -> Result<PoolInfo> {
+        let name = self.writable(name)?;
+        let record = self.backend.run(move |hv| hv.activate_pool(&name)).await?;
+        self.model.upsert_pool(record.clone());
+        Ok(info(&record))
+    }
+
+    pub async fn deactivate(&self, name: &str) -> Result<PoolInfo> {
+        let name = self.writable(name)?;
+        let record = self
+            .backend
+            .run(move |hv| hv.deactivate_pool(&name))
+            .await?;
+        self.model.upsert_pool(record.clone());
+        Ok(info(&record))
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let uuid = self.model.pool_by_name(&self.writable(name)?)?.uuid;
+        let owned = name.to_owned();
+        self.backend.run(move |hv| hv.undefine_pool(&owned)).await?;
+        self.model.remove_pool(&uuid);
+        Ok(())
+    }
+
+    /// Refuses the virtual ISO pool for changes; returns the pool's name.
+    pub fn writable(&self, name: &str) -> Result<String> {
+        if name == ISO_POOL {
+            return Err(Error::NotSupported(format!(
+                "{ISO_POOL} is a read-only view"
+            )));
+        }
+        self.model.pool_by_name(name).map(|p| p.name)
+    }
+}
+
+pub fn info(p: &PoolRecord) -> PoolInfo {
+    PoolInfo {
+        path: OwnedObjectPath::try_from(pool_path(&p.uuid)).expect("UUIDs make valid paths"),
+        name: p.name.clone(),
+        state: p.state,
+        target_path: p.target_path.clone(),
+        pool_type: p.pool_type.clone(),
+        capacity_mib: p.capacity / MIB,
+        allocated_mib: p.allocation / MIB,
+        available_mib: p.available / MIB,
+        nr_volumes: p.nr_volumes,
+    }
+}
+
+fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
+    if spec.name == ISO_POOL {
+        return Err(Error::AlreadyExists(format!(
+            "'{ISO_POOL}' is a reserved pool name"
+        )));
+    }
+    check_name("storage pool", &spec.name)?;
+    if spec.name.contains(':') {
+        // ':' separates pool and image in kimchi_isos names.
+        return Err(Error::InvalidArgument(format!(
+            "invalid storage pool name '{}': it contains ':'",
+            spec.name
+        )));
+    }
+    let unexpected = |field: &str| {
+        Error::InvalidArgument(format!(
+            "'{field}' does not apply to {} pools",
+            spec.pool_type
+        ))
+    };
+    match spec.pool_type.as_str() {
+        "dir" => {
+            check_absolute_path("path", &spec.path)?;
+            if !spec.source_host.is_empty() || !spec.source_path.is_empty() {
+                return Err(unexpected("source"));
+            }
+            if !spec.source_devices.is_empty() {
+                return Err(unexpected("source devices"));
+            }
+            Ok(PoolDefinition::Dir {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+            })
+        }
+        "netfs" => {
+            check_absolute_path("path", &spec.path)?;
+            check_absolute_path("source path", &spec.source_path)?;
+            let host_ok = !spec.source_host.is_empty()
+                && spec
+                    .source_host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+            if !host_ok {
+                return Err(Error::InvalidArgument(format!(
+                    "netfs pools need a source host name or address, not '{}'",
+                    spec.source_host
+                )));
+            }
+            if !spec.source_devices.is_empty() {
+                return Err(unexpected("source devices"));
+            }
+            Ok(PoolDefinition::Netfs {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+                host: spec.source_host.clone(),
+                source_path: spec.source_path.clone(),
+            })
+        }
+        "logical" => {
+            if spec.source_devices.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "logical pools need at least one source device".into(),
+                ));
+            }
+            for device in &spec.source_devices {
+                check_absolute_path("source device", device)?;
+            }
+            if !spec.source_host.is_empty() || !spec.source_path.is_empty() {
+                return Err(unexpected("source host/path"));
+            }
+            Ok(PoolDefinition::Logical {
+                name: spec.name.clone(),
+                devices: spec.source_devices.clone(),
+            })
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "unknown storage pool type '{other}' (known: dir, netfs, logical)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str) -> PoolSpec {
+        PoolSpec {
+            name: "p1".into(),
+            pool_type: kind.into(),
+            path: "/srv/p1".into(),
+            source_host: String::new(),
+            source_path: String::new(),
+            source_devices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dir_pool_needs_only_an_absolute_path() {
+        assert!(matches!(
+            pool_definition(&spec("dir")),
+            Ok(PoolDefinition::Dir { .. })
+        ));
+        let relative = PoolSpec {
+            path: "srv/p1".into(),
+            ..spec("dir")
+        };
+        assert!(matches!(
+            pool_definition(&relative),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_type_is_invalid() {
+        let err = pool_definition(&spec("zfs-magic")).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("zfs-magic")));
+    }
+
+    #[test]
+    fn reserved_name_is_already_taken() {
+        let reserved = PoolSpec {
+            name: ISO_POOL.into(),
+            ..spec("dir")
+        };
+        assert!(matches!(
+            pool_definition(&reserved),
+            Err(Error::AlreadyExists(_))
+        ));
+    }
+
+    #[test]
+    fn netfs_needs_host_and_source_path() {
+        assert!(pool_definition(&spec("netfs")).is_err());
+        let nfs = PoolSpec {
+            source_host: "filer.example".into(),
+            source_path: "/export/vms".into(),
+            ..spec("netfs")
+        };
+        assert!(matches!(
+            pool_definition(&nfs),
+            Ok(PoolDefinition::Netfs { .. })
+        ));
+        let evil = PoolSpec {
+            source_host: "a'><x".into(),
+            ..nfs
+        };
+        assert!(pool_definition(&evil).is_err());
+    }
+
+    #[test]
+    fn logical_needs_devices_and_refuses_sources() {
+        assert!(pool_definition(&spec("logical")).is_err());
+        let lvm = PoolSpec {
+            source_devices: vec!["/dev/loop7".into()],
+            ..spec("logical")
+        };
+        assert!(matches!(
+            pool_definition(&lvm),
+            Ok(PoolDefinition::Logical { .. })
+        ));
+    }
+
+    #[test]
+    fn pool_names_with_path_tricks_or_colons_are_refused() {
+        for name in ["../x", "a/b", "", "a:b"] {
+            let bad = PoolSpec {
+                name: name.into(),
+                ..spec("dir")
+            };
+            assert!(
+                matches!(pool_definition(&bad), Err(Error::InvalidArgument(_))),
+                "{name}"
+            );
+        }
+    }
+}

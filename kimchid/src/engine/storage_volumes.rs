@@ -1,0 +1,277 @@
+//! Storage volumes: requests checked before a task starts (so a task fails only for
+//! reasons the caller could not know), the slow operations run as tasks, and a
+//! volume being worked on is busy: a second operation on it is refused up front.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use kimchi_dbus::{TaskInfo, VolumeInfo, VolumeSpec, ISO_POOL, MIB};
+
+use super::hypervisor::{Backend, VolumeRecord};
+use super::isos::Isos;
+use super::model::Model;
+use super::storage_pools::StoragePools;
+use super::tasks::{Tasks, Wait};
+use crate::error::{Error, Result};
+use crate::names::check_name;
+
+const VOLUME_FORMATS: [&str; 2] = ["qcow2", "raw"];
+
+type Busy = Arc<Mutex<HashSet<(String, String)>>>;
+
+pub struct StorageVolumes {
+    backend: Arc<Backend>,
+    model: Arc<Model>,
+    tasks: Arc<Tasks>,
+    pools: Arc<StoragePools>,
+    isos: Arc<Isos>,
+    busy: Busy,
+}
+
+/// Marks a volume as worked on until dropped.
+pub struct VolumeGuard {
+    busy: Busy,
+    key: (String, String),
+}
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        self.busy
+            .lock()
+            .expect("busy lock poisoned")
+            .remove(&self.key);
+    }
+}
+
+impl StorageVolumes {
+    pub fn new(
+        backend: Arc<Backend>,
+        model: Arc<Model>,
+        tasks: Arc<Tasks>,
+        pools: Arc<StoragePools>,
+        isos: Arc<Isos>,
+    ) -> Self {
+        StorageVolumes {
+            backend,
+            model,
+            tasks,
+            pools,
+            isos,
+            busy: Arc::default(),
+        }
+    }
+
+    /// Marks the volume busy, or says it already is.
+    pub fn claim(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
+        let key = (pool.to_owned(), name.to_owned());
+        if !self
+            .busy
+            .lock()
+            .expect("busy lock poisoned")
+            .insert(key.clone())
+        {
+            return Err(Error::Busy(format!(
+                "volume '{name}' in pool '{pool}' has an operation in progress"
+            )));
+        }
+        Ok(VolumeGuard {
+            busy: self.busy.clone(),
+            key,
+        })
+    }
+
+    /// The pool's volumes (re-read from disk, one refresh), or every ISO image for
+    /// `kimchi_isos`.
+    pub async fn list(&self, pool: &str) -> Result<Vec<VolumeInfo>> {
+        if pool == ISO_POOL {
+            return self.isos.list().await;
+        }
+        let owned = pool.to_owned();
+        let (record, volumes) = self.backend.run(move |hv| hv.pool_volumes(&owned)).await?;
+        self.model.record_volumes(record, &volumes);
+        self.isos.describe(volumes).await
+    }
+
+    pub async fn get(&self, pool: &str, name: &str) -> Result<VolumeInfo> {
+        if pool == ISO_POOL {
+            return self.isos.get(name).await;
+        }
+        let record = self.record(pool, name).await?;
+        let mut infos = self.isos.describe(vec![record]).await?;
+        Ok(infos.remove(0))
+    }
+
+    /// Checks the request, then creates the volume in a task.
+    pub async fn create(&self, pool: &str, spec: VolumeSpec, wait: Wait) -> Result<TaskInfo> {
+        let pool = self.pools.writable(pool)?;
+        check_name("volume", &spec.name)?;
+        if !VOLUME_FORMATS.contains(&spec.format.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "volume format must be one of {VOLUME_FORMATS:?}, not '{}'",
+                spec.format
+            )));
+        }
+        bytes(spec.capacity_mib, "capacity")?;
+        if !self.model.pool_by_name(&pool)?.active() {
+            return Err(Error::InvalidState(format!(
+                "storage pool '{pool}' is not active; activate it first"
+            )));
+        }
+        let guard = self.claim(&pool, &spec.name)?;
+        let (p, n) = (pool.clone(), spec.name.clone());
+        self.backend
+            .run(move |hv| hv.check_volume_name_free(&p, &n))
+            .await?;
+        let (backend, model) = (self.backend.clone(), self.model.clone());
+        let uri = volume_uri(&pool, &spec.name);
+        let id = self.tasks.start("storagevolume.create", uri, async move {
+            let _guard = guard;
+            let record = backend
+                .run(move |hv| {
+                    let record =
+                        hv.create_volume(&pool, &spec.name, spec.capacity_mib, &spec.format)?;
+                    Ok((record, hv.pool_volumes(&pool)?))
+                })
+                .await;
+            let (record, (pool, volumes)) = record?;
+            model.record_volumes(pool, &volumes);
+            Ok(format!("created {}", record.path))
+        });
+        self.tasks.reply(id, wait).await
+    }
+
+    /// Grows the volume (or shrinks an unused raw one) in a task.
+    pub async fn resize(
+        &self,
+        pool: &str,
+        name: &str,
+        size_mib: u64,
+        wait: Wait,
+    ) -> Result<TaskInfo> {
+        let current = self.record(&self.pools.writable(pool)?, name).await?;
+        let shrink = bytes(size_mib, "size")? < current.capacity;
+        if shrink && current.format != "raw" {
+            return Err(Error::InvalidState(format!(
+                "cannot shrink {} volume '{name}': only raw volumes can shrink",
+                current.format
+            )));
+        }
+        if shrink && self.model.path_in_use(&current.path) {
+            return Err(Error::InvalidState(format!(
+                "cannot shrink volume '{name}': a virtual machine uses it"
+            )));
+        }
+        let (guard, pool, name) = self.prepare_change(current).await?;
+        let backend = self.backend.clone();
+        let id = self.tasks.start(
+            "storagevolume.resize",
+            volume_uri(&pool, &name),
+            async move {
+                let _guard = guard;
+                backend
+                    .run(move |hv| hv.resize_volume(&pool, &name, size_mib, shrink))
+                    .await?;
+                Ok(format!("resized to {size_mib} MiB"))
+            },
+        );
+        self.tasks.reply(id, wait).await
+    }
+
+    /// Overwrites the volume with zeros in a task; an image format (qcow2) is set up
+    /// again afterwards, empty, so the volume stays usable.
+    pub async fn wipe(&self, pool: &str, name: &str, wait: Wait) -> Result<TaskInfo> {
+        let current = self.record(&self.pools.writable(pool)?, name).await?;
+        self.refuse_in_use(&current)?;
+        let (guard, pool, name) = self.prepare_change(current).await?;
+        let backend = self.backend.clone();
+        let id = self
+            .tasks
+            .start("storagevolume.wipe", volume_uri(&pool, &name), async move {
+                let _guard = guard;
+                backend.run(move |hv| hv.wipe_volume(&pool, &name)).await?;
+                Ok("wiped".to_owned())
+            });
+        self.tasks.reply(id, wait).await
+    }
+
+    pub async fn delete(&self, pool: &str, name: &str) -> Result<()> {
+        let current = self.record(&self.pools.writable(pool)?, name).await?;
+        self.refuse_in_use(&current)?;
+        let _guard = self.claim(&current.pool, &current.name)?;
+        let (pool, name) = (current.pool, current.name);
+        let (record, volumes) = self
+            .backend
+            .run(move |hv| {
+                hv.delete_volume(&pool, &name)?;
+                hv.pool_volumes(&pool)
+            })
+            .await?;
+        self.model.record_volumes(record, &volumes);
+        Ok(())
+    }
+
+    /// The volume as libvirt has it now, without identifying ISO contents.
+    async fn record(&self, pool: &str, name: &str) -> Result<VolumeRecord> {
+        check_name("volume", name)?;
+        let (pool, name) = (pool.to_owned(), name.to_owned());
+        self.backend.run(move |hv| hv.volume(&pool, &name)).await
+    }
+
+    fn refuse_in_use(&self, vol: &VolumeRecord) -> Result<()> {
+        if self.model.path_in_use(&vol.path) {
+            return Err(Error::InvalidState(format!(
+                "volume '{}' is used by a virtual machine",
+                vol.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a volume outside its pool's directory (a 409 now, not a failed task
+    /// later) and marks it busy.
+    async fn prepare_change(&self, vol: VolumeRecord) -> Result<(VolumeGuard, String, String)> {
+        let (pool, name) = (vol.pool, vol.name);
+        let (p, n) = (pool.clone(), name.clone());
+        self.backend
+            .run(move |hv| hv.check_volume_inside(&p, &n))
+            .await?;
+        Ok((self.claim(&pool, &name)?, pool, name))
+    }
+}
+
+/// MiB to bytes, refusing sizes that do not fit.
+pub fn bytes(mib: u64, what: &str) -> Result<u64> {
+    match mib.checked_mul(MIB) {
+        Some(b) if mib > 0 => Ok(b),
+        _ => Err(Error::InvalidArgument(format!(
+            "{what} must be between 1 and {} MiB, not {mib}",
+            u64::MAX / MIB
+        ))),
+    }
+}
+
+fn volume_uri(pool: &str, name: &str) -> String {
+    format!("/storagepools/{pool}/storagevolumes/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_must_fit_in_bytes() {
+        assert_eq!(bytes(2, "size").unwrap(), 2 * MIB);
+        let max = u64::MAX / MIB;
+        for (mib, shown) in [(0, "0"), (u64::MAX, "18446744073709551615")] {
+            match bytes(mib, "size") {
+                Err(Error::InvalidArgument(m)) => {
+                    assert_eq!(
+                        m,
+                        format!("size must be between 1 and {max} MiB, not {shown}")
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
