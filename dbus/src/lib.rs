@@ -76,24 +76,9 @@ pub fn task_path(id: u32) -> String {
     format!("{ROOT_PATH}/task/{id}")
 }
 
-/// The id of the task at `path`, as methods that start tasks return it.
-pub fn task_id(path: &str) -> Option<u32> {
-    path.strip_prefix(ROOT_PATH)?
-        .strip_prefix("/task/")?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn task_paths_round_trip() {
-        assert_eq!(task_id(&task_path(42)), Some(42));
-        assert_eq!(task_id("/org/kimchi/Kimchi1/task/x"), None);
-        assert_eq!(task_id("/elsewhere/task/1"), None);
-    }
 
     #[test]
     fn template_paths_escape_everything_but_alphanumerics() {

@@ -13,7 +13,7 @@ pub const OPT_REQUEST_ID: &str = "kimchi.request-id";
 /// `b`: for operations that run as tasks, return only when the task has ended.
 pub const OPT_WAIT: &str = "kimchi.wait";
 /// `u`: with `kimchi.wait`, return after at most this many seconds even if the task
-/// still runs (the reply is the task's path either way).
+/// still runs (the reply is the task as it is then, running or ended).
 pub const OPT_WAIT_TIMEOUT: &str = "kimchi.wait-timeout";
 
 /// The `a{sv} options` argument every kimchid method ends with, parsed once.

@@ -150,7 +150,9 @@ impl App {
 
         match route {
             Route::Public(Public::Config) => Ok(config::get(conn.local_port)),
-            Route::Public(Public::Capabilities) => config::capabilities(&self.kimchid).await,
+            Route::Public(Public::Capabilities) => {
+                config::capabilities(&self.kimchid, request_id).await
+            }
             Route::Public(Public::Login) => login::login(&self.kimchid, request_id, &body).await,
             Route::Protected(protected) => {
                 let input = Input {
@@ -256,7 +258,7 @@ impl App {
             Protected::Logout => login::logout(k, request_id, session).await,
             Protected::Vms if post => vms::create(k, call, respond, view, body).await,
             Protected::Vms => vms::list(k, call, view).await,
-            Protected::Vm(name) if delete => vms::delete(k, call, view, name, body).await,
+            Protected::Vm(name) if delete => vms::delete(k, call, name, body).await,
             Protected::Vm(name) => vms::get(k, call, view, name).await,
             Protected::VmAction(name, action) => {
                 vms::action(k, call, view, name, *action, body).await

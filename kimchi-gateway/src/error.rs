@@ -7,6 +7,8 @@ use serde::Serialize;
 use zbus::fdo::Error as Fdo;
 use zbus::DBusError;
 
+use crate::kimchid::CALL_TIMEOUT;
+
 /// Value of `error` when the problem was found by the gateway itself.
 const GATEWAY_PREFIX: &str = "kimchi.gateway";
 
@@ -67,6 +69,23 @@ impl From<zbus::Error> for Error {
 }
 
 impl Error {
+    /// The error of a call that starts a task (`CreateVM`, `CreateStorageVolume`, …),
+    /// made with `kimchi.wait` when `waited`. kimchid answers a waiting call within
+    /// its own bound (`kimchi.wait-timeout`, under [`CALL_TIMEOUT`]), so when the bus
+    /// call times out all the same, the task is slow rather than kimchid gone: it may
+    /// still run, and its id is unknown here. That is 504 [`Error::TaskWaitTimedOut`],
+    /// not the 503 of an unreachable kimchid. Every other error maps as any call's.
+    pub fn from_task_call(e: BusError, waited: bool) -> Error {
+        match e {
+            BusError::ZBus(zbus::Error::InputOutput(io))
+                if waited && io.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                Error::TaskWaitTimedOut(CALL_TIMEOUT)
+            }
+            other => Error::from(other),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidPath(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
@@ -334,6 +353,34 @@ mod tests {
         for (err, status) in table {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
             assert!(err.name().starts_with("kimchi.gateway."), "{err:?}");
+        }
+    }
+
+    fn timed_out() -> BusError {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        BusError::ZBus(zbus::Error::InputOutput(Arc::new(io)))
+    }
+
+    #[test]
+    fn waited_task_call_that_times_out_is_504() {
+        let err = Error::from_task_call(timed_out(), true);
+        assert!(
+            matches!(err, Error::TaskWaitTimedOut(d) if d == CALL_TIMEOUT),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(err.name(), "kimchi.gateway.TaskWaitTimedOut");
+    }
+
+    #[test]
+    fn task_call_errors_otherwise_map_as_any_call() {
+        // Without waiting, a timeout means kimchid did not answer at all.
+        let err = Error::from_task_call(timed_out(), false);
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+        for waited in [false, true] {
+            let err = Error::from_task_call(BusError::Busy("busy".into()), waited);
+            assert_eq!(err.status(), StatusCode::CONFLICT, "{err:?}");
+            assert_eq!(err.name(), "org.kimchi.Kimchi1.Error.Busy");
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kimchi_dbus::{
-    CallOptions, ManagerProxy, ScreenshotSupport, SessionInfo, SessionsProxy, VmInfo, VmProxy,
+    CallOptions, Capabilities, ManagerProxy, SessionInfo, SessionsProxy, VmInfo, VmProxy,
 };
 use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
@@ -69,7 +69,8 @@ impl Kimchid {
     /// The Manager; resources call its methods with [`Call::options`].
     pub async fn manager(&self) -> Result<ManagerProxy<'static>, Error> {
         let conn = self.connection().await?;
-        // Each request reads fresh values; a cache would subscribe to signals per proxy.
+        // The gateway reads nothing but method replies: the bus policy refuses it
+        // Properties calls, which a property cache would make (GetAll) on every proxy.
         Ok(ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
@@ -117,12 +118,12 @@ impl Kimchid {
         Ok(sessions.logout(token, call.options()).await?)
     }
 
-    /// `StreamProtocols` and `Screenshot`: public properties, read without a session.
-    pub async fn capabilities(&self) -> Result<(Vec<String>, ScreenshotSupport), Error> {
+    /// What the host can do (`Manager.GetCapabilities`): public by design, so asked
+    /// without a session.
+    pub async fn capabilities(&self, request_id: &str) -> Result<Capabilities, Error> {
+        let call = Call::sessionless(request_id);
         let manager = self.manager().await?;
-        let (protocols, screenshot) =
-            tokio::try_join!(manager.stream_protocols(), manager.screenshot())?;
-        Ok((protocols, screenshot))
+        Ok(manager.get_capabilities(call.options()).await?)
     }
 }
 

@@ -200,6 +200,62 @@ pub fn manager_call(method: &str, signature: &str, args: &[&str]) -> Ran {
     manager_call_with(&[], method, signature, args)
 }
 
+/// `busctl --system --json=short [flags] call` on kimchid's Manager; the reply's
+/// `data` (its arguments), asserting success.
+#[track_caller]
+pub fn manager_json(method: &str, signature: &str, args: &[&str]) -> Value {
+    let ran = manager_call_with(&["--json=short"], method, signature, args);
+    assert!(ran.ok, "{method} {args:?} failed: {}", ran.stderr);
+    let reply: Value = serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("{method}: busctl printed no JSON ({e}): {}", ran.stdout));
+    reply["data"].clone()
+}
+
+/// The `TaskInfo` `(oussssdtt)` a task-starting method (`CreateVM`,
+/// `Create`/`Resize`/`WipeStorageVolume`) replied, from busctl's JSON `data`: the
+/// struct's fields as the reply's arguments (as zbus sends a struct), or the struct
+/// as the one argument.
+#[track_caller]
+pub fn task_from_busctl(data: &Value) -> kimchi_dbus::TaskInfo {
+    let fields = match data.as_array().map(Vec::as_slice) {
+        Some([only]) if only.is_array() => only,
+        _ => data,
+    };
+    serde_json::from_value(fields.clone())
+        .unwrap_or_else(|e| panic!("not a TaskInfo ({e}): {data}"))
+}
+
+/// `program args…` as the gateway's user `_kimchi-gw`, as its unit runs it.
+pub fn as_gateway_user(argv: &[&str]) -> Command {
+    let mut setpriv = daemons::AS_GATEWAY_USER.split_whitespace();
+    let mut cmd = Command::new(setpriv.next().expect("a command"));
+    cmd.args(setpriv).args(argv);
+    cmd
+}
+
+/// `gdbus call --system` to kimchid: `method` (`interface.Member`) on `path` with
+/// GVariant-text `args`, as root or, with `as_gateway`, as `_kimchi-gw`. gdbus shows
+/// the D-Bus error's name (busctl only the errno text of the bus's own errors).
+pub fn gdbus_call(as_gateway: bool, path: &str, method: &str, args: &[&str]) -> Ran {
+    let mut argv = vec![
+        "gdbus",
+        "call",
+        "--system",
+        "--dest",
+        kimchi_dbus::BUS_NAME,
+        "--object-path",
+        path,
+        "--method",
+        method,
+    ];
+    argv.extend_from_slice(args);
+    if as_gateway {
+        run(&mut as_gateway_user(&argv))
+    } else {
+        run(Command::new(argv[0]).args(&argv[1..]))
+    }
+}
+
 /// `virsh -c qemu:///system <args>`.
 pub fn virsh(args: &[&str]) -> Ran {
     run(Command::new("virsh")
@@ -493,5 +549,35 @@ pub fn login(user: TestUser) -> Session {
             .as_str()
             .expect("login returns csrf_token")
             .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kimchi_dbus::TaskState;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn busctl_task_reply_reads_as_fields_or_as_one_struct() {
+        let fields = json!([
+            "/org/kimchi/Kimchi1/task/7",
+            7,
+            "vm.create",
+            "finished",
+            "",
+            "/vms/a",
+            1.0,
+            10,
+            20
+        ]);
+        let task = task_from_busctl(&fields);
+        assert_eq!(task.path.as_str(), kimchi_dbus::task_path(7));
+        assert_eq!(task.id, 7);
+        assert_eq!(task.state, TaskState::Finished);
+        assert_eq!(task.target_uri, "/vms/a");
+        assert_eq!((task.start_usec, task.end_usec), (10, 20));
+        assert_eq!(task_from_busctl(&json!([fields])), task);
     }
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kimchi_dbus::{
-    CallOptions, Error, ManagerProxy, BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, SESSIONS_PATH,
-    STORAGE_POOL_INTERFACE, TASK_INTERFACE, TEMPLATE_INTERFACE, VM_INTERFACE,
+    CallOptions, Error, ManagerProxy, TaskState, VmState, BUS_NAME, MANAGER_INTERFACE,
+    MANAGER_PATH, ROOT_PATH, SESSIONS_PATH, STORAGE_POOL_INTERFACE, TASK_INTERFACE,
+    TEMPLATE_INTERFACE, VM_INTERFACE,
 };
 use kimchi_tests::{
-    busctl, lookup_vm_path, manager_call, manager_call_with, poll, run, system_bus, unique_name,
-    vm_property, TestVm,
+    busctl, gdbus_call, lookup_vm_path, manager_call, manager_json, poll, run, system_bus,
+    task_from_busctl, unique_name, vm_property, Ran, TestVm,
 };
 use zbus::fdo::{IntrospectableProxy, PropertiesProxy};
 use zbus::{OwnedVariant, Variant};
@@ -139,16 +140,6 @@ async fn introspect(conn: &zbus::Connection, path: &str) -> String {
         .unwrap_or_else(|e| panic!("Introspect {path}: {e}"))
 }
 
-/// `busctl --json=short call` on the Manager; returns the reply's `data` array.
-#[track_caller]
-fn manager_json(method: &str, signature: &str, args: &[&str]) -> serde_json::Value {
-    let ran = manager_call_with(&["--json=short"], method, signature, args);
-    assert!(ran.ok, "{method} {args:?}: {}", ran.stderr);
-    let reply: serde_json::Value = serde_json::from_str(&ran.stdout)
-        .unwrap_or_else(|e| panic!("{method}: busctl printed no JSON ({e}): {}", ran.stdout));
-    reply["data"].clone()
-}
-
 /// A template with every default, created through the bus and deleted on drop.
 struct BusTemplate {
     name: String,
@@ -215,7 +206,7 @@ impl BusPool {
     /// Creates a 1 MiB raw volume, waiting for its task; returns the task's path.
     fn create_volume(&mut self, name: &str) -> String {
         self.volumes.push(name.to_owned());
-        let reply = manager_json(
+        let task = task_from_busctl(&manager_json(
             "CreateStorageVolume",
             "s(sts)a{sv}",
             &[
@@ -228,11 +219,9 @@ impl BusPool {
                 "b",
                 "true",
             ],
-        );
-        reply[0]
-            .as_str()
-            .unwrap_or_else(|| panic!("no task path in the reply {reply}"))
-            .to_owned()
+        ));
+        assert_eq!(task.state, TaskState::Finished, "{task:?}");
+        task.path.to_string()
     }
 }
 
@@ -384,6 +373,143 @@ fn caller_outside_the_bus_policy_is_denied_by_the_bus() {
     assert!(out.stderr.contains("Access denied"), "{}", out.stderr);
 }
 
+/// Asserts that the bus itself refused the call (gdbus shows the error's name and the
+/// bus daemon's "Rejected send message"), so kimchid never saw it.
+#[track_caller]
+fn assert_refused_by_the_bus(ran: &Ran, what: &str) {
+    assert!(!ran.ok, "{what} was answered: {}", ran.stdout);
+    assert!(
+        ran.stderr
+            .contains("org.freedesktop.DBus.Error.AccessDenied")
+            && ran.stderr.contains("Rejected send message"),
+        "{what}: {}",
+        ran.stderr
+    );
+}
+
+/// The standard interfaces kimchid's objects answer without a session or polkit,
+/// called on the Manager or the root object: (what, path, method, GVariant args).
+fn standard_interface_calls() -> [(&'static str, &'static str, &'static str, Vec<String>); 4] {
+    let manager = format!("'{MANAGER_INTERFACE}'");
+    [
+        (
+            "Properties.Get",
+            MANAGER_PATH,
+            "org.freedesktop.DBus.Properties.Get",
+            vec![manager.clone(), "'Version'".into()],
+        ),
+        (
+            "Properties.GetAll",
+            MANAGER_PATH,
+            "org.freedesktop.DBus.Properties.GetAll",
+            vec![manager],
+        ),
+        (
+            "ObjectManager.GetManagedObjects",
+            ROOT_PATH,
+            "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+            vec![],
+        ),
+        (
+            "Introspectable.Introspect",
+            MANAGER_PATH,
+            "org.freedesktop.DBus.Introspectable.Introspect",
+            vec![],
+        ),
+    ]
+}
+
+#[test]
+fn gateway_user_is_refused_properties_object_manager_and_introspection_by_the_bus() {
+    for (what, path, method, args) in standard_interface_calls() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = gdbus_call(true, path, method, &args);
+        assert_refused_by_the_bus(&ran, &format!("{what} as _kimchi-gw"));
+    }
+}
+
+#[test]
+fn root_still_gets_properties_object_manager_and_introspection() {
+    for (what, path, method, args) in standard_interface_calls() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = gdbus_call(false, path, method, &args);
+        assert!(ran.ok, "{what} as root: {}", ran.stderr);
+        assert!(!ran.stdout.trim().is_empty(), "{what}: empty reply");
+    }
+    // What root got is the real thing: the Manager's version, its object.
+    let version = gdbus_call(
+        false,
+        MANAGER_PATH,
+        "org.freedesktop.DBus.Properties.Get",
+        &[&format!("'{MANAGER_INTERFACE}'"), "'Version'"],
+    );
+    assert!(
+        version.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        version.stdout
+    );
+    let objects = gdbus_call(
+        false,
+        ROOT_PATH,
+        "org.freedesktop.DBus.ObjectManager.GetManagedObjects",
+        &[],
+    );
+    assert!(objects.stdout.contains(MANAGER_PATH), "{}", objects.stdout);
+}
+
+#[test]
+fn gateway_user_gets_capabilities_without_a_session() {
+    let call = |as_gateway| {
+        gdbus_call(
+            as_gateway,
+            MANAGER_PATH,
+            &format!("{MANAGER_INTERFACE}.GetCapabilities"),
+            &["@a{sv} {}"],
+        )
+    };
+    // The same answer root gets, (['http', …], 'yes'|'no'|'unknown'), once the two
+    // calls do not straddle a probe of the host.
+    let mut last = None;
+    let gateway = poll(Duration::from_secs(5), || {
+        let gateway = call(true);
+        assert!(
+            gateway.ok,
+            "GetCapabilities as _kimchi-gw: {}",
+            gateway.stderr
+        );
+        let root = call(false);
+        assert!(root.ok, "GetCapabilities as root: {}", root.stderr);
+        let same = gateway.stdout == root.stdout;
+        last = Some((gateway.stdout.clone(), root.stdout));
+        same.then_some(gateway)
+    })
+    .unwrap_or_else(|| panic!("_kimchi-gw and root got different answers: {last:?}"));
+    assert!(
+        ["'yes'", "'no'", "'unknown'"]
+            .iter()
+            .any(|word| gateway.stdout.contains(word)),
+        "{}",
+        gateway.stdout
+    );
+}
+
+/// The reply decodes as the contract's `Capabilities` (what the gateway reads).
+#[tokio::test]
+async fn get_capabilities_reply_is_the_contract_type() {
+    let manager = ManagerProxy::new(&system_bus().await).await.unwrap();
+    let caps = manager
+        .get_capabilities(HashMap::new())
+        .await
+        .expect("GetCapabilities");
+    // Protocol names as QEMU's block drivers call them: http, https, ftp, …
+    assert!(
+        caps.stream_protocols
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase())),
+        "{caps:?}"
+    );
+}
+
 fn options(key: &str, value: &str) -> HashMap<String, OwnedVariant> {
     let mut dict = CallOptions::default().to_dict();
     dict.insert(
@@ -433,7 +559,7 @@ async fn root_list_vms_includes_a_vm_defined_with_virsh() {
         .unwrap_or_else(|| panic!("{} not in {vms:?}", vm.name));
     assert_eq!(info.path.as_str(), path);
     assert_eq!(info.path.as_str(), kimchi_dbus::vm_path(&info.uuid));
-    assert_eq!(info.state, "shutoff");
+    assert_eq!(info.state, VmState::Shutoff);
     assert_eq!(info.memory_mib, 64);
     assert_eq!(info.graphics_type, "vnc");
 }

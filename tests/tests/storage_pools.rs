@@ -14,7 +14,7 @@ use common::{
     POOL_KEYS,
 };
 use futures_util::StreamExt;
-use kimchi_dbus::{ISO_POOL, STORAGE_POOL_INTERFACE};
+use kimchi_dbus::{PoolState, ISO_POOL, STORAGE_POOL_INTERFACE};
 use kimchi_tests::{run, system_bus, virsh, READER};
 use serde_json::{json, Value};
 use zbus::message::Type as MessageType;
@@ -470,7 +470,7 @@ async fn rest_activation_emits_properties_changed_with_the_pool_state() {
         .get_storage_pool(&pool.name, no_options())
         .await
         .expect("GetStoragePool");
-    assert_eq!(info.state, "inactive");
+    assert_eq!(info.state, PoolState::Inactive);
     let rule = MatchRule::builder()
         .msg_type(MessageType::Signal)
         .interface("org.freedesktop.DBus.Properties")

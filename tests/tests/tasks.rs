@@ -11,12 +11,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{
-    allocate_fully, expect, manager, manager_call, object_path_reply, TestPool, Web, MIB,
-};
+use common::{allocate_fully, expect, manager, TestPool, Web, MIB};
 use futures_util::StreamExt;
-use kimchi_dbus::{task_id, CallOptions, BUS_NAME, ROOT_PATH, TASK_INTERFACE};
-use kimchi_tests::{busctl, system_bus, READER};
+use kimchi_dbus::{task_path, CallOptions, TaskState, BUS_NAME, ROOT_PATH, TASK_INTERFACE};
+use kimchi_tests::{busctl, manager_json, system_bus, task_from_busctl, READER};
 use serde_json::{json, Value};
 use zbus::message::Type as MessageType;
 use zbus::{MatchRule, MessageStream, OwnedVariant};
@@ -203,7 +201,9 @@ async fn dbus_wipe_sends_completed_on_the_task_it_returned() {
         .wipe_storage_volume(&pool.name, "w.img", CallOptions::default().to_dict())
         .await
         .expect("WipeStorageVolume");
-    assert!(task_id(task.as_str()).is_some(), "{task}");
+    assert_eq!(task.path.as_str(), task_path(task.id), "{task:?}");
+    assert_eq!(task.operation, "storagevolume.wipe", "{task:?}");
+    let task = task.path;
 
     let (success, message) = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = signals.next().await {
@@ -245,7 +245,8 @@ async fn dbus_task_end_emits_properties_changed_with_the_state() {
         .await
         .wipe_storage_volume(&pool.name, "w.img", CallOptions::default().to_dict())
         .await
-        .expect("WipeStorageVolume");
+        .expect("WipeStorageVolume")
+        .path;
 
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = signals.next().await {
@@ -272,7 +273,7 @@ async fn dbus_task_end_emits_properties_changed_with_the_state() {
 fn busctl_create_with_kimchi_wait_returns_a_finished_task() {
     let web = Web::admin();
     let pool = TestPool::active("task-wait", &web);
-    let ran = manager_call(
+    let task = task_from_busctl(&manager_json(
         "CreateStorageVolume",
         "s(sts)a{sv}",
         &[
@@ -285,11 +286,23 @@ fn busctl_create_with_kimchi_wait_returns_a_finished_task() {
             "b",
             "true",
         ],
-    )
+    ));
+    assert_eq!(task.state, TaskState::Finished, "{task:?}");
+    assert_eq!(task.operation, "storagevolume.create", "{task:?}");
+    assert_eq!(task.target_uri, pool.volume_uri("waited.qcow2"), "{task:?}");
+    assert!(
+        task.end_usec >= task.start_usec && task.end_usec > 0,
+        "{task:?}"
+    );
+    // The Task object agrees with the reply.
+    let state = busctl(&[
+        "get-property",
+        BUS_NAME,
+        task.path.as_str(),
+        TASK_INTERFACE,
+        "State",
+    ])
     .expect_ok();
-    let task = object_path_reply(&ran);
-    assert!(task_id(&task).is_some(), "{task}");
-    let state = busctl(&["get-property", BUS_NAME, &task, TASK_INTERFACE, "State"]).expect_ok();
     assert_eq!(state.stdout.trim(), r#"s "finished""#);
     assert_eq!(
         common::image_format_and_size(&pool.file("waited.qcow2")),
@@ -301,18 +314,43 @@ fn busctl_create_with_kimchi_wait_returns_a_finished_task() {
 fn busctl_wipe_without_kimchi_wait_returns_a_running_task() {
     let web = Web::admin();
     let pool = pool_with_a_slow_volume("task-nowait", &web);
-    let ran = manager_call(
+    let task = task_from_busctl(&manager_json(
         "WipeStorageVolume",
         "ssa{sv}",
         &[&pool.name, "big.img", "0"],
-    )
-    .expect_ok();
-    let task = object_path_reply(&ran);
-    let state = busctl(&["get-property", BUS_NAME, &task, TASK_INTERFACE, "State"]).expect_ok();
-    assert_eq!(state.stdout.trim(), r#"s "running""#);
-    let id = task_id(&task).expect("a task path");
-    let ended = wait_until_ended(&web, &format!("/tasks/{id}"));
+    ));
+    assert_eq!(task.state, TaskState::Running, "{task:?}");
+    assert_eq!(task.end_usec, 0, "{task:?}");
+    assert_eq!(task.target_uri, pool.volume_uri("big.img"), "{task:?}");
+    let ended = wait_until_ended(&web, &format!("/tasks/{}", task.id));
     assert_eq!(ended["status"], "finished", "{ended}");
+}
+
+#[test]
+fn busctl_resize_with_kimchi_wait_returns_the_ended_task() {
+    let web = Web::admin();
+    let pool = TestPool::active("task-resize", &web);
+    pool.create_volume(&web, "grow.qcow2", 16, "qcow2");
+    let task = task_from_busctl(&manager_json(
+        "ResizeStorageVolume",
+        "ssta{sv}",
+        &[
+            &pool.name,
+            "grow.qcow2",
+            "48",
+            "1",
+            "kimchi.wait",
+            "b",
+            "true",
+        ],
+    ));
+    assert_eq!(task.state, TaskState::Finished, "{task:?}");
+    assert_eq!(task.operation, "storagevolume.resize", "{task:?}");
+    assert_eq!(task.target_uri, pool.volume_uri("grow.qcow2"), "{task:?}");
+    assert_eq!(
+        common::image_format_and_size(&pool.file("grow.qcow2")),
+        ("qcow2".to_owned(), 48 * MIB)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use common::{expect, keys, manager, no_options, TestPool, Web};
 use kimchi_dbus::{
-    template_path, Error as BusError, TemplateDisk, TemplateSpec, BUS_NAME, MANAGER_INTERFACE,
-    MANAGER_PATH, TEMPLATE_INTERFACE,
+    template_path, Error as BusError, TemplateDisk, TemplatePatch, TemplateSpec, BUS_NAME,
+    MANAGER_INTERFACE, MANAGER_PATH, TEMPLATE_INTERFACE,
 };
 use kimchi_tests::daemons::{kimchid_bin, PrivateBus, Reaped};
 use kimchi_tests::{
@@ -27,6 +27,7 @@ use kimchi_tests::{
     DATA_VOLUME_ID, OUTSIDER, READER, UBUNTU_VOLUME_ID,
 };
 use serde_json::{json, Value};
+use zbus::{OwnedVariant, Variant};
 
 /// The keys of a template document, sorted.
 const TEMPLATE_KEYS: [&str; 9] = [
@@ -319,12 +320,22 @@ fn name_only_args(name: &str) -> Vec<&str> {
 }
 
 const SPEC_SIGNATURE: &str = "(sassssutsa(uts))a{sv}";
+/// `UpdateTemplate(s name, a{sv} changes, a{sv} options)`.
+const UPDATE_SIGNATURE: &str = "sa{sv}a{sv}";
 
 /// An empty spec called `name` for zbus calls: kimchid fills in everything.
 fn spec(name: &str) -> TemplateSpec {
     TemplateSpec {
         name: name.to_owned(),
         ..TemplateSpec::default()
+    }
+}
+
+/// A change of the CPU count only.
+fn cpus(n: u32) -> TemplatePatch {
+    TemplatePatch {
+        cpus: Some(n),
+        ..TemplatePatch::default()
     }
 }
 
@@ -718,6 +729,54 @@ fn put_cpus_and_memory_changes_only_those() {
     assert_eq!(get_template(&web, t.name()), expected);
 }
 
+/// Rounds of [`concurrent_puts_of_different_fields_all_take_effect`].
+const RACE_ROUNDS: u32 = 25;
+
+/// Three clients change three different fields of one template at the same moment,
+/// round after round: every round, all three changes are there afterwards. kimchid
+/// merges each PUT's fields into the stored template under its own lock; a merge
+/// made before the call (read the template, change a field, write it all back) would
+/// now and then write back a field another client had just changed.
+#[test]
+fn concurrent_puts_of_different_fields_all_take_effect() {
+    let web = Web::admin();
+    let t = Templates::one("tpl-put-race");
+    create(&web, &full_body(t.name()));
+    let start = std::sync::Barrier::new(3);
+    for round in 0..RACE_ROUNDS {
+        // Every field differs from the round before, so a lost change shows.
+        let changes = [
+            ("cpus", json!(if round % 2 == 0 { 2 } else { 1 })),
+            ("memory", json!(if round % 2 == 0 { 512 } else { 256 })),
+            ("icon", json!(format!("images/icon-race-{round}.png"))),
+        ];
+        std::thread::scope(|scope| {
+            let puts: Vec<_> = changes
+                .iter()
+                .map(|(field, value)| {
+                    let (web, start, name) = (&web, &start, t.name());
+                    scope.spawn(move || {
+                        start.wait();
+                        (field, value, put(web, name, &json!({ *field: value })))
+                    })
+                })
+                .collect();
+            for put in puts {
+                let (field, value, resp) = put.join().expect("PUT thread");
+                let doc = expect(resp, 200, &format!("round {round}: PUT {field}")).json();
+                assert_eq!(&doc[field], value, "round {round}: PUT {field}: {doc}");
+            }
+        });
+        let doc = get_template(&web, t.name());
+        for (field, value) in &changes {
+            assert_eq!(
+                &doc[field], value,
+                "round {round}: the change of {field} was lost: {doc}"
+            );
+        }
+    }
+}
+
 #[test]
 fn put_with_a_new_name_renames_with_303() {
     let web = Web::admin();
@@ -1060,19 +1119,22 @@ fn dbus_update_template_rename_moves_the_object() {
     let (old_path, new_path) = (template_path(&old), template_path(&new));
     exported_property(None, &old_path, "Name");
 
-    // UpdateTemplate(s name, spec, a{sv}): a spec named `new`, cpus 2.
-    let spec_args = [new.as_str(), "0", "", "", "", "2", "0", "", "0", "0"];
-    let mut argv = vec![old.as_str()];
-    argv.extend_from_slice(&spec_args);
+    // UpdateTemplate(s name, a{sv} changes, a{sv} options): name `new`, cpus 2; every
+    // other field stays as it was.
+    let before = json_data(&call_manager(None, "GetTemplate", "sa{sv}", &[&old, "0"]));
     let info = json_data(&call_manager(
         None,
         "UpdateTemplate",
-        "s(sassssutsa(uts))a{sv}",
-        &argv,
+        UPDATE_SIGNATURE,
+        &[&old, "2", "name", "s", &new, "cpus", "u", "2", "0"],
     ));
     assert_eq!(info[0], new_path.as_str(), "{info}");
-    assert_eq!(info[1][0], new.as_str(), "{info}");
-    assert_eq!(info[1][5], 2, "{info}");
+    let mut expected = before[1].clone();
+    expected[0] = json!(new);
+    expected[5] = json!(2);
+    assert_eq!(info[1], expected, "{info}");
+    // The device models (disk bus, NIC) stay too.
+    assert_eq!((&info[2], &info[3]), (&before[2], &before[3]), "{info}");
 
     let moved = poll(Duration::from_secs(5), || {
         let paths = template_objects(None);
@@ -1157,8 +1219,12 @@ async fn dbus_rename_onto_an_existing_name_is_already_exists() {
     for name in &t.0 {
         m.create_template(spec(name), no_options()).await.unwrap();
     }
+    let rename = TemplatePatch {
+        name: Some(t.0[1].clone()),
+        ..TemplatePatch::default()
+    };
     let err = m
-        .update_template(&t.0[0], spec(&t.0[1]), no_options())
+        .update_template(&t.0[0], rename.to_dict(), no_options())
         .await
         .unwrap_err();
     assert!(matches!(err, BusError::AlreadyExists(_)), "{err:?}");
@@ -1177,7 +1243,7 @@ async fn dbus_calls_on_a_missing_template_are_not_found() {
     let errors = [
         m.get_template(name, no_options()).await.map(|_| ()),
         m.lookup_template(name, no_options()).await.map(|_| ()),
-        m.update_template(name, spec(name), no_options())
+        m.update_template(name, cpus(2).to_dict(), no_options())
             .await
             .map(|_| ()),
         m.delete_template(name, no_options()).await,
@@ -1189,6 +1255,63 @@ async fn dbus_calls_on_a_missing_template_are_not_found() {
             "{call}Template: {err:?}"
         );
     }
+}
+
+/// A change naming a field templates do not have (`memory` is REST's name; the bus
+/// says `memory_mib`), or giving a field the wrong type, is refused as a whole:
+/// nothing changes, not even the valid field next to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn dbus_update_with_an_unknown_or_mistyped_field_is_invalid_argument_and_changes_nothing() {
+    let t = Templates::one("tpl-bus-badkey");
+    let name = t.name();
+    let before = tokio::task::block_in_place(|| {
+        let mut args = name_only_args(name);
+        args.insert(0, SPEC_SIGNATURE);
+        json_data(&call_manager(None, "CreateTemplate", args[0], &args[1..]));
+        json_data(&call_manager(None, "GetTemplate", "sa{sv}", &[name, "0"]))
+    });
+    assert_ne!(before[1][5], 3, "{before}");
+
+    // busctl, as an administrator would type it: cpus 3 and the unknown `memory`, or
+    // cpus as a string. busctl shows the error's message, not its name.
+    for (what, changes, needle) in [
+        (
+            "unknown key",
+            ["2", "cpus", "u", "3", "memory", "t", "2048"].as_slice(),
+            "memory",
+        ),
+        ("mistyped value", &["1", "cpus", "s", "3"], "cpus"),
+    ] {
+        let ran = tokio::task::block_in_place(|| {
+            let mut args = vec![name];
+            args.extend_from_slice(changes);
+            args.push("0");
+            call_manager(None, "UpdateTemplate", UPDATE_SIGNATURE, &args)
+        });
+        assert!(!ran.ok, "{what} was accepted: {}", ran.stdout);
+        assert!(ran.stderr.contains(needle), "{what}: {}", ran.stderr);
+    }
+
+    // The same unknown key through zbus: the error's name is InvalidArgument.
+    let m = manager(&system_bus().await).await;
+    let mut changes = cpus(3).to_dict();
+    changes.insert(
+        "memory".into(),
+        OwnedVariant::try_from(Variant::from(2048u64)).unwrap(),
+    );
+    let err = m
+        .update_template(name, changes, no_options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BusError::InvalidArgument(m) if m.contains("memory")),
+        "{err:?}"
+    );
+
+    let after = tokio::task::block_in_place(|| {
+        json_data(&call_manager(None, "GetTemplate", "sa{sv}", &[name, "0"]))
+    });
+    assert_eq!(after, before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1379,18 +1502,16 @@ fn templates_survive_a_kimchid_crash() {
     create(&name_only_args("before-rename"));
     let ran = stack.call(
         "UpdateTemplate",
-        "s(sassssutsa(uts))a{sv}",
+        UPDATE_SIGNATURE,
         &[
             "before-rename",
+            "2",
+            "name",
+            "s",
             "after-rename",
-            "0",
-            "",
-            "",
-            "",
+            "cpus",
+            "u",
             "4",
-            "0",
-            "",
-            "0",
             "0",
         ],
     );

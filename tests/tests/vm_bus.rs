@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use common::{manager, no_options, object_path_reply};
 use kimchi_dbus::{
-    task_id, template_path, vm_path, CallOptions, VmProxy, BUS_NAME, MANAGER_INTERFACE,
-    MANAGER_PATH, TASK_INTERFACE, TEMPLATE_INTERFACE, VM_INTERFACE,
+    template_path, vm_path, CallOptions, TaskInfo, TaskState, VmProxy, VmState, BUS_NAME,
+    MANAGER_INTERFACE, MANAGER_PATH, TASK_INTERFACE, TEMPLATE_INTERFACE, VM_INTERFACE,
 };
 use kimchi_tests::{
-    busctl, ensure_test_users, manager_call, manager_call_with, poll, run, scratch_dir, system_bus,
-    unique_name, virsh, vm_property, write_iso, Ran, TestUser, DATA_VOLUME_ID, OUTSIDER, READER,
-    UBUNTU_VOLUME_ID,
+    busctl, ensure_test_users, manager_call, manager_json, poll, run, scratch_dir, system_bus,
+    task_from_busctl, unique_name, virsh, vm_property, write_iso, Ran, TestUser, DATA_VOLUME_ID,
+    OUTSIDER, READER, UBUNTU_VOLUME_ID,
 };
 use serde_json::{json, Value};
 use zbus::{DBusError, OwnedVariant, Variant};
@@ -52,16 +52,6 @@ fn busctl_json(args: &[&str]) -> Value {
     assert!(ran.ok, "busctl {args:?} failed: {}", ran.stderr);
     let reply: Value = serde_json::from_str(&ran.stdout)
         .unwrap_or_else(|e| panic!("busctl {args:?} printed no JSON ({e}): {}", ran.stdout));
-    reply["data"].clone()
-}
-
-/// A Manager method through `busctl --json=short call`; the reply's `data` array.
-#[track_caller]
-fn manager_json(method: &str, signature: &str, args: &[&str]) -> Value {
-    let ran = manager_call_with(&["--json=short"], method, signature, args);
-    assert!(ran.ok, "{method} {args:?} failed: {}", ran.stderr);
-    let reply: Value = serde_json::from_str(&ran.stdout)
-        .unwrap_or_else(|e| panic!("{method}: busctl printed no JSON ({e}): {}", ran.stdout));
     reply["data"].clone()
 }
 
@@ -216,25 +206,23 @@ impl Drop for BusVm {
 }
 
 /// `CreateVM(template, name, "", {kimchi.wait: true})` with busctl; asserts that the
-/// task it returns has finished and returns the task's path.
+/// task it returns (as it was when the call returned) has finished, and returns it.
 #[track_caller]
-fn create_vm(template: &str, name: &str) -> String {
-    let reply = manager_json(
+fn create_vm(template: &str, name: &str) -> TaskInfo {
+    let task = task_from_busctl(&manager_json(
         "CreateVM",
         "sssa{sv}",
         &[template, name, "", "1", kimchi_dbus::OPT_WAIT, "b", "true"],
-    );
-    let task = reply[0]
-        .as_str()
-        .unwrap_or_else(|| panic!("no task path in the CreateVM reply {reply}"))
-        .to_owned();
-    assert!(task_id(&task).is_some(), "not a task path: {task}");
-    let state = property(&task, TASK_INTERFACE, "State");
+    ));
     assert_eq!(
-        state,
-        r#"s "finished""#,
-        "CreateVM {name:?}: task {task} {state}, message {}",
-        property(&task, TASK_INTERFACE, "Message")
+        task.path.as_str(),
+        kimchi_dbus::task_path(task.id),
+        "{task:?}"
+    );
+    assert_eq!(
+        task.state,
+        TaskState::Finished,
+        "CreateVM {name:?}: task {task:?}"
     );
     task
 }
@@ -275,15 +263,23 @@ async fn busctl_creates_starts_screenshots_stops_and_deletes_a_vm() {
     assert_eq!(reply[0], template_path(&template.name), "{reply}");
     let vm = BusVm::named(unique_name("vmbus-flow-vm"));
 
-    // Create, waiting for the task: the Task object says it finished, for this VM.
+    // Create, waiting for the task: the reply is the finished task, for this VM, and
+    // the Task object says the same.
     let task = create_vm(&template.name, &vm.name);
+    assert_eq!(task.target_uri, format!("/vms/{}", vm.name), "{task:?}");
+    assert_eq!(task.operation, "vm.create", "{task:?}");
+    let task_path = task.path.as_str();
     assert_eq!(
-        property(&task, TASK_INTERFACE, "TargetUri"),
+        property(task_path, TASK_INTERFACE, "TargetUri"),
         format!("s \"/vms/{}\"", vm.name)
     );
     assert_eq!(
-        property(&task, TASK_INTERFACE, "Operation"),
+        property(task_path, TASK_INTERFACE, "Operation"),
         r#"s "vm.create""#
+    );
+    assert_eq!(
+        property(task_path, TASK_INTERFACE, "State"),
+        r#"s "finished""#
     );
     assert!(vm.disk(0).exists(), "no disk {}", vm.disk(0).display());
 
@@ -385,13 +381,15 @@ async fn create_vm_with_an_empty_name_picks_template_vm_n() {
     let manager = manager(&conn).await;
 
     for vm in [&first, &second] {
-        let task_path = create_vm(&template.name, "");
-        let id = task_id(&task_path).expect("task id");
-        let task = manager.get_task(id, no_options()).await.expect("GetTask");
-        assert_eq!(task.path.as_str(), task_path, "{task:?}");
-        assert_eq!(task.id, id, "{task:?}");
+        let returned = create_vm(&template.name, "");
+        // The ended task is what GetTask says of it too.
+        let task = manager
+            .get_task(returned.id, no_options())
+            .await
+            .expect("GetTask");
+        assert_eq!(task, returned);
         assert_eq!(task.operation, "vm.create", "{task:?}");
-        assert_eq!(task.state, "finished", "{task:?}");
+        assert_eq!(task.state, TaskState::Finished, "{task:?}");
         assert_eq!(task.target_uri, format!("/vms/{}", vm.name), "{task:?}");
         assert_eq!(task.progress, 1.0, "{task:?}");
         assert!(task.end_usec >= task.start_usec, "{task:?}");
@@ -403,7 +401,7 @@ async fn create_vm_with_an_empty_name_picks_template_vm_n() {
         let info = manager.get_vm(&vm.name, no_options()).await.expect("GetVM");
         assert_eq!(info.path, path);
         assert_eq!(info.name, vm.name);
-        assert_eq!(info.state, "shutoff");
+        assert_eq!(info.state, VmState::Shutoff);
         assert_eq!(info.memory_mib, MEMORY_MIB);
         assert!(vm.disk(0).exists(), "no disk {}", vm.disk(0).display());
     }
@@ -486,7 +484,7 @@ async fn refusals_carry_kimchi_error_names() {
         .start_vm(&vm.name, no_options())
         .await
         .expect("StartVM");
-    assert_eq!(started.state, "running");
+    assert_eq!(started.state, VmState::Running);
     let why = assert_bus_error(
         manager.start_vm(&vm.name, no_options()).await,
         "InvalidState",
@@ -496,7 +494,7 @@ async fn refusals_carry_kimchi_error_names() {
         .stop_vm(&vm.name, no_options())
         .await
         .expect("StopVM");
-    assert_eq!(stopped.state, "shutoff");
+    assert_eq!(stopped.state, VmState::Shutoff);
     assert_bus_error(
         manager.stop_vm(&vm.name, no_options()).await,
         "InvalidState",
@@ -810,7 +808,7 @@ async fn running_vm_object_shows_its_properties_and_console_method() {
         .unwrap_or_else(|| panic!("{} not in ListVMs", vm.name));
     assert_eq!(listed.path.as_str(), path);
     assert_eq!(listed.uuid, uuid);
-    assert_eq!(listed.state, "running");
+    assert_eq!(listed.state, VmState::Running);
     assert_eq!(listed.memory_mib, MEMORY_MIB);
     assert_eq!(listed.graphics_type, "vnc");
     assert_eq!(listed.icon, icon);

@@ -25,28 +25,41 @@ struct Capabilities {
     screenshot: Option<bool>,
 }
 
-pub async fn capabilities(kimchid: &Kimchid) -> Result<Reply, Error> {
-    let (stream_protocols, screenshot) = kimchid.capabilities().await?;
-    Ok(Reply::ok(&Capabilities {
-        stream_protocols,
-        screenshot: screenshot.as_option(),
-    }))
+pub async fn capabilities(kimchid: &Kimchid, request_id: &str) -> Result<Reply, Error> {
+    Ok(Reply::ok(&Capabilities::from(
+        kimchid.capabilities(request_id).await?,
+    )))
+}
+
+impl From<kimchi_dbus::Capabilities> for Capabilities {
+    fn from(caps: kimchi_dbus::Capabilities) -> Self {
+        Capabilities {
+            stream_protocols: caps.stream_protocols,
+            screenshot: caps.screenshot.as_option(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use kimchi_dbus::ScreenshotSupport;
+
     use super::*;
 
     #[test]
     fn capabilities_use_kimchi_keys_and_null_when_untested() {
-        let doc = serde_json::to_value(Capabilities {
-            stream_protocols: vec!["http".into()],
-            screenshot: kimchi_dbus::ScreenshotSupport::Unknown.as_option(),
-        })
-        .unwrap();
+        let caps = |screenshot| {
+            serde_json::to_value(Capabilities::from(kimchi_dbus::Capabilities {
+                stream_protocols: vec!["http".into()],
+                screenshot,
+            }))
+            .unwrap()
+        };
         assert_eq!(
-            doc,
+            caps(ScreenshotSupport::Unknown),
             serde_json::json!({"stream_protocols": ["http"], "screenshot": null})
         );
+        assert_eq!(caps(ScreenshotSupport::Yes)["screenshot"], true);
+        assert_eq!(caps(ScreenshotSupport::No)["screenshot"], false);
     }
 }

@@ -4,7 +4,7 @@
 
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
-use kimchi_dbus::{PoolInfo, PoolSpec};
+use kimchi_dbus::{PoolInfo, PoolSpec, PoolState};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Text};
@@ -17,7 +17,7 @@ use crate::router::{self, PoolAction};
 struct Pool {
     name: String,
     /// active, inactive, building, degraded or inaccessible.
-    state: String,
+    state: PoolState,
     /// The pool's directory; empty for `kimchi_isos`.
     path: String,
     /// dir, netfs, logical, …, or `kimchi-iso`.
@@ -163,7 +163,7 @@ mod tests {
         PoolInfo {
             path: zbus::OwnedObjectPath::try_from(kimchi_dbus::pool_path("u-1")).unwrap(),
             name: name.into(),
-            state: "active".into(),
+            state: PoolState::Active,
             target_path: target_path.into(),
             pool_type: kind.into(),
             capacity_mib: 1000,
@@ -183,6 +183,26 @@ mod tests {
                 "capacity": 1000, "allocated": 300, "available": 700, "nr_volumes": 4
             })
         );
+    }
+
+    #[test]
+    fn pool_state_is_the_state_word() {
+        for (state, word) in [
+            (PoolState::Inactive, "inactive"),
+            (PoolState::Building, "building"),
+            (PoolState::Active, "active"),
+            (PoolState::Degraded, "degraded"),
+            (PoolState::Inaccessible, "inaccessible"),
+        ] {
+            let pool = PoolInfo {
+                state,
+                ..info("p", "dir", "/srv/p")
+            };
+            assert_eq!(
+                serde_json::to_value(Pool::from(pool)).unwrap()["state"],
+                word
+            );
+        }
     }
 
     #[test]

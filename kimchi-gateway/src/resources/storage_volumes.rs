@@ -140,7 +140,7 @@ pub async fn create(
         .await?
         .create_storage_volume(pool, spec, call.task_options(respond.wait()))
         .await;
-    tasks::reply(kimchid, call, respond, started, async |_| {
+    tasks::reply(respond, started, async |_| {
         let volume = volume(kimchid, call, pool, &name).await?;
         let location = HeaderValue::from_str(&router::volume_uri(pool, &volume.name))
             .expect("an encoded path is a valid header value");
@@ -172,7 +172,7 @@ pub async fn action(
             manager.wipe_storage_volume(pool, name, options).await
         }
     };
-    tasks::reply(kimchid, call, respond, started, async |_| {
+    tasks::reply(respond, started, async |_| {
         Ok(Reply::ok(&volume(kimchid, call, pool, name).await?))
     })
     .await

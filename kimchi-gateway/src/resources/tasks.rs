@@ -4,12 +4,11 @@
 
 use hyper::header::{HeaderName, HeaderValue, LOCATION};
 use hyper::{HeaderMap, StatusCode};
-use kimchi_dbus::{task_id, TaskInfo};
+use kimchi_dbus::{TaskInfo, TaskState};
 use serde::Serialize;
-use zbus::OwnedObjectPath;
 
 use crate::error::Error;
-use crate::kimchid::{Call, Kimchid, CALL_TIMEOUT};
+use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
 
@@ -22,7 +21,7 @@ struct Task {
     /// A string, as in Kimchi.
     id: String,
     /// running, finished or failed.
-    status: String,
+    status: TaskState,
     message: String,
     /// The API path of what the task works on.
     target_uri: String,
@@ -97,46 +96,25 @@ impl Respond {
 }
 
 /// The answer to a request that started a task: `started` is kimchid's reply to the
-/// call made with [`Call::task_options`]`(respond.wait())`. A finished task is
-/// answered by `done` (the resource's own success reply, given the task), a failed one with 500 and
-/// the task's message (kimchid checks requests before it starts tasks, so a failure
-/// is the backend's, not the client's), and a task still running with 202.
+/// call made with [`Call::task_options`]`(respond.wait())`, the task as it was when
+/// kimchid answered. A finished task is answered by `done` (the resource's own
+/// success reply, given the task), a failed one with 500 and the task's message
+/// (kimchid checks requests before it starts tasks, so a failure is the backend's,
+/// not the client's), and a task still running with 202.
 pub async fn reply(
-    kimchid: &Kimchid,
-    call: &Call<'_>,
     respond: Respond,
-    started: Result<OwnedObjectPath, kimchi_dbus::Error>,
+    started: Result<TaskInfo, kimchi_dbus::Error>,
     done: impl AsyncFnOnce(TaskInfo) -> Result<Reply, Error>,
 ) -> Result<Reply, Error> {
-    let path = started.map_err(|e| match e {
-        kimchi_dbus::Error::ZBus(zbus::Error::InputOutput(io))
-            if respond.wait() && io.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            Error::TaskWaitTimedOut(CALL_TIMEOUT)
-        }
-        other => Error::from(other),
-    })?;
-    let id = task_id(path.as_str()).ok_or_else(|| {
-        Error::BadReply(format!(
-            "kimchid returned '{path}' where a task was expected"
-        ))
-    })?;
-    let info = kimchid
-        .manager()
-        .await?
-        .get_task(id, call.options())
-        .await?;
-    match (respond, info.state.as_str()) {
-        (Respond::Wait, "finished") => done(info).await,
-        (Respond::Wait, "failed") => Err(Error::TaskFailed {
-            id,
+    let info = started.map_err(|e| Error::from_task_call(e, respond.wait()))?;
+    match (respond, info.state) {
+        (Respond::Wait, TaskState::Finished) => done(info).await,
+        (Respond::Wait, TaskState::Failed) => Err(Error::TaskFailed {
+            id: info.id,
             message: info.message,
         }),
-        // Asked not to wait; or, which kimchid should not do, not ended after waiting.
-        (_, "running" | "finished" | "failed") => Ok(accepted(respond, info)),
-        (_, other) => Err(Error::BadReply(format!(
-            "task {id} is in an unknown state '{other}'"
-        ))),
+        // Asked not to wait; or still running when kimchid's wait bound ran out.
+        (Respond::Async, _) | (Respond::Wait, TaskState::Running) => Ok(accepted(respond, info)),
     }
 }
 
@@ -156,12 +134,12 @@ fn accepted(respond: Respond, info: TaskInfo) -> Reply {
 mod tests {
     use super::*;
 
-    fn info(state: &str, target_uri: &str) -> TaskInfo {
+    fn info(state: TaskState, target_uri: &str) -> TaskInfo {
         TaskInfo {
-            path: OwnedObjectPath::try_from(kimchi_dbus::task_path(12)).unwrap(),
+            path: zbus::OwnedObjectPath::try_from(kimchi_dbus::task_path(12)).unwrap(),
             id: 12,
             operation: "storagevolume.wipe".into(),
-            state: state.into(),
+            state,
             message: "wiped".into(),
             target_uri: target_uri.into(),
             progress: 1.0,
@@ -173,7 +151,7 @@ mod tests {
     #[test]
     fn task_json_has_kimchi_keys_and_a_string_id() {
         let doc = serde_json::to_value(Task::from(info(
-            "finished",
+            TaskState::Finished,
             "/storagepools/default/storagevolumes/a.img",
         )))
         .unwrap();
@@ -187,9 +165,83 @@ mod tests {
     }
 
     #[test]
+    fn task_status_is_the_state_word() {
+        for (state, word) in [
+            (TaskState::Running, "running"),
+            (TaskState::Finished, "finished"),
+            (TaskState::Failed, "failed"),
+        ] {
+            let doc = serde_json::to_value(Task::from(info(state, "/x"))).unwrap();
+            assert_eq!(doc["status"], word);
+        }
+    }
+
+    /// What [`reply`] answers for kimchid's reply `started`; `done` answers 201.
+    async fn answer(
+        respond: Respond,
+        started: Result<TaskInfo, kimchi_dbus::Error>,
+    ) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, Error> {
+        let reply = reply(respond, started, async |task| {
+            assert_eq!(
+                task.state,
+                TaskState::Finished,
+                "done only for a finished task"
+            );
+            Ok(Reply::json(StatusCode::CREATED, &task.id))
+        })
+        .await?;
+        Ok(reply.into_response(false))
+    }
+
+    #[tokio::test]
+    async fn waited_task_is_answered_by_how_it_ended() {
+        let r = answer(Respond::Wait, Ok(info(TaskState::Finished, "/x")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+
+        let err = answer(Respond::Wait, Ok(info(TaskState::Failed, "/x")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::TaskFailed { id: 12, message } if message == "wiped"),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+        // Still running when kimchid's wait bound ran out: 202, as if asked.
+        let r = answer(Respond::Wait, Ok(info(TaskState::Running, "/x")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(r.headers()[LOCATION], "/tasks/12");
+    }
+
+    #[tokio::test]
+    async fn async_request_is_202_however_far_the_task_got() {
+        for state in [TaskState::Running, TaskState::Finished, TaskState::Failed] {
+            let r = answer(Respond::Async, Ok(info(state, "/x"))).await.unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED, "{state}");
+            assert_eq!(r.headers()[PREFERENCE_APPLIED], "respond-async");
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_task_call_is_kimchids_error() {
+        let err = answer(
+            Respond::Wait,
+            Err(kimchi_dbus::Error::InvalidArgument("bad size".into())),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.to_string(), "bad size");
+    }
+
+    #[test]
     fn target_uri_segments_are_encoded() {
         let task = Task::from(info(
-            "running",
+            TaskState::Running,
             "/storagepools/my pool/storagevolumes/disk%1.img",
         ));
         assert_eq!(
@@ -228,11 +280,11 @@ mod tests {
 
     #[test]
     fn accepted_reply_points_at_the_task() {
-        let r = accepted(Respond::Async, info("running", "/x")).into_response(false);
+        let r = accepted(Respond::Async, info(TaskState::Running, "/x")).into_response(false);
         assert_eq!(r.status(), StatusCode::ACCEPTED);
         assert_eq!(r.headers()[LOCATION], "/tasks/12");
         assert_eq!(r.headers()[PREFERENCE_APPLIED], "respond-async");
-        let r = accepted(Respond::Wait, info("running", "/x")).into_response(false);
+        let r = accepted(Respond::Wait, info(TaskState::Running, "/x")).into_response(false);
         assert!(r.headers().get(PREFERENCE_APPLIED).is_none());
     }
 }

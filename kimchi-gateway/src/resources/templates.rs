@@ -1,12 +1,14 @@
 //! `/templates` and `/templates/:name`. kimchid fills in the defaults and checks
 //! values; here the JSON is parsed into types, so a misspelt field or a wrong type
-//! is a 400 before kimchid is asked.
+//! is a 400 before kimchid is asked. A `PUT` sends kimchid only the fields it names
+//! ([`TemplatePatch`]), which kimchid merges into the stored template under its own
+//! lock: two clients changing different fields at once both keep their change.
 
 use std::num::{NonZeroU32, NonZeroU64};
 
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
-use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplateSpec};
+use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplatePatch, TemplateSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Text};
@@ -92,35 +94,32 @@ struct DiskFields {
 }
 
 impl Fields {
-    /// `spec` with the fields given here replacing its own.
-    fn apply(self, mut spec: TemplateSpec) -> TemplateSpec {
-        let text = |t: Option<Text>, old: String| t.map_or(old, String::from);
-        spec.name = text(self.name, spec.name);
-        spec.icon = text(self.icon, spec.icon);
-        spec.os_distro = text(self.os_distro, spec.os_distro);
-        spec.os_version = text(self.os_version, spec.os_version);
-        spec.cdrom = text(self.cdrom, spec.cdrom);
-        if let Some(folder) = self.folder {
-            spec.folder = folder.into_iter().map(String::from).collect();
+    /// The fields given here, and only those.
+    fn into_patch(self) -> TemplatePatch {
+        let text = |t: Option<Text>| t.map(String::from);
+        TemplatePatch {
+            name: text(self.name),
+            folder: self
+                .folder
+                .map(|folder| folder.into_iter().map(String::from).collect()),
+            icon: text(self.icon),
+            os_distro: text(self.os_distro),
+            os_version: text(self.os_version),
+            cpus: self.cpus.map(NonZeroU32::get),
+            memory_mib: self.memory.map(NonZeroU64::get),
+            cdrom: text(self.cdrom),
+            disks: self.disks.map(|disks| {
+                disks
+                    .into_iter()
+                    .zip(0..)
+                    .map(|(d, position)| TemplateDisk {
+                        index: d.index.unwrap_or(position),
+                        size_gb: d.size.map_or(0, NonZeroU64::get),
+                        volume: d.volume.map(String::from).unwrap_or_default(),
+                    })
+                    .collect()
+            }),
         }
-        if let Some(cpus) = self.cpus {
-            spec.cpus = cpus.get();
-        }
-        if let Some(memory) = self.memory {
-            spec.memory_mib = memory.get();
-        }
-        if let Some(disks) = self.disks {
-            spec.disks = disks
-                .into_iter()
-                .zip(0..)
-                .map(|(d, position)| TemplateDisk {
-                    index: d.index.unwrap_or(position),
-                    size_gb: d.size.map_or(0, NonZeroU64::get),
-                    volume: d.volume.map(String::from).unwrap_or_default(),
-                })
-                .collect();
-        }
-        spec
     }
 }
 
@@ -154,7 +153,10 @@ pub async fn create(kimchid: &Kimchid, call: &Call<'_>, body: &[u8]) -> Result<R
     let info = kimchid
         .manager()
         .await?
-        .create_template(fields.apply(TemplateSpec::default()), call.options())
+        .create_template(
+            fields.into_patch().apply(TemplateSpec::default()),
+            call.options(),
+        )
         .await?;
     Ok(with_location(StatusCode::CREATED, info))
 }
@@ -166,11 +168,11 @@ pub async fn update(
     name: &str,
     body: &[u8],
 ) -> Result<Reply, Error> {
-    let fields = body::json::<Fields>(body)?;
-    let manager = kimchid.manager().await?;
-    let current = manager.get_template(name, call.options()).await?;
-    let info = manager
-        .update_template(name, fields.apply(current.spec), call.options())
+    let patch = body::json::<Fields>(body)?.into_patch();
+    let info = kimchid
+        .manager()
+        .await?
+        .update_template(name, patch.to_dict(), call.options())
         .await?;
     if info.spec.name == name {
         Ok(Reply::ok(&Template::from(info)))
@@ -209,41 +211,71 @@ mod tests {
     }
 
     #[test]
-    fn given_fields_replace_the_old_ones() {
-        let old = TemplateSpec {
-            name: "t".into(),
-            cpus: 2,
-            memory_mib: 2048,
-            disks: vec![TemplateDisk {
-                index: 0,
-                size_gb: 10,
-                volume: String::new(),
-            }],
-            ..TemplateSpec::default()
-        };
-        let spec = fields(
+    fn put_body_becomes_a_patch_of_only_its_fields() {
+        let patch = fields(
             r#"{"memory": 4096, "disks": [{"size": 5}, {"index": 4, "volume": "base.img"}]}"#,
         )
         .unwrap()
-        .apply(old);
+        .into_patch();
         assert_eq!(
-            (spec.name.as_str(), spec.cpus, spec.memory_mib),
-            ("t", 2, 4096)
+            patch,
+            TemplatePatch {
+                memory_mib: Some(4096),
+                // A disk without an index takes its position in the list.
+                disks: Some(vec![
+                    TemplateDisk {
+                        index: 0,
+                        size_gb: 5,
+                        volume: String::new()
+                    },
+                    TemplateDisk {
+                        index: 4,
+                        size_gb: 0,
+                        volume: "base.img".into()
+                    },
+                ]),
+                ..TemplatePatch::default()
+            }
         );
+        let dict = patch.to_dict();
+        let mut keys: Vec<&str> = dict.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["disks", "memory_mib"]);
+
+        let patch = fields(r#"{"name": "new", "folder": ["a", "b"], "cpus": 2, "icon": ""}"#)
+            .unwrap()
+            .into_patch();
         assert_eq!(
-            spec.disks,
-            [
-                TemplateDisk {
+            patch,
+            TemplatePatch {
+                name: Some("new".into()),
+                folder: Some(vec!["a".into(), "b".into()]),
+                icon: Some(String::new()),
+                cpus: Some(2),
+                ..TemplatePatch::default()
+            }
+        );
+        assert!(fields("{}").unwrap().into_patch().to_dict().is_empty());
+    }
+
+    #[test]
+    fn post_body_fills_an_empty_spec() {
+        let spec = fields(r#"{"name": "t", "cpus": 2, "disks": [{"size": 10}]}"#)
+            .unwrap()
+            .into_patch()
+            .apply(TemplateSpec::default());
+        assert_eq!(
+            spec,
+            TemplateSpec {
+                name: "t".into(),
+                cpus: 2,
+                disks: vec![TemplateDisk {
                     index: 0,
-                    size_gb: 5,
+                    size_gb: 10,
                     volume: String::new()
-                },
-                TemplateDisk {
-                    index: 4,
-                    size_gb: 0,
-                    volume: "base.img".into()
-                },
-            ]
+                }],
+                ..TemplateSpec::default()
+            }
         );
     }
 

@@ -1,12 +1,13 @@
 //! `/vms`, `/vms/:name` and its actions: virtual machines as Kimchi shows them.
 //! Creation runs as a kimchid task, answered through [`tasks::reply`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
-use kimchi_dbus::{VmInfo, VmStats};
+use kimchi_dbus::{VmInfo, VmState, VmStats};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Text};
@@ -20,7 +21,7 @@ use crate::router::{self, Protected, Route, VmAction};
 struct Vm {
     name: String,
     uuid: String,
-    state: String,
+    state: VmState,
     stats: VmStats,
     /// MiB, as in Kimchi.
     memory: u64,
@@ -41,22 +42,42 @@ struct Graphics {
     path: Option<String>,
 }
 
-/// VMs whose console was opened with `connect` on this gateway (by UUID).
+/// VMs whose console was opened with `connect` on this gateway, by UUID (names can
+/// be reused), each with when it was connected.
+///
+/// An entry goes when the VM is stopped through this gateway. A VM deleted (here,
+/// where `DELETE` names it only by name, or behind the gateway's back) is dropped by
+/// the next `GET /vms`: kimchid's `ListVMs` returns every defined VM, so an entry for
+/// a UUID it no longer returns is a VM that is gone (UUIDs are not reused). The set
+/// thus holds at most the VMs that exist plus those deleted since the last listing,
+/// which Kimchi's UI requests every few seconds. Entries made after the listing was
+/// asked for are kept: that VM may be newer than the list.
 #[derive(Debug, Default)]
-pub struct Consoles(Mutex<HashSet<String>>);
+pub struct Consoles(Mutex<HashMap<String, Instant>>);
 
 impl Consoles {
     fn set(&self, uuid: &str, connected: bool) {
         let mut set = self.0.lock().expect("console set poisoned");
         if connected {
-            set.insert(uuid.to_owned());
+            set.insert(uuid.to_owned(), Instant::now());
         } else {
             set.remove(uuid);
         }
     }
 
     fn is_connected(&self, uuid: &str) -> bool {
-        self.0.lock().expect("console set poisoned").contains(uuid)
+        self.0
+            .lock()
+            .expect("console set poisoned")
+            .contains_key(uuid)
+    }
+
+    /// Forgets the VMs missing from a complete listing asked for at `asked`.
+    fn keep_only(&self, listed: &HashSet<&str>, asked: Instant) {
+        self.0
+            .lock()
+            .expect("console set poisoned")
+            .retain(|uuid, connected| listed.contains(uuid.as_str()) || *connected >= asked);
     }
 }
 
@@ -70,7 +91,7 @@ pub struct View<'a> {
 
 impl View<'_> {
     fn vm(&self, info: VmInfo) -> Vm {
-        let running = info.state == "running" || info.state == "paused";
+        let running = info.state.has_screen();
         let vnc = info.graphics_type == "vnc";
         let uri = router::vm_uri(&info.name);
         let connected = running && vnc && self.consoles.is_connected(&info.uuid);
@@ -104,14 +125,11 @@ struct NewVm {
 }
 
 pub async fn list(kimchid: &Kimchid, call: &Call<'_>, view: View<'_>) -> Result<Reply, Error> {
-    let vms: Vec<Vm> = kimchid
-        .manager()
-        .await?
-        .list_vms(call.options())
-        .await?
-        .into_iter()
-        .map(|info| view.vm(info))
-        .collect();
+    let asked = Instant::now();
+    let infos = kimchid.manager().await?.list_vms(call.options()).await?;
+    view.consoles
+        .keep_only(&infos.iter().map(|i| i.uuid.as_str()).collect(), asked);
+    let vms: Vec<Vm> = infos.into_iter().map(|info| view.vm(info)).collect();
     Ok(Reply::ok(&vms))
 }
 
@@ -176,7 +194,7 @@ pub async fn create(
         .await?
         .create_vm(&template, &name, &pool, call.task_options(respond.wait()))
         .await;
-    tasks::reply(kimchid, call, respond, started, async |task| {
+    tasks::reply(respond, started, async |task| {
         let name = task
             .target_uri
             .strip_prefix("/vms/")
@@ -189,21 +207,20 @@ pub async fn create(
     .await
 }
 
+/// 204 once kimchid deleted the VM; its console entry goes with the next listing
+/// (see [`Consoles`]).
 pub async fn delete(
     kimchid: &Kimchid,
     call: &Call<'_>,
-    view: View<'_>,
     name: &str,
     body: &[u8],
 ) -> Result<Reply, Error> {
     body::no_parameters(body)?;
-    let uuid = vm(kimchid, call, name).await?.uuid;
     kimchid
         .manager()
         .await?
         .delete_vm(name, call.options())
         .await?;
-    view.consoles.set(&uuid, false);
     Ok(Reply::no_content())
 }
 
@@ -241,12 +258,12 @@ pub async fn action(
 mod tests {
     use super::*;
 
-    fn info(state: &str, graphics: &str) -> VmInfo {
+    fn info(state: VmState, graphics: &str) -> VmInfo {
         VmInfo {
             path: zbus::OwnedObjectPath::try_from(kimchi_dbus::vm_path("u-1")).unwrap(),
             name: "web 1".into(),
             uuid: "u-1".into(),
-            state: state.into(),
+            state,
             memory_mib: 1024,
             graphics_type: graphics.into(),
             icon: String::new(),
@@ -261,7 +278,7 @@ mod tests {
             local_port: 8001,
             consoles: &consoles,
         };
-        let doc = serde_json::to_value(view.vm(info("shutoff", "vnc"))).unwrap();
+        let doc = serde_json::to_value(view.vm(info(VmState::Shutoff, "vnc"))).unwrap();
         assert_eq!(
             doc,
             serde_json::json!({
@@ -283,15 +300,15 @@ mod tests {
             local_port: 8443,
             consoles: &consoles,
         };
-        let doc = serde_json::to_value(view.vm(info("running", "vnc"))).unwrap();
+        let doc = serde_json::to_value(view.vm(info(VmState::Running, "vnc"))).unwrap();
         assert_eq!(doc["screenshot"], "/vms/web%201/screenshot");
         assert_eq!(doc["graphics"]["port"], serde_json::Value::Null);
         consoles.set("u-1", true);
-        let doc = serde_json::to_value(view.vm(info("running", "vnc"))).unwrap();
+        let doc = serde_json::to_value(view.vm(info(VmState::Running, "vnc"))).unwrap();
         assert_eq!(doc["graphics"]["port"], 8443);
         assert_eq!(doc["graphics"]["path"], "/vms/web%201/console");
         // A stopped VM has no console to show, connected or not.
-        let doc = serde_json::to_value(view.vm(info("shutoff", "vnc"))).unwrap();
+        let doc = serde_json::to_value(view.vm(info(VmState::Shutoff, "vnc"))).unwrap();
         assert_eq!(doc["graphics"]["port"], serde_json::Value::Null);
     }
 
@@ -303,8 +320,47 @@ mod tests {
             consoles: &consoles,
         };
         for graphics in ["", "spice"] {
-            let doc = serde_json::to_value(view.vm(info("running", graphics))).unwrap();
+            let doc = serde_json::to_value(view.vm(info(VmState::Running, graphics))).unwrap();
             assert_eq!(doc["graphics"]["type"], serde_json::Value::Null);
         }
+    }
+
+    #[test]
+    fn vm_state_is_the_state_word_and_paused_vms_have_a_screen() {
+        let consoles = Consoles::default();
+        let view = View {
+            local_port: 1,
+            consoles: &consoles,
+        };
+        for (state, word, screen) in [
+            (VmState::NoState, "nostate", false),
+            (VmState::Running, "running", true),
+            (VmState::Blocked, "blocked", false),
+            (VmState::Paused, "paused", true),
+            (VmState::Shutdown, "shutdown", false),
+            (VmState::Shutoff, "shutoff", false),
+            (VmState::Crashed, "crashed", false),
+            (VmState::PmSuspended, "pmsuspended", false),
+        ] {
+            let doc = serde_json::to_value(view.vm(info(state, "vnc"))).unwrap();
+            assert_eq!(doc["state"], word);
+            assert_eq!(doc["screenshot"].is_string(), screen, "{word}");
+        }
+    }
+
+    #[test]
+    fn listing_forgets_consoles_of_vms_that_are_gone() {
+        let consoles = Consoles::default();
+        consoles.set("kept", true);
+        consoles.set("deleted", true);
+        let asked = Instant::now();
+        // Connected while the listing was on its way: not in it, but not gone.
+        consoles.set("newer", true);
+        consoles.keep_only(&HashSet::from(["kept", "never-connected"]), asked);
+        assert!(consoles.is_connected("kept"));
+        assert!(!consoles.is_connected("deleted"));
+        assert!(consoles.is_connected("newer"));
+        assert!(!consoles.is_connected("never-connected"));
+        assert_eq!(consoles.0.lock().unwrap().len(), 2);
     }
 }
