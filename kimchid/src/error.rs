@@ -2,7 +2,7 @@ use kimchi_dbus::Error as BusError;
 
 /// Everything that can go wrong inside kimchid. libvirt's codes become these in
 /// `libvirt/` (once); these become the named D-Bus errors of the contract below
-/// (once). The only remaps in between are the two named methods below.
+/// (once). The only remap in between is the named method below.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -48,16 +48,6 @@ impl Error {
     pub fn refers_to_missing(self, reason: impl FnOnce() -> String) -> Error {
         match self {
             Error::NotFound(_) => Error::InvalidArgument(reason()),
-            other => other,
-        }
-    }
-
-    /// Deliberate remap: libvirt refusing an action because of the object's state
-    /// (it changed since the engine looked) is said with the engine's sentence, which
-    /// names the object and its state.
-    pub fn state_conflict(self, sentence: impl FnOnce() -> String) -> Error {
-        match self {
-            Error::InvalidState(_) => Error::InvalidState(sentence()),
             other => other,
         }
     }

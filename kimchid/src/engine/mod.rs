@@ -4,6 +4,7 @@
 //! so `cargo test` exercises them without root against `sim.rs`; the bus layer only
 //! authorizes, delegates and converts.
 
+mod claims;
 pub mod hypervisor;
 pub mod isos;
 pub mod model;
@@ -14,6 +15,8 @@ pub mod storage_pools;
 pub mod storage_volumes;
 pub mod tasks;
 pub mod templates;
+#[cfg(test)]
+mod tests;
 pub mod vms;
 
 use std::path::Path;

@@ -313,7 +313,15 @@ impl Model {
             HostEvent::Pool { uuid } => {
                 let id = uuid.clone();
                 match self.backend.run(move |hv| hv.pool(&id)).await {
-                    Ok(Some(record)) => self.upsert_pool(record),
+                    Ok(Some(record)) => {
+                        let was_active = self.pool_by_uuid(&uuid).is_some_and(|p| p.active());
+                        let started = (record.active() && !was_active).then(|| record.name.clone());
+                        self.upsert_pool(record);
+                        // Started outside kimchid: its images join the ISO view.
+                        if let Some(name) = started {
+                            self.relist(name).await;
+                        }
+                    }
                     Ok(None) => self.remove_pool(&uuid),
                     Err(e) => tracing::warn!(%uuid, "cannot re-read pool after event: {e}"),
                 }
@@ -403,15 +411,14 @@ impl Model {
                     })?,
                     Err(e) => return Err(e),
                 };
-                if pool.active() {
-                    Ok(pool)
-                } else {
-                    hv.activate_pool(DEFAULT_POOL)
+                if !pool.active() {
+                    hv.activate_pool(DEFAULT_POOL)?;
                 }
+                hv.pool_volumes(DEFAULT_POOL)
             })
             .await;
         match result {
-            Ok(pool) => self.upsert_pool(pool),
+            Ok((pool, volumes)) => self.record_volumes(pool, &volumes),
             Err(e) => tracing::error!("cannot provide the default storage pool: {e}"),
         }
     }

@@ -60,11 +60,20 @@ impl StoragePools {
         Ok(info(&record))
     }
 
+    /// Starts the pool and lists what it holds, so its ISO images join the
+    /// `kimchi_isos` view at once.
     pub async fn activate(&self, name: &str) -> Result<PoolInfo> {
         let name = self.writable(name)?;
-        let record = self.backend.run(move |hv| hv.activate_pool(&name)).await?;
-        self.model.upsert_pool(record.clone());
-        Ok(info(&record))
+        let (record, volumes) = self
+            .backend
+            .run(move |hv| {
+                hv.activate_pool(&name)?;
+                hv.pool_volumes(&name)
+            })
+            .await?;
+        let pool = info(&record);
+        self.model.record_volumes(record, &volumes);
+        Ok(pool)
     }
 
     pub async fn deactivate(&self, name: &str) -> Result<PoolInfo> {

@@ -2,11 +2,11 @@
 //! reasons the caller could not know), the slow operations run as tasks, and a
 //! volume being worked on is busy: a second operation on it is refused up front.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kimchi_dbus::{TaskInfo, VolumeInfo, VolumeSpec, ISO_POOL, MIB};
 
+use super::claims::{Claim, Claims};
 use super::hypervisor::{Backend, VolumeRecord};
 use super::isos::Isos;
 use super::model::Model;
@@ -17,7 +17,8 @@ use crate::names::check_name;
 
 const VOLUME_FORMATS: [&str; 2] = ["qcow2", "raw"];
 
-type Busy = Arc<Mutex<HashSet<(String, String)>>>;
+/// Marks a volume (pool, name) as worked on until dropped.
+pub type VolumeGuard = Claim<(String, String)>;
 
 pub struct StorageVolumes {
     backend: Arc<Backend>,
@@ -25,22 +26,7 @@ pub struct StorageVolumes {
     tasks: Arc<Tasks>,
     pools: Arc<StoragePools>,
     isos: Arc<Isos>,
-    busy: Busy,
-}
-
-/// Marks a volume as worked on until dropped.
-pub struct VolumeGuard {
-    busy: Busy,
-    key: (String, String),
-}
-
-impl Drop for VolumeGuard {
-    fn drop(&mut self) {
-        self.busy
-            .lock()
-            .expect("busy lock poisoned")
-            .remove(&self.key);
-    }
+    busy: Claims<(String, String)>,
 }
 
 impl StorageVolumes {
@@ -57,26 +43,20 @@ impl StorageVolumes {
             tasks,
             pools,
             isos,
-            busy: Arc::default(),
+            busy: Claims::new(),
         }
     }
 
     /// Marks the volume busy, or says it already is.
     pub fn claim(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
         let key = (pool.to_owned(), name.to_owned());
-        if !self
-            .busy
-            .lock()
-            .expect("busy lock poisoned")
-            .insert(key.clone())
-        {
-            return Err(Error::Busy(format!(
-                "volume '{name}' in pool '{pool}' has an operation in progress"
-            )));
-        }
-        Ok(VolumeGuard {
-            busy: self.busy.clone(),
-            key,
+        self.busy.claim_with(|busy| {
+            if busy.contains(&key) {
+                return Err(Error::Busy(format!(
+                    "volume '{name}' in pool '{pool}' has an operation in progress"
+                )));
+            }
+            Ok(key)
         })
     }
 

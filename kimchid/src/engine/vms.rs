@@ -3,7 +3,7 @@
 //! they cannot run, deletion together with the disks kimchid made, cached
 //! screenshots and console sockets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmState, ISO_POOL};
 use zbus::OwnedObjectPath;
 
+use super::claims::{Claim, Claims};
 use super::hypervisor::{
     Backend, Cdrom, DomainRecord, GuestDefinition, GuestDisk, Hypervisor, Power,
 };
@@ -47,25 +48,10 @@ pub struct Vms {
     tasks: Arc<Tasks>,
     templates: Arc<Templates>,
     /// Names of VMs being created, so that two requests cannot take the same one.
-    creating: Arc<Mutex<HashSet<String>>>,
+    creating: Claims<String>,
     /// Latest screenshot per VM UUID; the async lock makes concurrent requests for one
     /// VM share a capture.
     screenshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Screenshot>>>>,
-}
-
-/// Holds a VM name while its creation runs.
-struct Reservation {
-    creating: Arc<Mutex<HashSet<String>>>,
-    name: String,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        self.creating
-            .lock()
-            .expect("creating lock poisoned")
-            .remove(&self.name);
-    }
 }
 
 impl Vms {
@@ -80,7 +66,7 @@ impl Vms {
             model,
             tasks,
             templates,
-            creating: Arc::new(Mutex::new(HashSet::new())),
+            creating: Claims::new(),
             screenshots: Mutex::new(HashMap::new()),
         }
     }
@@ -142,7 +128,7 @@ impl Vms {
             )));
         }
         let reservation = self.reserve(name, &template.spec.name)?;
-        let name = reservation.name.clone();
+        let name = reservation.key().clone();
         let plan: Vec<NewDisk> = template
             .spec
             .disks
@@ -178,31 +164,30 @@ impl Vms {
         self.tasks.reply(id, wait).await
     }
 
-    fn reserve(&self, requested: &str, template: &str) -> Result<Reservation> {
-        let mut creating = self.creating.lock().expect("creating lock poisoned");
-        let taken = |n: &str| creating.contains(n) || self.model.vm_by_name(n).is_ok();
-        let name = if requested.is_empty() {
-            (1..=MAX_GENERATED)
-                .map(|i| format!("{template}-vm-{i}"))
-                .find(|n| !taken(n))
-                .ok_or_else(|| {
-                    Error::AlreadyExists(format!(
-                        "no free VM name '{template}-vm-<n>' is left; give a name"
-                    ))
-                })?
-        } else {
-            if taken(requested) {
-                return Err(Error::AlreadyExists(format!(
-                    "VM '{requested}' already exists"
-                )));
-            }
-            requested.to_owned()
-        };
-        check_vm_name(&name)?;
-        creating.insert(name.clone());
-        Ok(Reservation {
-            creating: self.creating.clone(),
-            name,
+    /// Holds the requested name, or the first free `<template>-vm-<n>`, while the VM
+    /// is created.
+    fn reserve(&self, requested: &str, template: &str) -> Result<Claim<String>> {
+        self.creating.claim_with(|creating| {
+            let taken = |n: &str| creating.contains(n) || self.model.vm_by_name(n).is_ok();
+            let name = if requested.is_empty() {
+                (1..=MAX_GENERATED)
+                    .map(|i| format!("{template}-vm-{i}"))
+                    .find(|n| !taken(n))
+                    .ok_or_else(|| {
+                        Error::AlreadyExists(format!(
+                            "no free VM name '{template}-vm-<n>' is left; give a name"
+                        ))
+                    })?
+            } else {
+                if taken(requested) {
+                    return Err(Error::AlreadyExists(format!(
+                        "VM '{requested}' already exists"
+                    )));
+                }
+                requested.to_owned()
+            };
+            check_vm_name(&name)?;
+            Ok(name)
         })
     }
 
@@ -287,13 +272,33 @@ impl Vms {
         let vm = self.model.vm_by_name(name)?;
         check_power(&vm, power)?;
         let uuid = vm.uuid.clone();
-        let record = self
-            .backend
-            .run(move |hv| hv.power(&uuid, power))
-            .await
-            .map_err(|e| e.state_conflict(|| wrong_state(&vm, power)))?;
+        let record = match self.backend.run(move |hv| hv.power(&uuid, power)).await {
+            Ok(record) => record,
+            Err(refusal @ Error::InvalidState(_)) => {
+                return Err(self.power_refused(vm, power, refusal).await)
+            }
+            Err(e) => return Err(e),
+        };
         self.model.upsert(record.clone());
         Ok(self.info(&record))
+    }
+
+    /// libvirt refused `power` for the guest's state: if it changed since the model
+    /// looked, the engine's sentence names the state it is in now; if the state still
+    /// allows the action, libvirt's reason is the real one (a network down, …).
+    async fn power_refused(&self, vm: DomainRecord, power: Power, refusal: Error) -> Error {
+        let uuid = vm.uuid.clone();
+        match self.backend.run(move |hv| hv.domain(&uuid)).await {
+            Ok(Some(now)) => {
+                self.model.upsert(now.clone());
+                check_power(&now, power).err().unwrap_or(refusal)
+            }
+            Ok(None) => {
+                self.model.remove(&vm.uuid);
+                Error::NotFound(format!("no VM named '{}'", vm.name))
+            }
+            Err(e) => e,
+        }
     }
 
     /// Powers the VM off if needed, undefines it and deletes the volumes kimchid
