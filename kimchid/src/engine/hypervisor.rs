@@ -8,7 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use kimchi_dbus::{PoolState, VmState};
+use kimchi_dbus::{PoolState, VmState, VolumeSpec};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -261,21 +261,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn check_volume_name_free(&self, pool: &str, name: &str) -> Result<()>;
     /// Refuses changes to a volume that is not a regular file inside its pool.
     fn check_volume_inside(&self, pool: &str, name: &str) -> Result<()>;
-    fn create_volume(
-        &self,
-        pool: &str,
-        name: &str,
-        capacity_mib: u64,
-        format: &str,
-    ) -> Result<VolumeRecord>;
-    /// A new volume holding a copy of `source` (same pool), at least `capacity_mib`.
-    fn clone_volume(
-        &self,
-        pool: &str,
-        source: &str,
-        name: &str,
-        capacity_mib: u64,
-    ) -> Result<VolumeRecord>;
+    fn create_volume(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeRecord>;
+    /// A new volume holding a copy of `source` (same pool), at least as large.
+    fn clone_volume(&self, pool: &str, source: &str, copy: &VolumeSpec) -> Result<VolumeRecord>;
     fn resize_volume(&self, pool: &str, name: &str, capacity_mib: u64, shrink: bool) -> Result<()>;
     /// Zeroes the volume, keeping it usable (same format and capacity).
     fn wipe_volume(&self, pool: &str, name: &str) -> Result<()>;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kimchi_dbus::{PoolState, VmState, MIB};
+use kimchi_dbus::{PoolState, VmState, VolumeSpec, MIB};
 
 use super::hypervisor::{
     DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, Hypervisor, PoolDefinition,
@@ -445,34 +445,23 @@ impl Hypervisor for Sim {
         state.active_pool(pool)?.volume(name).map(drop)
     }
 
-    fn create_volume(
-        &self,
-        pool: &str,
-        name: &str,
-        capacity_mib: u64,
-        format: &str,
-    ) -> Result<VolumeRecord> {
+    fn create_volume(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeRecord> {
         let mut state = self.enter("create_volume")?;
         let pool = state.active_pool(pool)?;
-        pool.check_free(name)?;
-        let vol = volume(&pool.record, name, format, capacity_mib);
-        pool.volumes.insert(name.into(), vol.clone());
+        pool.check_free(&spec.name)?;
+        let vol = volume(&pool.record, &spec.name, &spec.format, spec.capacity_mib);
+        pool.volumes.insert(spec.name.clone(), vol.clone());
         Ok(vol)
     }
 
-    fn clone_volume(
-        &self,
-        pool: &str,
-        source: &str,
-        name: &str,
-        capacity_mib: u64,
-    ) -> Result<VolumeRecord> {
+    fn clone_volume(&self, pool: &str, source: &str, copy: &VolumeSpec) -> Result<VolumeRecord> {
         let mut state = self.enter("clone_volume")?;
         let pool = state.active_pool(pool)?;
-        pool.check_free(name)?;
+        pool.check_free(&copy.name)?;
         let source_mib = pool.volume(source)?.capacity.div_ceil(MIB);
-        let vol = volume(&pool.record, name, "qcow2", capacity_mib.max(source_mib));
-        pool.volumes.insert(name.into(), vol.clone());
+        let capacity_mib = copy.capacity_mib.max(source_mib);
+        let vol = volume(&pool.record, &copy.name, &copy.format, capacity_mib);
+        pool.volumes.insert(copy.name.clone(), vol.clone());
         Ok(vol)
     }
 

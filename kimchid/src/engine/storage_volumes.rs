@@ -108,8 +108,7 @@ impl StorageVolumes {
             let _guard = guard;
             let record = backend
                 .run(move |hv| {
-                    let record =
-                        hv.create_volume(&pool, &spec.name, spec.capacity_mib, &spec.format)?;
+                    let record = hv.create_volume(&pool, &spec)?;
                     Ok((record, hv.pool_volumes(&pool)?))
                 })
                 .await;

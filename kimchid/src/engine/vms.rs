@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmState, ISO_POOL};
+use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmState, VolumeSpec, ISO_POOL};
 use zbus::OwnedObjectPath;
 
 use super::claims::{Claim, Claims};
@@ -430,10 +430,16 @@ pub fn create_guest(
     let mut created = Vec::new();
     let mut attempt = || {
         for disk in disks {
+            let spec = |format: &str| VolumeSpec {
+                name: disk.volume.clone(),
+                capacity_mib: disk.size_mib,
+                format: format.to_owned(),
+            };
+            // A copy is made qcow2 whatever the pool, as Kimchi made them.
             let vol = if disk.source.is_empty() {
-                hv.create_volume(pool, &disk.volume, disk.size_mib, format)?
+                hv.create_volume(pool, &spec(format))?
             } else {
-                hv.clone_volume(pool, &disk.source, &disk.volume, disk.size_mib)?
+                hv.clone_volume(pool, &disk.source, &spec("qcow2"))?
             };
             created.push(vol.path.clone());
             def.disks.push(GuestDisk {

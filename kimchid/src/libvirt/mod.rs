@@ -14,6 +14,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use kimchi_dbus::VolumeSpec;
 use tokio::sync::mpsc;
 use virt::connect::Connect;
 
@@ -187,24 +188,12 @@ impl Hypervisor for Libvirt {
         storage::check_volume_inside(&*self.conn()?, pool, name)
     }
 
-    fn create_volume(
-        &self,
-        pool: &str,
-        name: &str,
-        capacity_mib: u64,
-        format: &str,
-    ) -> Result<VolumeRecord> {
-        storage::create_volume(&*self.conn()?, pool, name, capacity_mib, format)
+    fn create_volume(&self, pool: &str, spec: &VolumeSpec) -> Result<VolumeRecord> {
+        storage::create_volume(&*self.conn()?, pool, spec)
     }
 
-    fn clone_volume(
-        &self,
-        pool: &str,
-        source: &str,
-        name: &str,
-        capacity_mib: u64,
-    ) -> Result<VolumeRecord> {
-        storage::clone_volume(&*self.conn()?, pool, source, name, capacity_mib)
+    fn clone_volume(&self, pool: &str, source: &str, copy: &VolumeSpec) -> Result<VolumeRecord> {
+        storage::clone_volume(&*self.conn()?, pool, source, copy)
     }
 
     fn resize_volume(&self, pool: &str, name: &str, capacity_mib: u64, shrink: bool) -> Result<()> {

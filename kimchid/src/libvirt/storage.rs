@@ -8,7 +8,7 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
-use kimchi_dbus::{PoolState, MIB};
+use kimchi_dbus::{PoolState, VolumeSpec, MIB};
 
 use super::xml::Element;
 use crate::engine::hypervisor::{PoolDefinition, PoolRecord, VolumeRecord};
@@ -123,33 +123,27 @@ pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecor
     read_volume(pool_name, &lookup_volume(&pool, pool_name, name)?)
 }
 
-pub fn create_volume(
-    conn: &Connect,
-    pool_name: &str,
-    name: &str,
-    capacity_mib: u64,
-    format: &str,
-) -> Result<VolumeRecord> {
+pub fn create_volume(conn: &Connect, pool_name: &str, spec: &VolumeSpec) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
-    check_name_free(&pool, pool_name, name)?;
-    let vol = StorageVol::create_xml(&pool, &volume_xml(name, capacity_mib, format), 0)?;
+    check_name_free(&pool, pool_name, &spec.name)?;
+    let xml = volume_xml(&spec.name, spec.capacity_mib, &spec.format);
+    let vol = StorageVol::create_xml(&pool, &xml, 0)?;
     read_volume(pool_name, &vol)
 }
 
-/// A new volume holding a copy of `source` (same pool), grown to `capacity_mib`
+/// A new volume holding a copy of `source` (same pool), grown to the copy's capacity
 /// when that is larger than the source.
 pub fn clone_volume(
     conn: &Connect,
     pool_name: &str,
     source: &str,
-    name: &str,
-    capacity_mib: u64,
+    copy: &VolumeSpec,
 ) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
-    check_name_free(&pool, pool_name, name)?;
+    check_name_free(&pool, pool_name, &copy.name)?;
     let src = lookup_volume(&pool, pool_name, source)?;
-    let capacity_mib = capacity_mib.max(src.info()?.capacity.div_ceil(MIB));
-    let xml = volume_xml(name, capacity_mib, "qcow2");
+    let capacity_mib = copy.capacity_mib.max(src.info()?.capacity.div_ceil(MIB));
+    let xml = volume_xml(&copy.name, capacity_mib, &copy.format);
     let vol = StorageVol::create_xml_from(&pool, &xml, &src, 0)?;
     read_volume(pool_name, &vol)
 }
@@ -474,10 +468,15 @@ mod tests {
             Err(Error::InvalidState(_))
         ));
         assert!(activate_pool(&conn, "unitpool").unwrap().active());
-        let vol = create_volume(&conn, "unitpool", "v1.qcow2", 16, "qcow2").unwrap();
+        let spec = VolumeSpec {
+            name: "v1.qcow2".into(),
+            capacity_mib: 16,
+            format: "qcow2".into(),
+        };
+        let vol = create_volume(&conn, "unitpool", &spec).unwrap();
         assert_eq!(vol.capacity, 16 * 1024 * 1024);
         assert!(matches!(
-            create_volume(&conn, "unitpool", "v1.qcow2", 16, "qcow2"),
+            create_volume(&conn, "unitpool", &spec),
             Err(Error::AlreadyExists(_))
         ));
         let (pool, volumes) = pool_volumes(&conn, "unitpool").unwrap();
