@@ -2,10 +2,9 @@ use std::sync::Arc;
 
 use kimchi_dbus::{
     Capabilities, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo, TemplateInfo,
-    TemplatePatch, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec, MANAGER_PATH,
+    TemplatePatch, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
 };
 use zbus::message::Header;
-use zbus::object_server::ObjectServer;
 use zbus::{interface, OwnedObjectPath};
 
 use super::guard::{wait, Guard, Object};
@@ -414,11 +413,5 @@ impl Manager {
     }
 }
 
-pub async fn announce(server: &ObjectServer) -> zbus::Result<()> {
-    let iface = server.interface::<_, Manager>(MANAGER_PATH).await?;
-    let emitter = iface.signal_emitter();
-    let manager = iface.get().await;
-    manager.libvirt_connected_changed(emitter).await?;
-    manager.stream_protocols_changed(emitter).await?;
-    manager.screenshot_changed(emitter).await
-}
+/// What `PropertiesChanged` reports when what kimchid knows of the host changes.
+pub const ANNOUNCED: &[&str] = &["LibvirtConnected", "StreamProtocols", "Screenshot"];

@@ -10,6 +10,7 @@ mod task;
 mod template;
 mod vm;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ use kimchi_dbus::{
     pool_path, task_path, template_path, vm_path, MANAGER_PATH, ROOT_PATH, SESSIONS_PATH,
 };
 use tokio::sync::mpsc;
-use zbus::{Connection, OwnedVariant};
+use zbus::object_server::{Interface, ObjectServer};
+use zbus::{Connection, OwnedVariant, Variant};
 
 use crate::authority::Authority;
 use crate::engine::model::Change;
@@ -72,7 +74,9 @@ impl Bus {
                     server.at(vm_path(&uuid), vm).await.map(drop)
                 }
                 Change::VmRemoved(uuid) => server.remove::<Vm, _>(vm_path(&uuid)).await.map(drop),
-                Change::VmChanged(uuid) => vm::announce(server, &uuid).await,
+                Change::VmChanged(uuid) => {
+                    announce::<Vm>(server, &vm_path(&uuid), vm::ANNOUNCED).await
+                }
                 Change::PoolAdded(uuid) => {
                     let pool = StoragePool::new(uuid.clone(), engine.model.clone());
                     server.at(pool_path(&uuid), pool).await.map(drop)
@@ -81,12 +85,20 @@ impl Bus {
                     .remove::<StoragePool, _>(pool_path(&uuid))
                     .await
                     .map(drop),
-                Change::PoolChanged(uuid) => storage_pool::announce(server, &uuid).await,
+                Change::PoolChanged(uuid) => {
+                    announce::<StoragePool>(server, &pool_path(&uuid), storage_pool::ANNOUNCED)
+                        .await
+                }
                 Change::TaskAdded(id) => server
                     .at(task_path(id), Task::new(id, engine.tasks.clone()))
                     .await
                     .map(drop),
-                Change::TaskEnded(id) => task::announce_end(server, &engine.tasks, id).await,
+                Change::TaskEnded(id) => {
+                    match announce::<Task>(server, &task_path(id), task::ANNOUNCED).await {
+                        Ok(()) => task::complete(server, &engine.tasks, id).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Change::TaskRemoved(id) => server.remove::<Task, _>(task_path(id)).await.map(drop),
                 Change::TemplateAdded(name) => {
                     let template = Template::new(name.clone(), engine.templates.clone());
@@ -96,12 +108,40 @@ impl Bus {
                     .remove::<Template, _>(template_path(&name))
                     .await
                     .map(drop),
-                Change::TemplateChanged(name) => template::announce(server, &name).await,
-                Change::Host => manager::announce(server).await,
+                Change::TemplateChanged(name) => {
+                    announce::<Template>(server, &template_path(&name), template::ANNOUNCED).await
+                }
+                Change::Host => announce::<Manager>(server, MANAGER_PATH, manager::ANNOUNCED).await,
             };
             if let Err(e) = result {
                 tracing::warn!("cannot mirror an engine change on the bus: {e}");
             }
         }
     }
+}
+
+/// Tells the bus the current values of `properties` of the `I` at `path`, in one
+/// `PropertiesChanged` signal; the values come from the object's own getters.
+async fn announce<I: Interface>(
+    server: &ObjectServer,
+    path: &str,
+    properties: &[&str],
+) -> zbus::Result<()> {
+    let iface = server.interface::<_, I>(path).await?;
+    let emitter = iface.signal_emitter();
+    let object = iface.get().await;
+    let mut changed: HashMap<&str, Variant<'_>> = HashMap::new();
+    for &name in properties {
+        match object
+            .get(name, server, emitter.connection(), None, emitter)
+            .await
+        {
+            Some(Ok(value)) => {
+                changed.insert(name, Variant::from(value));
+            }
+            Some(Err(e)) => tracing::warn!(path, name, "cannot read property to announce: {e}"),
+            None => tracing::error!(path, name, "announced property does not exist"),
+        }
+    }
+    zbus::fdo::Properties::properties_changed(emitter, I::name(), changed, Cow::Borrowed(&[])).await
 }

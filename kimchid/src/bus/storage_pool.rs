@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use kimchi_dbus::pool_path;
 use zbus::interface;
-use zbus::object_server::ObjectServer;
 
 use crate::engine::hypervisor::PoolRecord;
 use crate::engine::model::Model;
@@ -79,13 +77,11 @@ impl StoragePool {
     }
 }
 
-pub async fn announce(server: &ObjectServer, uuid: &str) -> zbus::Result<()> {
-    let iface = server.interface::<_, StoragePool>(pool_path(uuid)).await?;
-    let emitter = iface.signal_emitter();
-    let pool = iface.get().await;
-    pool.state_changed(emitter).await?;
-    pool.capacity_changed(emitter).await?;
-    pool.allocation_changed(emitter).await?;
-    pool.available_changed(emitter).await?;
-    pool.volume_count_changed(emitter).await
-}
+/// What `PropertiesChanged` reports when the pool changes.
+pub const ANNOUNCED: &[&str] = &[
+    "State",
+    "Capacity",
+    "Allocation",
+    "Available",
+    "VolumeCount",
+];

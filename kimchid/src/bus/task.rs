@@ -79,21 +79,15 @@ impl Task {
     }
 }
 
-pub async fn announce_end(server: &ObjectServer, tasks: &Tasks, id: u32) -> zbus::Result<()> {
+/// What `PropertiesChanged` reports when the task ends.
+pub const ANNOUNCED: &[&str] = &["State", "Message", "Progress", "EndTime"];
+
+/// Sends `Completed` once the task has ended.
+pub async fn complete(server: &ObjectServer, tasks: &Tasks, id: u32) -> zbus::Result<()> {
     let Some(record) = tasks.get(id) else {
         return Ok(());
     };
     let iface = server.interface::<_, Task>(task_path(id)).await?;
-    let emitter = iface.signal_emitter();
-    let task = iface.get().await;
-    task.state_changed(emitter).await?;
-    task.message_changed(emitter).await?;
-    task.progress_changed(emitter).await?;
-    task.end_time_changed(emitter).await?;
-    Task::completed(
-        emitter,
-        record.state == TaskState::Finished,
-        &record.message,
-    )
-    .await
+    let success = record.state == TaskState::Finished;
+    Task::completed(iface.signal_emitter(), success, &record.message).await
 }

@@ -1,8 +1,7 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{template_path, TemplateDisk};
+use kimchi_dbus::TemplateDisk;
 use zbus::interface;
-use zbus::object_server::ObjectServer;
 
 use crate::engine::templates::{Template as Stored, Templates};
 
@@ -84,18 +83,16 @@ impl Template {
     }
 }
 
-pub async fn announce(server: &ObjectServer, name: &str) -> zbus::Result<()> {
-    let iface = server.interface::<_, Template>(template_path(name)).await?;
-    let emitter = iface.signal_emitter();
-    let t = iface.get().await;
-    t.folder_changed(emitter).await?;
-    t.icon_changed(emitter).await?;
-    t.os_distro_changed(emitter).await?;
-    t.os_version_changed(emitter).await?;
-    t.cpus_changed(emitter).await?;
-    t.memory_changed(emitter).await?;
-    t.cdrom_changed(emitter).await?;
-    t.disks_changed(emitter).await?;
-    t.disk_bus_changed(emitter).await?;
-    t.nic_model_changed(emitter).await
-}
+/// What `PropertiesChanged` reports when the template changes.
+pub const ANNOUNCED: &[&str] = &[
+    "Folder",
+    "Icon",
+    "OsDistro",
+    "OsVersion",
+    "Cpus",
+    "Memory",
+    "Cdrom",
+    "Disks",
+    "DiskBus",
+    "NicModel",
+];

@@ -1,8 +1,7 @@
 use std::sync::Arc;
 
-use kimchi_dbus::{vm_path, VmInfo};
+use kimchi_dbus::VmInfo;
 use zbus::message::Header;
-use zbus::object_server::ObjectServer;
 use zbus::{interface, OwnedFd};
 
 use super::guard::{Guard, Object};
@@ -91,13 +90,5 @@ impl Vm {
     }
 }
 
-pub async fn announce(server: &ObjectServer, uuid: &str) -> zbus::Result<()> {
-    let iface = server.interface::<_, Vm>(vm_path(uuid)).await?;
-    let emitter = iface.signal_emitter();
-    let vm = iface.get().await;
-    vm.state_changed(emitter).await?;
-    vm.name_changed(emitter).await?;
-    vm.memory_changed(emitter).await?;
-    vm.graphics_type_changed(emitter).await?;
-    vm.icon_changed(emitter).await
-}
+/// What `PropertiesChanged` reports when the VM changes (stats change too often).
+pub const ANNOUNCED: &[&str] = &["State", "Name", "Memory", "GraphicsType", "Icon"];
