@@ -71,45 +71,41 @@ impl Bus {
             let result = match change {
                 Change::VmAdded(uuid) => {
                     let vm = Vm::new(uuid.clone(), engine.clone(), self.guard.clone());
-                    server.at(vm_path(&uuid), vm).await.map(drop)
+                    add(server, vm_path(&uuid), vm).await
                 }
-                Change::VmRemoved(uuid) => server.remove::<Vm, _>(vm_path(&uuid)).await.map(drop),
+                Change::VmRemoved(uuid) => remove::<Vm>(server, vm_path(&uuid)).await,
                 Change::VmChanged(uuid) => {
                     announce::<Vm>(server, &vm_path(&uuid), vm::ANNOUNCED).await
                 }
                 Change::PoolAdded(uuid) => {
                     let pool = StoragePool::new(uuid.clone(), engine.model.clone());
-                    server.at(pool_path(&uuid), pool).await.map(drop)
+                    add(server, pool_path(&uuid), pool).await
                 }
-                Change::PoolRemoved(uuid) => server
-                    .remove::<StoragePool, _>(pool_path(&uuid))
-                    .await
-                    .map(drop),
+                Change::PoolRemoved(uuid) => remove::<StoragePool>(server, pool_path(&uuid)).await,
                 Change::PoolChanged(uuid) => {
-                    announce::<StoragePool>(server, &pool_path(&uuid), storage_pool::ANNOUNCED)
-                        .await
+                    let path = pool_path(&uuid);
+                    announce::<StoragePool>(server, &path, storage_pool::ANNOUNCED).await
                 }
-                Change::TaskAdded(id) => server
-                    .at(task_path(id), Task::new(id, engine.tasks.clone()))
-                    .await
-                    .map(drop),
+                Change::TaskAdded(id) => {
+                    add(server, task_path(id), Task::new(id, engine.tasks.clone())).await
+                }
                 Change::TaskEnded(id) => {
                     match announce::<Task>(server, &task_path(id), task::ANNOUNCED).await {
                         Ok(()) => task::complete(server, &engine.tasks, id).await,
                         Err(e) => Err(e),
                     }
                 }
-                Change::TaskRemoved(id) => server.remove::<Task, _>(task_path(id)).await.map(drop),
+                Change::TaskRemoved(id) => remove::<Task>(server, task_path(id)).await,
                 Change::TemplateAdded(name) => {
                     let template = Template::new(name.clone(), engine.templates.clone());
-                    server.at(template_path(&name), template).await.map(drop)
+                    add(server, template_path(&name), template).await
                 }
-                Change::TemplateRemoved(name) => server
-                    .remove::<Template, _>(template_path(&name))
-                    .await
-                    .map(drop),
+                Change::TemplateRemoved(name) => {
+                    remove::<Template>(server, template_path(&name)).await
+                }
                 Change::TemplateChanged(name) => {
-                    announce::<Template>(server, &template_path(&name), template::ANNOUNCED).await
+                    let path = template_path(&name);
+                    announce::<Template>(server, &path, template::ANNOUNCED).await
                 }
                 Change::Host => announce::<Manager>(server, MANAGER_PATH, manager::ANNOUNCED).await,
             };
@@ -118,6 +114,14 @@ impl Bus {
             }
         }
     }
+}
+
+async fn add<I: Interface>(server: &ObjectServer, path: String, object: I) -> zbus::Result<()> {
+    server.at(path, object).await.map(drop)
+}
+
+async fn remove<I: Interface>(server: &ObjectServer, path: String) -> zbus::Result<()> {
+    server.remove::<I, _>(path).await.map(drop)
 }
 
 /// Tells the bus the current values of `properties` of the `I` at `path`, in one

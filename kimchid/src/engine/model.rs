@@ -100,13 +100,7 @@ impl Model {
 
     /// VMs sorted by name, case-insensitively, as Kimchi listed them.
     pub fn vms(&self) -> Vec<DomainRecord> {
-        let mut vms: Vec<DomainRecord> = self
-            .vms
-            .read()
-            .expect("model lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let mut vms = all(&self.vms);
         vms.sort_by_key(|v| v.name.to_lowercase());
         vms
     }
@@ -120,12 +114,7 @@ impl Model {
     }
 
     pub fn vm_by_name(&self, name: &str) -> Result<DomainRecord> {
-        self.vms
-            .read()
-            .expect("model lock poisoned")
-            .values()
-            .find(|v| v.name == name)
-            .cloned()
+        find(&self.vms, |v| v.name == name)
             .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
     }
 
@@ -170,13 +159,7 @@ impl Model {
 
     /// Storage pools sorted by name.
     pub fn pools(&self) -> Vec<PoolRecord> {
-        let mut pools: Vec<PoolRecord> = self
-            .pools
-            .read()
-            .expect("model lock poisoned")
-            .values()
-            .cloned()
-            .collect();
+        let mut pools = all(&self.pools);
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         pools
     }
@@ -190,12 +173,7 @@ impl Model {
     }
 
     pub fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
-        self.pools
-            .read()
-            .expect("model lock poisoned")
-            .values()
-            .find(|p| p.name == name)
-            .cloned()
+        find(&self.pools, |p| p.name == name)
             .ok_or_else(|| Error::NotFound(format!("no storage pool named '{name}'")))
     }
 
@@ -485,4 +463,21 @@ impl Model {
             ));
         }
     }
+}
+
+fn all<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Vec<T> {
+    map.read()
+        .expect("model lock poisoned")
+        .values()
+        .cloned()
+        .collect()
+}
+
+/// The first record of `map` that `matches`.
+fn find<T: Clone>(map: &RwLock<BTreeMap<String, T>>, matches: impl Fn(&T) -> bool) -> Option<T> {
+    map.read()
+        .expect("model lock poisoned")
+        .values()
+        .find(|r| matches(r))
+        .cloned()
 }

@@ -18,16 +18,7 @@ use crate::error::{Error, Result};
 const MAX_SCREENSHOT_BYTES: usize = 32 << 20;
 
 pub fn list_all(conn: &Connect) -> Result<Vec<DomainRecord>> {
-    let mut records = Vec::new();
-    for dom in conn.list_all_domains(0)? {
-        match read(&dom) {
-            Ok(r) => records.push(r),
-            // Undefined between listing and reading: the event for it follows.
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(records)
+    super::read_listed(conn.list_all_domains(0)?, read)
 }
 
 pub fn by_uuid(conn: &Connect, uuid: &str) -> Result<Option<DomainRecord>> {

@@ -213,6 +213,20 @@ impl Hypervisor for Libvirt {
     }
 }
 
+/// Reads every listed object; one undefined between listing and reading is left out
+/// (the event for it follows).
+fn read_listed<T, R>(listed: Vec<T>, read: impl Fn(&T) -> Result<R>) -> Result<Vec<R>> {
+    let mut records = Vec::new();
+    for item in &listed {
+        match read(item) {
+            Ok(r) => records.push(r),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(records)
+}
+
 /// libvirt's error codes, mapped to kimchid's errors here and nowhere else.
 impl From<virt::error::Error> for Error {
     fn from(e: virt::error::Error) -> Self {

@@ -21,16 +21,7 @@ fn files_are_volumes(pool: &PoolRecord) -> bool {
 }
 
 pub fn list_pools(conn: &Connect) -> Result<Vec<PoolRecord>> {
-    let mut records = Vec::new();
-    for pool in conn.list_all_storage_pools(0)? {
-        match read_pool(&pool) {
-            Ok(r) => records.push(r),
-            // Undefined between listing and reading: the event for it follows.
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(records)
+    super::read_listed(conn.list_all_storage_pools(0)?, read_pool)
 }
 
 pub fn pool_by_uuid(conn: &Connect, uuid: &str) -> Result<Option<PoolRecord>> {
