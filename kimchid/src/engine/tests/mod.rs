@@ -16,23 +16,33 @@ use tokio::sync::mpsc;
 
 use super::hypervisor::{DomainEvent, HostEvent};
 use super::model::Change;
-use super::sim::{Harness, Sim};
+use super::sim::{harness, Harness, Sim};
 use super::tasks::Wait;
 use super::templates::Template;
 use super::{Engine, Settings};
 use crate::error::Error;
 
-/// `result` is `Err(Error::<variant>(message))`, exactly.
+/// `result` is `Err(Error::<variant>(message))`, exactly. A table-driven test adds
+/// the case after the message, as `format!` arguments.
 macro_rules! assert_error {
     ($result:expr, $variant:ident, $message:expr $(,)?) => {
+        assert_error!($result, $variant, $message, "")
+    };
+    ($result:expr, $variant:ident, $message:expr, $($case:tt)+) => {
         match $result {
-            Err($crate::error::Error::$variant(m)) => assert_eq!(m, $message),
+            Err($crate::error::Error::$variant(m)) => assert_eq!(m, $message, $($case)+),
             Err(other) => panic!(
-                "expected {}({:?}), got {other:?}",
+                "expected {}({:?}), got {other:?}: {}",
                 stringify!($variant),
-                $message
+                $message,
+                format!($($case)+)
             ),
-            Ok(_) => panic!("expected {}({:?}), got Ok", stringify!($variant), $message),
+            Ok(_) => panic!(
+                "expected {}({:?}), got Ok: {}",
+                stringify!($variant),
+                $message,
+                format!($($case)+)
+            ),
         }
     };
 }
@@ -102,6 +112,46 @@ async fn template(h: &Harness, name: &str) -> Template {
         })
         .await
         .expect("template")
+}
+
+/// A spec naming only `name`: the engine fills in the rest.
+fn spec(name: &str) -> TemplateSpec {
+    TemplateSpec {
+        name: name.into(),
+        ..TemplateSpec::default()
+    }
+}
+
+/// A template created from `spec`, which the engine accepts.
+async fn template_from(h: &Harness, spec: TemplateSpec) -> Template {
+    h.engine.templates.create(spec).await.expect("template")
+}
+
+/// A fresh harness with template `t`, every default filled in.
+async fn with_template() -> Harness {
+    let h = harness().await;
+    template(&h, "t").await;
+    h
+}
+
+/// A fresh harness with one guest, `web`, adopted in `state`, and its UUID; what
+/// the adoption announced is drained.
+async fn with_vm(state: VmState) -> (Harness, String) {
+    let mut h = harness().await;
+    let uuid = adopt(&h, "web", state).await;
+    drain(&mut h.changes);
+    (h, uuid)
+}
+
+/// A fresh harness with template `t` and VM `web` made from it: in the default pool
+/// when `pool` is empty, else in a logical pool of that name, adopted first.
+async fn with_new_vm(pool: &str) -> Harness {
+    let h = with_template().await;
+    if !pool.is_empty() {
+        adopt_pool(&h, pool, "logical", true).await;
+    }
+    new_vm(&h, "t", "web", pool).await;
+    h
 }
 
 /// A VM created through the engine from `template` in `pool`, its task finished.
@@ -192,4 +242,14 @@ fn write_bootable_iso(path: &Path) {
         catalog[32] = 0x88;
     }
     std::fs::write(path, image).expect("write ISO image");
+}
+
+/// A bootable image in a directory of its own (kept while the `TempDir` lives),
+/// and its path.
+fn bootable_iso() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let iso = dir.path().join("install.iso");
+    write_bootable_iso(&iso);
+    let iso = iso.to_str().expect("UTF-8 path").to_owned();
+    (dir, iso)
 }

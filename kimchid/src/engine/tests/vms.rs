@@ -15,155 +15,117 @@ use crate::error::Error;
 
 // ---- power ----
 
-#[tokio::test]
-async fn start_of_a_shutoff_vm_runs_it() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Shutoff).await;
-    let vm = h.engine.vms.start("web").await.unwrap();
-    assert_eq!(vm.state, VmState::Running);
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Running);
+#[derive(Clone, Copy, Debug)]
+enum Power {
+    Start,
+    Stop,
+}
+
+/// `action` asked of the engine for the VM named `name`.
+async fn power(h: &Harness, action: Power, name: &str) -> Result<VmInfo> {
+    match action {
+        Power::Start => h.engine.vms.start(name).await,
+        Power::Stop => h.engine.vms.stop(name).await,
+    }
 }
 
 #[tokio::test]
-async fn start_of_a_crashed_vm_runs_it() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Crashed).await;
-    let vm = h.engine.vms.start("web").await.unwrap();
-    assert_eq!(vm.state, VmState::Running);
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Running);
+async fn a_power_action_the_state_allows_reaches_the_new_state() {
+    for (action, from, to) in [
+        (Power::Start, VmState::Shutoff, VmState::Running),
+        (Power::Start, VmState::Crashed, VmState::Running),
+        (Power::Stop, VmState::Running, VmState::Shutoff),
+        (Power::Stop, VmState::Paused, VmState::Shutoff),
+    ] {
+        let (h, _) = with_vm(from).await;
+        let vm = power(&h, action, "web").await.unwrap();
+        assert_eq!(vm.state, to, "{action:?} from {from:?}");
+        let now = h.engine.vms.get("web").unwrap().state;
+        assert_eq!(now, to, "{action:?} from {from:?}, in the model");
+    }
 }
 
 #[tokio::test]
-async fn start_of_a_running_vm_is_invalid_state_with_its_name() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Running).await;
-    assert_error!(
-        h.engine.vms.start("web").await,
-        InvalidState,
-        "VM 'web' is already running"
-    );
-    assert_eq!(h.sim.calls("power"), 0);
-}
-
-#[tokio::test]
-async fn start_of_a_paused_vm_is_invalid_state_naming_the_state() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Paused).await;
-    assert_error!(
-        h.engine.vms.start("web").await,
-        InvalidState,
-        "VM 'web' is already paused"
-    );
-}
-
-#[tokio::test]
-async fn stop_of_a_shutoff_vm_is_invalid_state() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Shutoff).await;
-    assert_error!(
-        h.engine.vms.stop("web").await,
-        InvalidState,
-        "VM 'web' is not running"
-    );
-    assert_eq!(h.sim.calls("power"), 0);
-}
-
-#[tokio::test]
-async fn stop_of_a_running_vm_shuts_it_off() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Running).await;
-    let vm = h.engine.vms.stop("web").await.unwrap();
-    assert_eq!(vm.state, VmState::Shutoff);
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Shutoff);
-}
-
-#[tokio::test]
-async fn stop_of_a_paused_vm_shuts_it_off() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Paused).await;
-    let vm = h.engine.vms.stop("web").await.unwrap();
-    assert_eq!(vm.state, VmState::Shutoff);
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Shutoff);
-}
-
-#[tokio::test]
-async fn stop_refused_by_libvirt_after_a_stop_behind_our_back_says_kimchids_sentence() {
-    let h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    h.sim.set_state(&uuid, VmState::Shutoff);
-    assert_error!(
-        h.engine.vms.stop("web").await,
-        InvalidState,
-        "VM 'web' is not running"
-    );
-    assert_eq!(h.sim.calls("power"), 1);
-}
-
-#[tokio::test]
-async fn stop_refused_by_libvirt_while_the_state_allows_it_gives_libvirts_reason() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Running).await;
-    h.sim.fail_next(
-        "power",
-        Error::InvalidState("Requested operation is not valid: domain is locked".into()),
-    );
-    assert_error!(
-        h.engine.vms.stop("web").await,
-        InvalidState,
-        "Requested operation is not valid: domain is locked"
-    );
-}
-
-#[tokio::test]
-async fn start_refused_by_libvirt_after_a_start_behind_our_back_names_the_real_state() {
-    let h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Shutoff).await;
-    h.sim.set_state(&uuid, VmState::Running);
-    assert_error!(
-        h.engine.vms.start("web").await,
-        InvalidState,
-        "VM 'web' is already running"
-    );
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Running);
-}
-
-/// A start refused for a reason other than the guest's state keeps libvirt's
-/// reason: kimchid never replaces it with a guess.
-#[tokio::test]
-async fn start_refused_by_libvirt_for_another_reason_gives_libvirts_reason() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Shutoff).await;
-    h.sim.fail_next(
-        "power",
-        Error::InvalidState(
-            "Requested operation is not valid: network 'default' is not active".into(),
+async fn a_power_action_the_state_forbids_is_invalid_state_naming_the_state() {
+    for (action, from, message) in [
+        (
+            Power::Start,
+            VmState::Running,
+            "VM 'web' is already running",
         ),
-    );
-    assert_error!(
-        h.engine.vms.start("web").await,
-        InvalidState,
-        "Requested operation is not valid: network 'default' is not active"
-    );
+        (Power::Start, VmState::Paused, "VM 'web' is already paused"),
+        (Power::Stop, VmState::Shutoff, "VM 'web' is not running"),
+    ] {
+        let (h, _) = with_vm(from).await;
+        let refused = power(&h, action, "web").await;
+        assert_error!(refused, InvalidState, message, "{action:?} from {from:?}");
+        assert_eq!(h.sim.calls("power"), 0, "{action:?} from {from:?}");
+    }
+}
+
+/// The guest changed state behind kimchid's back, so the model let the action
+/// through and libvirt refused it: the sentence is kimchid's, for the real state.
+#[tokio::test]
+async fn a_power_action_libvirt_refuses_after_a_change_behind_our_back_names_the_real_state() {
+    for (action, from, real, message) in [
+        (
+            Power::Start,
+            VmState::Shutoff,
+            VmState::Running,
+            "VM 'web' is already running",
+        ),
+        (
+            Power::Stop,
+            VmState::Running,
+            VmState::Shutoff,
+            "VM 'web' is not running",
+        ),
+    ] {
+        let (h, uuid) = with_vm(from).await;
+        h.sim.set_state(&uuid, real);
+        let refused = power(&h, action, "web").await;
+        assert_error!(refused, InvalidState, message, "{action:?} from {from:?}");
+        assert_eq!(h.sim.calls("power"), 1, "{action:?} asked libvirt");
+        let now = h.engine.vms.get("web").unwrap().state;
+        assert_eq!(now, real, "{action:?}: the model has the real state");
+    }
+}
+
+/// A refusal for a reason other than the guest's state keeps libvirt's reason:
+/// kimchid never replaces it with a guess.
+#[tokio::test]
+async fn a_power_action_libvirt_refuses_for_another_reason_gives_libvirts_reason() {
+    for (action, from, reason) in [
+        (
+            Power::Start,
+            VmState::Shutoff,
+            "Requested operation is not valid: network 'default' is not active",
+        ),
+        (
+            Power::Stop,
+            VmState::Running,
+            "Requested operation is not valid: domain is locked",
+        ),
+    ] {
+        let (h, _) = with_vm(from).await;
+        h.sim.fail_next("power", Error::InvalidState(reason.into()));
+        assert_error!(
+            power(&h, action, "web").await,
+            InvalidState,
+            reason,
+            "{action:?}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn start_of_an_unknown_vm_is_not_found() {
+async fn a_power_action_on_an_unknown_vm_is_not_found() {
     let h = harness().await;
-    assert_error!(
-        h.engine.vms.start("ghost").await,
-        NotFound,
-        "no VM named 'ghost'"
-    );
-}
-
-#[tokio::test]
-async fn stop_of_an_unknown_vm_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.vms.stop("ghost").await,
-        NotFound,
-        "no VM named 'ghost'"
-    );
+    for action in [Power::Start, Power::Stop] {
+        let refused = power(&h, action, "ghost").await;
+        assert_error!(refused, NotFound, "no VM named 'ghost'", "{action:?}");
+    }
+    assert_eq!(h.sim.calls("power"), 0);
 }
 
 #[tokio::test]
