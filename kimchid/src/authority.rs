@@ -166,8 +166,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::assert_error;
 
     const GW: u32 = 990;
+    const ONLY_FROM_THE_GATEWAY: &str = "option kimchi.session is accepted only from the gateway";
 
     fn store_with(user: &str) -> (SessionStore, String) {
         let store = SessionStore::new(Duration::from_secs(60), Duration::from_secs(600));
@@ -196,22 +198,31 @@ mod tests {
     #[test]
     fn session_from_another_uid_is_refused_even_if_valid() {
         let (store, token) = store_with("bob");
-        let err = identify(&store, Some(GW), 0, &with_session(&token)).unwrap_err();
-        assert!(matches!(err, Error::NotAuthorized(_)));
+        assert_error!(
+            identify(&store, Some(GW), 0, &with_session(&token)),
+            NotAuthorized,
+            ONLY_FROM_THE_GATEWAY
+        );
     }
 
     #[test]
     fn gateway_without_session_has_no_authority() {
         let (store, _) = store_with("bob");
-        let err = identify(&store, Some(GW), GW, &CallOptions::default()).unwrap_err();
-        assert!(matches!(err, Error::SessionInvalid(_)));
+        assert_error!(
+            identify(&store, Some(GW), GW, &CallOptions::default()),
+            SessionInvalid,
+            "calls from the gateway must carry a web session"
+        );
     }
 
     #[test]
     fn gateway_with_unknown_session_is_session_invalid() {
         let (store, _) = store_with("bob");
-        let err = identify(&store, Some(GW), GW, &with_session("forged")).unwrap_err();
-        assert!(matches!(err, Error::SessionInvalid(_)));
+        assert_error!(
+            identify(&store, Some(GW), GW, &with_session("forged")),
+            SessionInvalid,
+            "session expired or unknown; log in again"
+        );
     }
 
     #[test]
@@ -224,7 +235,10 @@ mod tests {
     #[test]
     fn without_a_gateway_user_no_session_is_honoured() {
         let (store, token) = store_with("bob");
-        let err = identify(&store, None, GW, &with_session(&token)).unwrap_err();
-        assert!(matches!(err, Error::NotAuthorized(_)));
+        assert_error!(
+            identify(&store, None, GW, &with_session(&token)),
+            NotAuthorized,
+            ONLY_FROM_THE_GATEWAY
+        );
     }
 }

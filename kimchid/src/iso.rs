@@ -175,10 +175,28 @@ mod tests {
         iso
     }
 
-    fn assert_not_iso(path: &Path) {
+    /// An image xorriso made that boots through El Torito, without emulation.
+    fn make_bootable_iso(dir: &Path, volume_id: &str) -> PathBuf {
+        let opts = ["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"];
+        make_iso(dir, volume_id, &opts)
+    }
+
+    fn info(volume_id: &str, bootable: bool) -> IsoInfo {
+        IsoInfo {
+            volume_id: volume_id.into(),
+            bootable,
+        }
+    }
+
+    /// Probing `path` fails with `NotIso(reason)`, exactly.
+    #[track_caller]
+    fn assert_not_iso(path: &Path, reason: &str) {
         match probe(path) {
-            Err(IsoError::NotIso(reason)) => assert!(!reason.is_empty()),
-            other => panic!("expected NotIso for {}, got {other:?}", path.display()),
+            Err(IsoError::NotIso(r)) => assert_eq!(r, reason, "{}", path.display()),
+            other => panic!(
+                "expected NotIso({reason:?}) for {}, got {other:?}",
+                path.display()
+            ),
         }
     }
 
@@ -186,26 +204,21 @@ mod tests {
     fn plain_image() {
         let tmp = TempDir::new("plain");
         let iso = make_iso(&tmp.0, "Ubuntu-Server 22.04.1 LTS amd64", &[]);
-        let info = probe(&iso).unwrap();
-        assert_eq!(info.volume_id, "Ubuntu-Server 22.04.1 LTS amd64");
-        assert!(!info.bootable);
+        let expected = info("Ubuntu-Server 22.04.1 LTS amd64", false);
+        assert_eq!(probe(&iso).unwrap(), expected);
     }
 
     #[test]
     fn el_torito_image() {
         let tmp = TempDir::new("boot");
-        let opts = ["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"];
-        let iso = make_iso(&tmp.0, "BOOT ME", &opts);
-        let info = probe(&iso).unwrap();
-        assert_eq!(info.volume_id, "BOOT ME");
-        assert!(info.bootable);
+        let iso = make_bootable_iso(&tmp.0, "BOOT ME");
+        assert_eq!(probe(&iso).unwrap(), info("BOOT ME", true));
     }
 
     #[test]
     fn broken_catalog_is_not_bootable() {
         let tmp = TempDir::new("badcat");
-        let opts = ["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"];
-        let iso = make_iso(&tmp.0, "BOOT ME", &opts);
+        let iso = make_bootable_iso(&tmp.0, "BOOT ME");
         // Flip a byte of the validation entry so its checksum no longer adds up.
         let mut bytes = std::fs::read(&iso).unwrap();
         let record = 17 * SECTOR as usize;
@@ -213,9 +226,7 @@ mod tests {
         let lba = u32::from_le_bytes(bytes[record + 71..record + 75].try_into().unwrap());
         bytes[lba as usize * SECTOR as usize + 4] ^= 0xFF;
         std::fs::write(&iso, bytes).unwrap();
-        let info = probe(&iso).unwrap();
-        assert_eq!(info.volume_id, "BOOT ME");
-        assert!(!info.bootable);
+        assert_eq!(probe(&iso).unwrap(), info("BOOT ME", false));
     }
 
     #[test]
@@ -223,7 +234,7 @@ mod tests {
         let tmp = TempDir::new("text");
         let path = tmp.0.join("notes.iso");
         std::fs::write(&path, "just some text, named like an image\n".repeat(2000)).unwrap();
-        assert_not_iso(&path);
+        assert_not_iso(&path, "no primary volume descriptor");
     }
 
     #[test]
@@ -231,7 +242,7 @@ mod tests {
         let tmp = TempDir::new("empty");
         let path = tmp.0.join("empty.iso");
         std::fs::write(&path, b"").unwrap();
-        assert_not_iso(&path);
+        assert_not_iso(&path, "file too short for a primary volume descriptor");
     }
 
     #[test]
@@ -241,15 +252,22 @@ mod tests {
         let bytes = std::fs::read(&iso).unwrap();
         let cut = tmp.0.join("cut.iso");
         std::fs::write(&cut, &bytes[..40000]).unwrap();
-        assert_not_iso(&cut);
+        let whole = bytes.len();
+        assert_not_iso(
+            &cut,
+            &format!("image is truncated (40000 of {whole} bytes)"),
+        );
     }
 
     #[test]
     fn missing_file_is_io_error() {
         let tmp = TempDir::new("missing");
-        assert!(matches!(
-            probe(&tmp.0.join("nope.iso")),
-            Err(IsoError::Io(_))
-        ));
+        match probe(&tmp.0.join("nope.iso")) {
+            Err(e @ IsoError::Io(_)) => assert_eq!(
+                e.to_string(),
+                "cannot read image: No such file or directory (os error 2)"
+            ),
+            other => panic!("expected Io, got {other:?}"),
+        }
     }
 }

@@ -112,6 +112,7 @@ fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     #[test]
     fn urls_split_into_scheme_host_port_and_path() {
@@ -134,18 +135,27 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_with_a_reason() {
         for (url, why) in [
-            ("gopher://h/x.iso", "only http"),
-            ("http://h", "names no image"),
-            ("http://h/", "names no image"),
-            ("http://user:pw@h/x.iso", "credentials"),
+            (
+                "gopher://h/x.iso",
+                "only http, https and ftp images can be streamed",
+            ),
+            ("http://h", "it names no image file"),
+            ("http://h/", "it names no image file"),
+            (
+                "http://user:pw@h/x.iso",
+                "credentials in the URL are not supported",
+            ),
             ("http://h:99999/x.iso", "bad port"),
             ("http://h:0/x.iso", "bad port"),
-            ("http://h<x>/x.iso", "bad host"),
-            ("http://h/a b.iso", "spaces"),
-            ("http:///x.iso", "bad host"),
+            ("http://h<x>/x.iso", "bad host name"),
+            (
+                "http://h/a b.iso",
+                "it contains spaces or control characters",
+            ),
+            ("http:///x.iso", "bad host name"),
         ] {
-            let err = IsoUrl::parse(url).unwrap_err().to_string();
-            assert!(err.contains(why), "{url}: {err}");
+            let message = format!("cdrom URL '{url}': {why}");
+            assert_error!(IsoUrl::parse(url), InvalidArgument, message, "{url}");
         }
     }
 
@@ -163,11 +173,11 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let url = format!("http://127.0.0.1:{port}/x.iso");
-        let err = IsoUrl::parse(&url)
-            .unwrap()
-            .check_answers(&url)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("does not answer"), "{err}");
+        // The reason after the colon is curl's.
+        let refused = format!("cdrom URL '{url}' does not answer: ");
+        match IsoUrl::parse(&url).unwrap().check_answers(&url).await {
+            Err(Error::InvalidArgument(m)) => assert!(m.starts_with(&refused), "{m}"),
+            other => panic!("expected InvalidArgument({refused:?}…), got {other:?}"),
+        }
     }
 }

@@ -53,6 +53,7 @@ pub fn check_absolute_path(what: &str, path: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     #[test]
     fn ordinary_names_pass() {
@@ -64,19 +65,22 @@ mod tests {
     #[test]
     fn path_tricks_are_refused() {
         let long = "x".repeat(256);
-        for name in [
-            "",
-            "..",
-            ".",
-            "../etc/passwd",
-            "a/b",
-            ".hidden",
-            "a\0b",
-            "a\nb",
-            long.as_str(),
+        for (name, why) in [
+            ("", "it is empty"),
+            ("..", "it starts with '.'"),
+            (".", "it starts with '.'"),
+            ("../etc/passwd", "it contains '/'"),
+            ("a/b", "it contains '/'"),
+            (".hidden", "it starts with '.'"),
+            ("a\0b", "it contains control characters"),
+            ("a\nb", "it contains control characters"),
+            (long.as_str(), "longer than 255 bytes"),
         ] {
-            assert!(
-                matches!(check_name("volume", name), Err(Error::InvalidArgument(_))),
+            let message = format!("invalid volume name '{}': {why}", name.escape_debug());
+            assert_error!(
+                check_name("volume", name),
+                InvalidArgument,
+                message,
                 "{name:?}"
             );
         }
@@ -86,7 +90,12 @@ mod tests {
     fn paths_must_be_absolute_and_stay_put() {
         check_absolute_path("path", "/var/lib/kimchi/pool").unwrap();
         for path in ["relative/dir", "/srv/../etc", "", "/a\0b"] {
-            assert!(check_absolute_path("path", path).is_err(), "{path:?}");
+            let message = format!(
+                "path must be an absolute path without '..', not '{}'",
+                path.escape_debug()
+            );
+            let refused = check_absolute_path("path", path);
+            assert_error!(refused, InvalidArgument, message, "{path:?}");
         }
     }
 }

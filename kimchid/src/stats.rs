@@ -88,27 +88,42 @@ mod tests {
         }
     }
 
+    /// A sampler fed at whole seconds after one start.
+    struct Series {
+        sampler: Sampler,
+        start: Instant,
+    }
+
+    impl Series {
+        fn new() -> Self {
+            Series {
+                sampler: Sampler::new(),
+                start: Instant::now(),
+            }
+        }
+
+        /// The rates from a sample of `domains` taken `secs` seconds after the start.
+        fn at(&mut self, secs: u64, domains: &[DomainCounters]) -> HashMap<String, VmStats> {
+            let now = self.start + Duration::from_secs(secs);
+            self.sampler.update(now, domains)
+        }
+    }
+
     #[test]
     fn first_sample_has_zero_rates_and_default_peaks() {
-        let mut s = Sampler::new();
-        let rates = s.update(
-            Instant::now(),
-            &[counters("a", 5_000_000_000, 2, 1 << 30, 1 << 30)],
-        );
+        let mut s = Series::new();
+        let rates = s.at(0, &[counters("a", 5_000_000_000, 2, 1 << 30, 1 << 30)]);
         assert_eq!(rates.len(), 1);
         assert_eq!(rates["a"], VmStats::default());
     }
 
     #[test]
     fn steady_rates_per_second() {
-        let mut s = Sampler::new();
-        let t0 = Instant::now();
-        s.update(t0, &[counters("a", 1_000_000_000, 2, 10_000, 20_480)]);
+        let mut s = Series::new();
+        s.at(0, &[counters("a", 1_000_000_000, 2, 10_000, 20_480)]);
         // Over 2 s: 1 s of CPU on 2 vCPUs, 400 kB sent, 600 KiB written.
-        let rates = s.update(
-            t0 + Duration::from_secs(2),
-            &[counters("a", 2_000_000_000, 2, 410_000, 20_480 + 614_400)],
-        );
+        let written = 20_480 + 614_400;
+        let rates = s.at(2, &[counters("a", 2_000_000_000, 2, 410_000, written)]);
         let a = rates["a"];
         assert_eq!(a.cpu_utilization, 25.0);
         assert_eq!(a.net_throughput, 200.0);
@@ -119,71 +134,53 @@ mod tests {
 
     #[test]
     fn cpu_is_clamped_at_100() {
-        let mut s = Sampler::new();
-        let t0 = Instant::now();
-        s.update(t0, &[counters("a", 0, 1, 0, 0)]);
-        let rates = s.update(
-            t0 + Duration::from_secs(1),
-            &[counters("a", 3_000_000_000, 1, 0, 0)],
-        );
+        let mut s = Series::new();
+        s.at(0, &[counters("a", 0, 1, 0, 0)]);
+        let rates = s.at(1, &[counters("a", 3_000_000_000, 1, 0, 0)]);
         assert_eq!(rates["a"].cpu_utilization, 100.0);
     }
 
     #[test]
     fn counter_reset_gives_zero_then_counts_from_the_new_base() {
-        let mut s = Sampler::new();
-        let t0 = Instant::now();
-        s.update(t0, &[counters("a", 9_000_000_000, 1, 900_000, 900_000)]);
-        let reset = s.update(
-            t0 + Duration::from_secs(1),
-            &[counters("a", 100, 1, 1_000, 1_024)],
-        );
+        let mut s = Series::new();
+        s.at(0, &[counters("a", 9_000_000_000, 1, 900_000, 900_000)]);
+        let reset = s.at(1, &[counters("a", 100, 1, 1_000, 1_024)]);
         assert_eq!(reset["a"], VmStats::default());
-        let after = s.update(
-            t0 + Duration::from_secs(2),
-            &[counters("a", 500_000_100, 1, 2_000, 2_048)],
+        let after = s.at(2, &[counters("a", 500_000_100, 1, 2_000, 2_048)]);
+        let a = after["a"];
+        assert_eq!(
+            (a.cpu_utilization, a.net_throughput, a.io_throughput),
+            (50.0, 1.0, 1.0)
         );
-        assert_eq!(after["a"].cpu_utilization, 50.0);
-        assert_eq!(after["a"].net_throughput, 1.0);
-        assert_eq!(after["a"].io_throughput, 1.0);
     }
 
     #[test]
     fn peak_keeps_the_highest_rate() {
-        let mut s = Sampler::new();
-        let t0 = Instant::now();
-        s.update(t0, &[counters("a", 0, 1, 0, 0)]);
-        s.update(
-            t0 + Duration::from_secs(1),
-            &[counters("a", 0, 1, 500_000, 512 * 1024)],
+        let mut s = Series::new();
+        s.at(0, &[counters("a", 0, 1, 0, 0)]);
+        s.at(1, &[counters("a", 0, 1, 500_000, 512 * 1024)]);
+        let quiet = s.at(2, &[counters("a", 0, 1, 510_000, 522 * 1024)])["a"];
+        assert_eq!(
+            (quiet.net_throughput, quiet.net_throughput_peak),
+            (10.0, 500.0)
         );
-        let quiet = s.update(
-            t0 + Duration::from_secs(2),
-            &[counters("a", 0, 1, 510_000, 522 * 1024)],
+        assert_eq!(
+            (quiet.io_throughput, quiet.io_throughput_peak),
+            (10.0, 512.0)
         );
-        assert_eq!(quiet["a"].net_throughput, 10.0);
-        assert_eq!(quiet["a"].net_throughput_peak, 500.0);
-        assert_eq!(quiet["a"].io_throughput, 10.0);
-        assert_eq!(quiet["a"].io_throughput_peak, 512.0);
     }
 
     #[test]
     fn absent_domain_is_forgotten() {
-        let mut s = Sampler::new();
-        let t0 = Instant::now();
-        s.update(t0, &[counters("a", 0, 1, 0, 0), counters("b", 0, 1, 0, 0)]);
-        s.update(
-            t0 + Duration::from_secs(1),
-            &[counters("a", 0, 1, 900_000, 0), counters("b", 0, 1, 0, 0)],
-        );
-        let rates = s.update(t0 + Duration::from_secs(2), &[counters("b", 0, 1, 0, 0)]);
+        let mut s = Series::new();
+        let idle = |uuid| counters(uuid, 0, 1, 0, 0);
+        s.at(0, &[idle("a"), idle("b")]);
+        s.at(1, &[counters("a", 0, 1, 900_000, 0), idle("b")]);
+        let rates = s.at(2, &[idle("b")]);
         assert!(!rates.contains_key("a"));
         assert_eq!(rates.len(), 1);
         // Back again: a fresh start, neither a rate from the old sample nor its peak.
-        let back = s.update(
-            t0 + Duration::from_secs(3),
-            &[counters("a", 0, 1, 2_000_000, 0), counters("b", 0, 1, 0, 0)],
-        );
+        let back = s.at(3, &[counters("a", 0, 1, 2_000_000, 0), idle("b")]);
         assert_eq!(back["a"], VmStats::default());
     }
 }

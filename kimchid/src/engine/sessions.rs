@@ -187,6 +187,7 @@ fn hash(token: &str) -> TokenHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     const GW: u32 = 990;
 
@@ -196,12 +197,10 @@ mod tests {
 
     #[tokio::test]
     async fn other_users_may_not_try_passwords() {
-        let err = service()
-            .login(1000, "alice".into(), "guess".into())
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, Error::NotAuthorized(m) if m == "uid 1000 may not open web sessions")
+        assert_error!(
+            service().login(1000, "alice".into(), "guess".into()).await,
+            NotAuthorized,
+            "uid 1000 may not open web sessions"
         );
     }
 
@@ -209,10 +208,11 @@ mod tests {
     fn logout_is_for_the_gateway_and_root_and_idempotent() {
         let sessions = service();
         let token = sessions.store().create(alice());
-        assert!(matches!(
+        assert_error!(
             sessions.logout(1000, &token),
-            Err(Error::NotAuthorized(_))
-        ));
+            NotAuthorized,
+            "uid 1000 may not open web sessions"
+        );
         assert_eq!(sessions.store().resolve(&token), Some(alice()));
         sessions.logout(GW, &token).unwrap();
         assert_eq!(sessions.store().resolve(&token), None);

@@ -203,6 +203,7 @@ fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     fn spec(kind: &str) -> PoolSpec {
         PoolSpec {
@@ -215,26 +216,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dir_pool_needs_only_an_absolute_path() {
-        assert!(matches!(
-            pool_definition(&spec("dir")),
-            Ok(PoolDefinition::Dir { .. })
-        ));
-        let relative = PoolSpec {
-            path: "srv/p1".into(),
-            ..spec("dir")
-        };
-        assert!(matches!(
-            pool_definition(&relative),
-            Err(Error::InvalidArgument(_))
-        ));
+    fn nfs() -> PoolSpec {
+        PoolSpec {
+            source_host: "filer.example".into(),
+            source_path: "/export/vms".into(),
+            ..spec("netfs")
+        }
+    }
+
+    fn lvm() -> PoolSpec {
+        PoolSpec {
+            source_devices: vec!["/dev/loop7".into()],
+            ..spec("logical")
+        }
     }
 
     #[test]
-    fn unknown_type_is_invalid() {
-        let err = pool_definition(&spec("zfs-magic")).unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(m) if m.contains("zfs-magic")));
+    fn each_pool_type_is_defined_from_what_it_needs() {
+        let name = String::from("p1");
+        let path = String::from("/srv/p1");
+        assert_eq!(
+            pool_definition(&spec("dir")).unwrap(),
+            PoolDefinition::Dir {
+                name: name.clone(),
+                path: path.clone(),
+            }
+        );
+        assert_eq!(
+            pool_definition(&nfs()).unwrap(),
+            PoolDefinition::Netfs {
+                name: name.clone(),
+                path,
+                host: "filer.example".into(),
+                source_path: "/export/vms".into(),
+            }
+        );
+        assert_eq!(
+            pool_definition(&lvm()).unwrap(),
+            PoolDefinition::Logical {
+                name,
+                devices: vec!["/dev/loop7".into()],
+            }
+        );
     }
 
     #[test]
@@ -243,55 +266,77 @@ mod tests {
             name: ISO_POOL.into(),
             ..spec("dir")
         };
-        assert!(matches!(
+        assert_error!(
             pool_definition(&reserved),
-            Err(Error::AlreadyExists(_))
-        ));
+            AlreadyExists,
+            "'kimchi_isos' is a reserved pool name"
+        );
     }
 
+    /// Each pool type refuses a spec that lacks what it needs or gives what does not
+    /// apply to it, and every type refuses an unsafe name or an unknown type.
     #[test]
-    fn netfs_needs_host_and_source_path() {
-        assert!(pool_definition(&spec("netfs")).is_err());
-        let nfs = PoolSpec {
-            source_host: "filer.example".into(),
-            source_path: "/export/vms".into(),
-            ..spec("netfs")
-        };
-        assert!(matches!(
-            pool_definition(&nfs),
-            Ok(PoolDefinition::Netfs { .. })
-        ));
-        let evil = PoolSpec {
-            source_host: "a'><x".into(),
-            ..nfs
-        };
-        assert!(pool_definition(&evil).is_err());
-    }
-
-    #[test]
-    fn logical_needs_devices_and_refuses_sources() {
-        assert!(pool_definition(&spec("logical")).is_err());
-        let lvm = PoolSpec {
-            source_devices: vec!["/dev/loop7".into()],
-            ..spec("logical")
-        };
-        assert!(matches!(
-            pool_definition(&lvm),
-            Ok(PoolDefinition::Logical { .. })
-        ));
+    fn a_spec_a_pool_type_cannot_use_is_invalid_argument_naming_why() {
+        let absolute = "must be an absolute path without '..', not";
+        for (case, bad, message) in [
+            (
+                "dir: a relative path",
+                PoolSpec {
+                    path: "srv/p1".into(),
+                    ..spec("dir")
+                },
+                format!("path {absolute} 'srv/p1'"),
+            ),
+            (
+                "netfs: no source path",
+                spec("netfs"),
+                format!("source path {absolute} ''"),
+            ),
+            (
+                "netfs: markup for a host",
+                PoolSpec {
+                    source_host: "a'><x".into(),
+                    ..nfs()
+                },
+                "netfs pools need a source host name or address, not 'a'><x'".into(),
+            ),
+            (
+                "logical: no source device",
+                spec("logical"),
+                "logical pools need at least one source device".into(),
+            ),
+            (
+                "logical: a source host",
+                PoolSpec {
+                    source_host: "filer.example".into(),
+                    ..lvm()
+                },
+                "'source host/path' does not apply to logical pools".into(),
+            ),
+            (
+                "an unknown type",
+                spec("zfs-magic"),
+                "unknown storage pool type 'zfs-magic' (known: dir, netfs, logical)".into(),
+            ),
+        ] {
+            assert_error!(pool_definition(&bad), InvalidArgument, message, "{case}");
+        }
     }
 
     #[test]
     fn pool_names_with_path_tricks_or_colons_are_refused() {
-        for name in ["../x", "a/b", "", "a:b"] {
+        for (name, why) in [
+            ("../x", "it contains '/'"),
+            ("a/b", "it contains '/'"),
+            ("", "it is empty"),
+            ("a:b", "it contains ':'"),
+        ] {
             let bad = PoolSpec {
                 name: name.into(),
                 ..spec("dir")
             };
-            assert!(
-                matches!(pool_definition(&bad), Err(Error::InvalidArgument(_))),
-                "{name}"
-            );
+            let message = format!("invalid storage pool name '{name}': {why}");
+            assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
         }
     }
 }

@@ -236,21 +236,15 @@ fn volume_uri(pool: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     #[test]
     fn sizes_must_fit_in_bytes() {
         assert_eq!(bytes(2, "size").unwrap(), 2 * MIB);
         let max = u64::MAX / MIB;
         for (mib, shown) in [(0, "0"), (u64::MAX, "18446744073709551615")] {
-            match bytes(mib, "size") {
-                Err(Error::InvalidArgument(m)) => {
-                    assert_eq!(
-                        m,
-                        format!("size must be between 1 and {max} MiB, not {shown}")
-                    )
-                }
-                other => panic!("{other:?}"),
-            }
+            let message = format!("size must be between 1 and {max} MiB, not {shown}");
+            assert_error!(bytes(mib, "size"), InvalidArgument, message, "{mib}");
         }
     }
 }

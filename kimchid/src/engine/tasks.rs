@@ -246,21 +246,41 @@ impl Tasks {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
+    use crate::assert_error;
 
     fn registry() -> (Arc<Tasks>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Tasks::new(tx), rx)
     }
 
+    /// Task `id`'s state and message once it has ended.
+    async fn outcome(tasks: &Tasks, id: u32) -> (TaskState, String) {
+        tasks.wait(id).await;
+        let t = tasks.get(id).unwrap();
+        (t.state, t.message)
+    }
+
+    /// A task that runs until the returned sender is used or dropped, then finishes
+    /// with `message`.
+    fn held(tasks: &Arc<Tasks>, message: &'static str) -> (u32, oneshot::Sender<()>) {
+        let (release, hold) = oneshot::channel::<()>();
+        let id = tasks.start("test.op", "/x".into(), async move {
+            let _ = hold.await;
+            Ok(message.to_owned())
+        });
+        (id, release)
+    }
+
     #[tokio::test]
     async fn task_runs_and_finishes_with_its_message() {
         let (tasks, mut changes) = registry();
         let id = tasks.start("test.op", "/x".into(), async { Ok("done".to_owned()) });
-        tasks.wait(id).await;
+        let ended = outcome(&tasks, id).await;
+        assert_eq!(ended, (TaskState::Finished, "done".to_owned()));
         let t = tasks.get(id).unwrap();
-        assert_eq!(t.state, TaskState::Finished);
-        assert_eq!(t.message, "done");
         assert!(t.ended.is_some());
         assert_eq!(t.progress(), 1.0);
         assert_eq!(changes.recv().await, Some(Change::TaskAdded(id)));
@@ -273,27 +293,19 @@ mod tests {
         let id = tasks.start("test.op", "/x".into(), async {
             Err(Error::InvalidArgument("disk full".into()))
         });
-        tasks.wait(id).await;
-        let t = tasks.get(id).unwrap();
-        assert_eq!(t.state, TaskState::Failed);
-        assert_eq!(t.message, "disk full");
+        let ended = outcome(&tasks, id).await;
+        assert_eq!(ended, (TaskState::Failed, "disk full".to_owned()));
     }
 
     #[tokio::test]
     async fn stopping_fails_running_tasks_for_good() {
         let (tasks, _changes) = registry();
-        let (release, hold) = tokio::sync::oneshot::channel::<()>();
-        let id = tasks.start("test.op", "/x".into(), async move {
-            let _ = hold.await;
-            Ok("finished late".to_owned())
-        });
+        let (id, release) = held(&tasks, "finished late");
         assert_eq!(tasks.get(id).unwrap().state, TaskState::Running);
         tasks.fail_running("kimchid stopped");
         let _ = release.send(());
-        tasks.wait(id).await;
-        let t = tasks.get(id).unwrap();
-        assert_eq!(t.state, TaskState::Failed);
-        assert_eq!(t.message, "kimchid stopped");
+        let ended = outcome(&tasks, id).await;
+        assert_eq!(ended, (TaskState::Failed, "kimchid stopped".to_owned()));
     }
 
     #[tokio::test]
@@ -308,11 +320,7 @@ mod tests {
     #[tokio::test]
     async fn reply_waits_as_asked() {
         let (tasks, _changes) = registry();
-        let (release, hold) = tokio::sync::oneshot::channel::<()>();
-        let id = tasks.start("test.op", "/x".into(), async move {
-            let _ = hold.await;
-            Ok("done".to_owned())
-        });
+        let (id, release) = held(&tasks, "done");
         let now = tasks.reply(id, Wait::No).await.unwrap();
         assert_eq!((now.state, now.end_usec), (TaskState::Running, 0));
         let bounded = tasks
@@ -330,6 +338,6 @@ mod tests {
     #[test]
     fn unknown_task_is_not_found() {
         let (tasks, _changes) = registry();
-        assert!(matches!(tasks.info(7), Err(Error::NotFound(m)) if m == "no task 7"));
+        assert_error!(tasks.info(7), NotFound, "no task 7");
     }
 }

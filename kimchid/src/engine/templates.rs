@@ -436,6 +436,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     fn disk(index: u32, size_gb: u64, volume: &str) -> TemplateDisk {
         TemplateDisk {
@@ -447,36 +448,52 @@ mod tests {
 
     #[test]
     fn disk_checks() {
-        assert!(check_disks(&[disk(0, 10, ""), disk(1, 0, "base.img")], DiskBus::Virtio).is_ok());
-        for (disks, bus, why) in [
+        check_disks(&[disk(0, 10, ""), disk(1, 0, "base.img")], DiskBus::Virtio).unwrap();
+        for (disks, bus, message) in [
             (
                 vec![disk(0, 1, ""), disk(0, 2, "")],
                 DiskBus::Virtio,
-                "two disks",
+                "two disks have index 0",
             ),
-            (vec![disk(26, 1, "")], DiskBus::Virtio, "too large"),
-            (vec![disk(2, 1, "")], DiskBus::Ide, "hdc is the CD-ROM"),
-            (vec![disk(0, 0, "")], DiskBus::Virtio, "needs a size"),
+            (
+                vec![disk(26, 1, "")],
+                DiskBus::Virtio,
+                "disk index 26 is too large: virtio disks take indexes 0 to 25",
+            ),
+            (
+                vec![disk(2, 1, "")],
+                DiskBus::Ide,
+                "disk index 2 is not free: this OS gets IDE disks, which take indexes 0, 1 and 3 \
+                 (hdc is the CD-ROM)",
+            ),
+            (
+                vec![disk(0, 0, "")],
+                DiskBus::Virtio,
+                "disk 0 needs a size or a volume",
+            ),
             (
                 vec![disk(0, MAX_DISK_GB + 1, "")],
                 DiskBus::Virtio,
-                "larger",
+                "disk 0 is larger than 65536 GB",
             ),
             (
                 vec![disk(0, 0, "../x")],
                 DiskBus::Virtio,
-                "invalid volume name",
+                "invalid volume name '../x': it contains '/'",
             ),
         ] {
-            let err = check_disks(&disks, bus).unwrap_err().to_string();
-            assert!(err.contains(why), "{disks:?}: {err}");
+            let refused = check_disks(&disks, bus);
+            assert_error!(refused, InvalidArgument, message, "{disks:?}");
         }
     }
 
     #[test]
     fn text_must_be_printable_and_bounded() {
-        assert!(check_text("icon", "images/icon-debian.png").is_ok());
-        assert!(check_text("icon", "a\nb").is_err());
-        assert!(check_text("icon", &"x".repeat(MAX_TEXT_BYTES + 1)).is_err());
+        check_text("icon", "images/icon-debian.png").unwrap();
+        let message = "icon must be printable text of at most 1024 bytes";
+        for text in ["a\nb".to_owned(), "x".repeat(MAX_TEXT_BYTES + 1)] {
+            let refused = check_text("icon", &text);
+            assert_error!(refused, InvalidArgument, message, "{} bytes", text.len());
+        }
     }
 }

@@ -412,6 +412,7 @@ fn volume_xml(name: &str, capacity_mib: u64, format: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_error;
 
     #[test]
     fn netfs_pool_xml_carries_its_source() {
@@ -454,10 +455,11 @@ mod tests {
         let pool = define_pool(&conn, &def).unwrap();
         assert_eq!(pool.state, PoolState::Inactive);
         assert_eq!(pool.nr_volumes, 0);
-        assert!(matches!(
+        assert_error!(
             pool_volumes(&conn, "unitpool"),
-            Err(Error::InvalidState(_))
-        ));
+            InvalidState,
+            "storage pool 'unitpool' is not active; activate it first"
+        );
         assert!(activate_pool(&conn, "unitpool").unwrap().active());
         let spec = VolumeSpec {
             name: "v1.qcow2".into(),
@@ -466,27 +468,31 @@ mod tests {
         };
         let vol = create_volume(&conn, "unitpool", &spec).unwrap();
         assert_eq!(vol.capacity, 16 * 1024 * 1024);
-        assert!(matches!(
+        assert_error!(
             create_volume(&conn, "unitpool", &spec),
-            Err(Error::AlreadyExists(_))
-        ));
+            AlreadyExists,
+            "storage volume 'v1.qcow2' already exists in pool 'unitpool'"
+        );
         let (pool, volumes) = pool_volumes(&conn, "unitpool").unwrap();
         assert_eq!((pool.nr_volumes, volumes.len()), (1, 1));
         delete_volume(&conn, "unitpool", "v1.qcow2").unwrap();
-        assert!(matches!(
+        assert_error!(
             volume(&conn, "unitpool", "v1.qcow2"),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
+            NotFound,
+            "no storage volume 'v1.qcow2' in pool 'unitpool'"
+        );
+        assert_error!(
             undefine_pool(&conn, "unitpool"),
-            Err(Error::InvalidState(_))
-        ));
+            InvalidState,
+            "storage pool 'unitpool' is active; deactivate it before deleting it"
+        );
         deactivate_pool(&conn, "unitpool").unwrap();
         undefine_pool(&conn, "unitpool").unwrap();
-        assert!(matches!(
+        assert_error!(
             pool_by_name(&conn, "unitpool"),
-            Err(Error::NotFound(_))
-        ));
+            NotFound,
+            "no storage pool named 'unitpool'"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -22,11 +22,13 @@ use super::templates::Template;
 use super::{Engine, Settings};
 use crate::error::Error;
 
-/// `result` is `Err(Error::<variant>(message))`, exactly. A table-driven test adds
-/// the case after the message, as `format!` arguments.
+/// `result` is `Err(Error::<variant>(message))`, exactly. A table-driven test names
+/// its case after the message, as `format!` arguments. Exported so that the unit
+/// tests of every module of the crate check errors the same way.
+#[macro_export]
 macro_rules! assert_error {
     ($result:expr, $variant:ident, $message:expr $(,)?) => {
-        assert_error!($result, $variant, $message, "")
+        $crate::assert_error!($result, $variant, $message, "{}", stringify!($result))
     };
     ($result:expr, $variant:ident, $message:expr, $($case:tt)+) => {
         match $result {
@@ -35,13 +37,13 @@ macro_rules! assert_error {
                 "expected {}({:?}), got {other:?}: {}",
                 stringify!($variant),
                 $message,
-                format!($($case)+)
+                format_args!($($case)+)
             ),
             Ok(_) => panic!(
                 "expected {}({:?}), got Ok: {}",
                 stringify!($variant),
                 $message,
-                format!($($case)+)
+                format_args!($($case)+)
             ),
         }
     };
@@ -93,6 +95,19 @@ fn libvirt(message: &str) -> Error {
     }
 }
 
+/// `result` is the failure `libvirt(message)` made, passed on unchanged.
+#[track_caller]
+fn assert_libvirt_error<T: std::fmt::Debug>(result: Result<T, Error>, message: &str) {
+    match result {
+        Err(Error::Libvirt {
+            code,
+            domain,
+            message: m,
+        }) => assert_eq!((code, domain, m.as_str()), (1, 10, message)),
+        other => panic!("expected libvirt({message:?}), got {other:?}"),
+    }
+}
+
 /// Everything announced since the last drain.
 fn drain(changes: &mut mpsc::UnboundedReceiver<Change>) -> Vec<Change> {
     let mut seen = Vec::new();
@@ -104,14 +119,7 @@ fn drain(changes: &mut mpsc::UnboundedReceiver<Change>) -> Vec<Change> {
 
 /// A template with every default filled in by the engine.
 async fn template(h: &Harness, name: &str) -> Template {
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: name.into(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .expect("template")
+    template_from(h, spec(name)).await
 }
 
 /// A spec naming only `name`: the engine fills in the rest.
@@ -119,6 +127,14 @@ fn spec(name: &str) -> TemplateSpec {
     TemplateSpec {
         name: name.into(),
         ..TemplateSpec::default()
+    }
+}
+
+/// A spec naming `name` and `cdrom`: the engine fills in the rest.
+fn with_cdrom(name: &str, cdrom: &str) -> TemplateSpec {
+    TemplateSpec {
+        cdrom: cdrom.into(),
+        ..spec(name)
     }
 }
 

@@ -1,12 +1,16 @@
 //! The model: hypervisor events turned into model updates and announced changes,
 //! with no re-read for what the model shows already, and what connecting does.
 
-use kimchi_dbus::{PoolState, ScreenshotSupport, VmState};
+use std::sync::Arc;
 
-use super::{adopt, assert_error, drain, engine_over, libvirt};
+use kimchi_dbus::{PoolState, ScreenshotSupport, VmState};
+use tokio::sync::mpsc;
+
+use super::{adopt, adopt_pool, assert_error, drain, engine_over, libvirt, with_vm};
 use crate::engine::hypervisor::{DomainEvent, HostEvent, Hypervisor};
 use crate::engine::model::Change;
-use crate::engine::sim::{harness, Sim};
+use crate::engine::sim::{harness, Harness, Sim};
+use crate::engine::Engine;
 
 fn domain(uuid: &str, event: DomainEvent) -> HostEvent {
     HostEvent::Domain {
@@ -15,111 +19,116 @@ fn domain(uuid: &str, event: DomainEvent) -> HostEvent {
     }
 }
 
-// ---- domain events ----
-
-#[tokio::test]
-async fn became_the_state_the_model_shows_is_not_re_read_and_changes_nothing() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    drain(&mut h.changes);
+/// What applying `event` for domain `uuid` did: how many times the model read the
+/// domain again, and what it announced.
+async fn apply(h: &mut Harness, uuid: &str, event: DomainEvent) -> (usize, Vec<Change>) {
     let reads = h.sim.calls("domain");
+    h.engine.model.apply(domain(uuid, event)).await;
+    (h.sim.calls("domain") - reads, drain(&mut h.changes))
+}
+
+/// What a pool event for `uuid` announced.
+async fn pool_event(h: &mut Harness, uuid: &str) -> Vec<Change> {
     h.engine
         .model
-        .apply(domain(&uuid, DomainEvent::Became(VmState::Running)))
+        .apply(HostEvent::Pool { uuid: uuid.into() })
         .await;
-    assert_eq!(h.sim.calls("domain"), reads);
-    assert!(drain(&mut h.changes).is_empty());
+    drain(&mut h.changes)
+}
+
+/// A fresh harness with pool `p1` (inactive) adopted, and its UUID; what the
+/// adoption announced is drained.
+async fn with_pool() -> (Harness, String) {
+    let mut h = harness().await;
+    let uuid = adopt_pool(&h, "p1", "dir", false).await;
+    drain(&mut h.changes);
+    (h, uuid)
+}
+
+/// What keeps an engine made by `unconnected` working: its store's directory and
+/// the receiver of its announcements.
+type Kept = (tempfile::TempDir, mpsc::UnboundedReceiver<Change>);
+
+/// An engine over `sim` that has not connected yet.
+fn unconnected(sim: &Arc<Sim>) -> (Arc<Engine>, Kept) {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, changes) = engine_over(sim, dir.path());
+    (engine, (dir, changes))
+}
+
+/// An engine over `sim` that has connected once.
+async fn connected(sim: &Arc<Sim>) -> (Arc<Engine>, Kept) {
+    let (engine, kept) = unconnected(sim);
+    engine.model.apply(HostEvent::Connected).await;
+    (engine, kept)
+}
+
+// ---- domain events ----
+
+/// Events after which the guest is as the model shows it: the domain is read again
+/// only where the event leaves room for doubt, and nothing is announced.
+#[tokio::test]
+async fn an_event_that_leaves_the_guest_as_the_model_shows_it_announces_nothing() {
+    for (case, state, event, reads) in [
+        (
+            "became the state the model shows: not read again",
+            VmState::Running,
+            DomainEvent::Became(VmState::Running),
+            0,
+        ),
+        (
+            "became another state, stale: the guest was paused and resumed since; \
+             recorded as libvirt reports it",
+            VmState::Running,
+            DomainEvent::Became(VmState::Paused),
+            1,
+        ),
+        (
+            "changed: always read again",
+            VmState::Shutoff,
+            DomainEvent::Changed,
+            1,
+        ),
+        (
+            "undefined, then defined again under the same UUID: the re-read keeps it",
+            VmState::Shutoff,
+            DomainEvent::Undefined,
+            1,
+        ),
+    ] {
+        let (mut h, uuid) = with_vm(state).await;
+        assert_eq!(apply(&mut h, &uuid, event).await, (reads, vec![]), "{case}");
+        let now = h.engine.vms.get("web").unwrap().state;
+        assert_eq!(now, state, "{case}");
+    }
 }
 
 #[tokio::test]
 async fn became_another_state_re_reads_and_announces_the_change() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    drain(&mut h.changes);
+    let (mut h, uuid) = with_vm(VmState::Running).await;
     h.sim.set_state(&uuid, VmState::Paused);
-    let reads = h.sim.calls("domain");
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Became(VmState::Paused)))
-        .await;
-    assert_eq!(h.sim.calls("domain"), reads + 1);
+    let event = DomainEvent::Became(VmState::Paused);
+    let (reads, changes) = apply(&mut h, &uuid, event).await;
     assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Paused);
-    assert_eq!(drain(&mut h.changes), [Change::VmChanged(uuid)]);
-}
-
-#[tokio::test]
-async fn became_is_recorded_as_libvirt_reports_it_not_as_the_event_says() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    drain(&mut h.changes);
-    // A stale event: the guest was paused and resumed since.
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Became(VmState::Paused)))
-        .await;
-    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Running);
-    assert!(drain(&mut h.changes).is_empty());
+    assert_eq!((reads, changes), (1, vec![Change::VmChanged(uuid)]));
 }
 
 #[tokio::test]
 async fn undefined_for_an_unknown_domain_does_nothing() {
     let mut h = harness().await;
     drain(&mut h.changes);
-    let reads = h.sim.calls("domain");
-    h.engine
-        .model
-        .apply(domain(
-            "00000000-0000-4000-8000-999999999999",
-            DomainEvent::Undefined,
-        ))
-        .await;
-    assert_eq!(h.sim.calls("domain"), reads);
-    assert!(drain(&mut h.changes).is_empty());
+    let unknown = "00000000-0000-4000-8000-999999999999";
+    let seen = apply(&mut h, unknown, DomainEvent::Undefined).await;
+    assert_eq!(seen, (0, vec![]));
 }
 
 #[tokio::test]
 async fn undefined_for_a_known_domain_re_reads_and_removes_it() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Shutoff).await;
-    drain(&mut h.changes);
+    let (mut h, uuid) = with_vm(VmState::Shutoff).await;
     h.sim.undefine(&uuid).unwrap();
-    let reads = h.sim.calls("domain");
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Undefined))
-        .await;
-    assert_eq!(h.sim.calls("domain"), reads + 1);
+    let (reads, changes) = apply(&mut h, &uuid, DomainEvent::Undefined).await;
     assert_error!(h.engine.vms.get("web"), NotFound, "no VM named 'web'");
-    assert_eq!(drain(&mut h.changes), [Change::VmRemoved(uuid)]);
-}
-
-#[tokio::test]
-async fn undefined_of_a_domain_defined_again_meanwhile_keeps_it() {
-    // Undefine then define under the same UUID: the re-read finds it, so it stays.
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Shutoff).await;
-    drain(&mut h.changes);
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Undefined))
-        .await;
-    assert!(h.engine.vms.get("web").is_ok());
-    assert!(drain(&mut h.changes).is_empty());
-}
-
-#[tokio::test]
-async fn changed_always_re_reads() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Shutoff).await;
-    drain(&mut h.changes);
-    let reads = h.sim.calls("domain");
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Changed))
-        .await;
-    assert_eq!(h.sim.calls("domain"), reads + 1);
-    // Nothing differed, so nothing is announced.
-    assert!(drain(&mut h.changes).is_empty());
+    assert_eq!((reads, changes), (1, vec![Change::VmRemoved(uuid)]));
 }
 
 #[tokio::test]
@@ -128,31 +137,24 @@ async fn a_domain_defined_behind_our_back_appears_after_its_event() {
     drain(&mut h.changes);
     let uuid = h.sim.add_domain("web", VmState::Shutoff);
     assert_error!(h.engine.vms.get("web"), NotFound, "no VM named 'web'");
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Changed))
-        .await;
+    let (_, changes) = apply(&mut h, &uuid, DomainEvent::Changed).await;
     let vm = h.engine.vms.get("web").unwrap();
     assert_eq!(
         (vm.uuid.as_str(), vm.state),
         (uuid.as_str(), VmState::Shutoff)
     );
-    assert_eq!(drain(&mut h.changes), [Change::VmAdded(uuid)]);
+    assert_eq!(changes, [Change::VmAdded(uuid)]);
 }
 
 #[tokio::test]
 async fn a_failed_re_read_leaves_the_model_as_it_was() {
-    let mut h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    drain(&mut h.changes);
+    let (mut h, uuid) = with_vm(VmState::Running).await;
     h.sim.set_state(&uuid, VmState::Shutoff);
     h.sim.fail_next("domain", libvirt("connection reset"));
-    h.engine
-        .model
-        .apply(domain(&uuid, DomainEvent::Became(VmState::Shutoff)))
-        .await;
+    let event = DomainEvent::Became(VmState::Shutoff);
+    let (_, changes) = apply(&mut h, &uuid, event).await;
     assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Running);
-    assert!(drain(&mut h.changes).is_empty());
+    assert!(changes.is_empty());
 }
 
 // ---- pool events ----
@@ -163,83 +165,54 @@ async fn a_pool_event_for_a_new_pool_adds_it() {
     drain(&mut h.changes);
     let uuid = h.sim.add_pool("p1", "dir", false);
     let reads = h.sim.calls("pool");
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
+    let changes = pool_event(&mut h, &uuid).await;
     assert_eq!(h.sim.calls("pool"), reads + 1);
     assert_eq!(
         h.engine.model.pool_by_name("p1").unwrap().state,
         PoolState::Inactive
     );
-    assert_eq!(drain(&mut h.changes), [Change::PoolAdded(uuid)]);
+    assert_eq!(changes, [Change::PoolAdded(uuid)]);
 }
 
 #[tokio::test]
 async fn a_pool_event_re_reads_a_changed_pool() {
-    let mut h = harness().await;
-    let uuid = h.sim.add_pool("p1", "dir", false);
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
-    drain(&mut h.changes);
+    let (mut h, uuid) = with_pool().await;
     h.sim.activate_pool("p1").unwrap();
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
-    assert_eq!(
-        h.engine.model.pool_by_name("p1").unwrap().state,
-        PoolState::Active
-    );
-    assert_eq!(drain(&mut h.changes), [Change::PoolChanged(uuid)]);
+    let changes = pool_event(&mut h, &uuid).await;
+    let state = h.engine.model.pool_by_name("p1").unwrap().state;
+    assert_eq!(state, PoolState::Active);
+    assert_eq!(changes, [Change::PoolChanged(uuid)]);
 }
 
 #[tokio::test]
 async fn a_pool_started_outside_kimchid_brings_its_iso_images_into_the_view() {
-    let h = harness().await;
-    let uuid = h.sim.add_pool("p1", "dir", false);
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
+    let (mut h, uuid) = with_pool().await;
     h.sim.activate_pool("p1").unwrap();
     h.sim.add_volume("p1", "install.iso", "iso", 10);
-    h.engine.model.apply(HostEvent::Pool { uuid }).await;
+    pool_event(&mut h, &uuid).await;
     let isos: Vec<String> = h.engine.model.isos().into_iter().map(|v| v.name).collect();
     assert_eq!(isos, ["install.iso"]);
 }
 
 #[tokio::test]
 async fn a_pool_event_for_a_pool_gone_removes_it() {
-    let mut h = harness().await;
-    let uuid = h.sim.add_pool("p1", "dir", false);
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
-    drain(&mut h.changes);
+    let (mut h, uuid) = with_pool().await;
     h.sim.undefine_pool("p1").unwrap();
-    h.engine
-        .model
-        .apply(HostEvent::Pool { uuid: uuid.clone() })
-        .await;
+    let changes = pool_event(&mut h, &uuid).await;
     assert_error!(
         h.engine.model.pool_by_name("p1"),
         NotFound,
         "no storage pool named 'p1'"
     );
-    assert_eq!(drain(&mut h.changes), [Change::PoolRemoved(uuid)]);
+    assert_eq!(changes, [Change::PoolRemoved(uuid)]);
 }
 
 // ---- connecting ----
 
 #[tokio::test]
 async fn connecting_fills_in_the_hosts_capabilities() {
-    let dir = tempfile::tempdir().unwrap();
     let sim = Sim::new();
-    let (engine, _changes) = engine_over(&sim, dir.path());
+    let (engine, _kept) = unconnected(&sim);
     let host = engine.model.host();
     assert!(!host.libvirt_connected);
     assert_eq!(
@@ -257,11 +230,9 @@ async fn connecting_fills_in_the_hosts_capabilities() {
 
 #[tokio::test]
 async fn a_failed_capability_probe_is_retried_on_the_next_connection() {
-    let dir = tempfile::tempdir().unwrap();
     let sim = Sim::new();
-    let (engine, _changes) = engine_over(&sim, dir.path());
     sim.fail_next("probe_capabilities", libvirt("no capabilities"));
-    engine.model.apply(HostEvent::Connected).await;
+    let (engine, _kept) = connected(&sim).await;
     assert_eq!(engine.model.host().screenshot, ScreenshotSupport::Unknown);
     assert_eq!(engine.model.host().memory_mib, 0);
     engine.model.apply(HostEvent::Connected).await;
@@ -282,55 +253,35 @@ async fn known_capabilities_are_not_probed_again_on_reconnection() {
 }
 
 #[tokio::test]
-async fn connecting_starts_an_inactive_default_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::new();
-    sim.deactivate_pool("default").unwrap();
-    let (engine, _changes) = engine_over(&sim, dir.path());
-    engine.model.apply(HostEvent::Connected).await;
-    assert_eq!(
-        engine.model.pool_by_name("default").unwrap().state,
-        PoolState::Active
-    );
-    assert_eq!(
-        sim.pool_by_name("default").unwrap().state,
-        PoolState::Active
-    );
-    assert_eq!(
-        (sim.calls("define_pool"), sim.calls("activate_pool")),
-        (0, 1)
-    );
-}
-
-#[tokio::test]
-async fn connecting_defines_and_starts_a_missing_default_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::new();
-    sim.deactivate_pool("default").unwrap();
-    sim.undefine_pool("default").unwrap();
-    let (engine, _changes) = engine_over(&sim, dir.path());
-    engine.model.apply(HostEvent::Connected).await;
-    assert_eq!(
-        engine.model.pool_by_name("default").unwrap().state,
-        PoolState::Active
-    );
-    assert_eq!(
-        (sim.calls("define_pool"), sim.calls("activate_pool")),
-        (1, 1)
-    );
-}
-
-#[tokio::test]
-async fn connecting_leaves_an_active_default_pool_alone() {
-    let h = harness().await;
-    assert_eq!(
-        h.engine.model.pool_by_name("default").unwrap().state,
-        PoolState::Active
-    );
-    assert_eq!(
-        (h.sim.calls("define_pool"), h.sim.calls("activate_pool")),
-        (0, 0)
-    );
+async fn connecting_leaves_the_default_pool_defined_and_active() {
+    for (case, deactivated, undefined, define_and_activate) in [
+        ("an active default pool is left alone", false, false, (0, 0)),
+        ("an inactive default pool is started", true, false, (0, 1)),
+        (
+            "a missing default pool is defined and started",
+            true,
+            true,
+            (1, 1),
+        ),
+    ] {
+        let sim = Sim::new();
+        if deactivated {
+            sim.deactivate_pool("default").unwrap();
+        }
+        if undefined {
+            sim.undefine_pool("default").unwrap();
+        }
+        let (engine, _kept) = connected(&sim).await;
+        let in_model = engine.model.pool_by_name("default").unwrap().state;
+        let in_libvirt = sim.pool_by_name("default").unwrap().state;
+        assert_eq!(
+            (in_model, in_libvirt),
+            (PoolState::Active, PoolState::Active),
+            "{case}"
+        );
+        let calls = (sim.calls("define_pool"), sim.calls("activate_pool"));
+        assert_eq!(calls, define_and_activate, "{case}");
+    }
 }
 
 #[tokio::test]
@@ -352,14 +303,21 @@ async fn connecting_resyncs_what_changed_while_disconnected() {
     assert_eq!(names, ["new"]);
 }
 
+/// The `default` pool started on connection joins the ISO view at once, not at the
+/// next resync.
 #[tokio::test]
-async fn connecting_lists_the_iso_images_of_active_pools() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::new();
-    sim.add_volume("default", "a.iso", "iso", 10);
-    let (engine, _changes) = engine_over(&sim, dir.path());
-    engine.model.apply(HostEvent::Connected).await;
-    assert_eq!(engine.pools.list().last().unwrap().nr_volumes, 1);
+async fn connecting_lists_the_iso_images_of_active_pools_and_of_a_default_pool_it_starts() {
+    for deactivated in [false, true] {
+        let sim = Sim::new();
+        sim.add_volume("default", "a.iso", "iso", 10);
+        if deactivated {
+            sim.deactivate_pool("default").unwrap();
+        }
+        let (engine, _kept) = connected(&sim).await;
+        let pools = engine.pools.list();
+        let counts = (pools[0].nr_volumes, pools.last().unwrap().nr_volumes);
+        assert_eq!(counts, (1, 1), "default pool deactivated: {deactivated}");
+    }
 }
 
 #[tokio::test]
@@ -373,19 +331,4 @@ async fn disconnection_marks_libvirt_unreachable() {
         .await;
     assert!(!h.engine.model.host().libvirt_connected);
     assert_eq!(drain(&mut h.changes), [Change::Host]);
-}
-
-/// The `default` pool started on connection joins the ISO view at once, not at the
-/// next resync.
-#[tokio::test]
-async fn connecting_lists_the_iso_images_of_a_default_pool_it_starts() {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = Sim::new();
-    sim.add_volume("default", "a.iso", "iso", 10);
-    sim.deactivate_pool("default").unwrap();
-    let (engine, _changes) = engine_over(&sim, dir.path());
-    engine.model.apply(HostEvent::Connected).await;
-    let pools = engine.pools.list();
-    assert_eq!(pools[0].nr_volumes, 1);
-    assert_eq!(pools.last().unwrap().nr_volumes, 1);
 }

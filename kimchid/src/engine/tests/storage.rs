@@ -1,12 +1,12 @@
 //! Storage: pools (beyond the definition checks tested in `storage_pools.rs`),
 //! volumes and their busy marks, and the `kimchi_isos` view.
 
-use kimchi_dbus::{PoolSpec, PoolState, TaskState, VolumeSpec, MIB};
+use kimchi_dbus::{PoolSpec, PoolState, TaskInfo, TaskState, VolumeSpec, MIB};
 
-use super::{adopt_pool, assert_error, libvirt, new_vm, template, total_calls};
-use crate::engine::sim::harness;
+use super::{adopt_pool, assert_error, libvirt, total_calls, with_new_vm};
+use crate::engine::sim::{harness, Harness};
 use crate::engine::tasks::Wait;
-use crate::error::Error;
+use crate::error::Result;
 
 fn dir_pool(name: &str) -> PoolSpec {
     PoolSpec {
@@ -31,6 +31,104 @@ fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<String> {
     items.iter().map(|i| name(i).to_owned()).collect()
 }
 
+/// The names of the pools the engine lists, in its order.
+fn pool_names(h: &Harness) -> Vec<String> {
+    names(&h.engine.pools.list(), |p| &p.name)
+}
+
+/// How many volumes the model counts in `pool`.
+fn counted(h: &Harness, pool: &str) -> u32 {
+    h.engine.model.pool_by_name(pool).unwrap().nr_volumes
+}
+
+/// How many images the `kimchi_isos` view counts, as the pool list shows it.
+fn iso_view_count(h: &Harness) -> u32 {
+    h.engine.pools.list().last().unwrap().nr_volumes
+}
+
+/// A fresh harness whose `default` pool holds volume `name`, unknown to the model.
+async fn with_volume(name: &str, format: &str, capacity_mib: u64) -> Harness {
+    let h = harness().await;
+    h.sim.add_volume("default", name, format, capacity_mib);
+    h
+}
+
+/// What a caller may ask of a pool.
+#[derive(Clone, Copy, Debug)]
+enum PoolChange {
+    Activate,
+    Deactivate,
+    Delete,
+}
+
+/// `change` asked of the engine for pool `name`.
+async fn change_pool(h: &Harness, change: PoolChange, name: &str) -> Result<()> {
+    let pools = &h.engine.pools;
+    match change {
+        PoolChange::Activate => pools.activate(name).await.map(drop),
+        PoolChange::Deactivate => pools.deactivate(name).await.map(drop),
+        PoolChange::Delete => pools.delete(name).await,
+    }
+}
+
+const POOL_CHANGES: [PoolChange; 3] = [
+    PoolChange::Activate,
+    PoolChange::Deactivate,
+    PoolChange::Delete,
+];
+
+/// What a caller may ask of a volume; a creation makes a raw volume of 1 MiB.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum VolumeChange {
+    Create,
+    Wipe,
+    Resize(u64),
+    Delete,
+}
+
+/// Every change, creation first.
+const VOLUME_CHANGES: [VolumeChange; 4] = [
+    VolumeChange::Create,
+    VolumeChange::Wipe,
+    VolumeChange::Resize(20),
+    VolumeChange::Delete,
+];
+
+/// `change` asked of the engine for volume `name` of `pool`, its task awaited.
+async fn change_volume(h: &Harness, pool: &str, name: &str, change: VolumeChange) -> Result<()> {
+    let volumes = &h.engine.volumes;
+    match change {
+        VolumeChange::Create => volumes
+            .create(pool, volume(name, 1, "raw"), Wait::Ended)
+            .await
+            .map(drop),
+        VolumeChange::Wipe => volumes.wipe(pool, name, Wait::Ended).await.map(drop),
+        VolumeChange::Resize(mib) => volumes.resize(pool, name, mib, Wait::Ended).await.map(drop),
+        VolumeChange::Delete => volumes.delete(pool, name).await,
+    }
+}
+
+/// The creation of `spec` in `pool`, its task awaited.
+async fn create_volume(h: &Harness, pool: &str, spec: VolumeSpec) -> Result<TaskInfo> {
+    h.engine.volumes.create(pool, spec, Wait::Ended).await
+}
+
+/// How many changes of a volume's content the sim has made: creations, copies,
+/// resizes, wipes and deletions.
+fn volume_writes(h: &Harness) -> usize {
+    [
+        "wipe_volume",
+        "resize_volume",
+        "create_volume",
+        "clone_volume",
+        "delete_volume_at",
+        "delete_volume",
+    ]
+    .iter()
+    .map(|m| h.sim.calls(m))
+    .sum()
+}
+
 // ---- pools ----
 
 #[tokio::test]
@@ -44,12 +142,8 @@ async fn a_created_pool_is_inactive_and_listed_before_the_iso_view() {
         (pool.capacity_mib, pool.available_mib, pool.nr_volumes),
         (0, 0, 0)
     );
-    let listed = h.engine.pools.list();
-    assert_eq!(
-        names(&listed, |p| &p.name),
-        ["default", "p1", "kimchi_isos"]
-    );
-    assert_eq!(listed[1], pool);
+    assert_eq!(pool_names(&h), ["default", "p1", "kimchi_isos"]);
+    assert_eq!(h.engine.pools.list()[1], pool);
 }
 
 #[tokio::test]
@@ -78,28 +172,24 @@ async fn activate_then_deactivate_round_trips_in_the_model() {
     assert_eq!(h.engine.pools.list()[1], inactive);
 }
 
+/// Activating is libvirt's refusal passed on; deleting is kimchid's own check.
 #[tokio::test]
-async fn activating_an_active_pool_passes_libvirts_refusal_on() {
+async fn a_pool_change_an_active_pool_forbids_is_invalid_state_and_keeps_it() {
     let h = harness().await;
-    assert_error!(
-        h.engine.pools.activate("default").await,
-        InvalidState,
-        "storage pool 'default' is already active"
-    );
-}
-
-#[tokio::test]
-async fn deleting_an_active_pool_is_invalid_state_and_keeps_it() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.pools.delete("default").await,
-        InvalidState,
-        "storage pool 'default' is active; deactivate it before deleting it"
-    );
-    assert_eq!(
-        names(&h.engine.pools.list(), |p| &p.name),
-        ["default", "kimchi_isos"]
-    );
+    for (change, message) in [
+        (
+            PoolChange::Activate,
+            "storage pool 'default' is already active",
+        ),
+        (
+            PoolChange::Delete,
+            "storage pool 'default' is active; deactivate it before deleting it",
+        ),
+    ] {
+        let refused = change_pool(&h, change, "default").await;
+        assert_error!(refused, InvalidState, message, "{change:?}");
+        assert_eq!(pool_names(&h), ["default", "kimchi_isos"], "{change:?}");
+    }
 }
 
 #[tokio::test]
@@ -107,10 +197,7 @@ async fn deleting_an_inactive_pool_removes_it_from_the_list() {
     let h = harness().await;
     h.engine.pools.create(dir_pool("p1")).await.unwrap();
     h.engine.pools.delete("p1").await.unwrap();
-    assert_eq!(
-        names(&h.engine.pools.list(), |p| &p.name),
-        ["default", "kimchi_isos"]
-    );
+    assert_eq!(pool_names(&h), ["default", "kimchi_isos"]);
     assert_error!(
         h.engine.pools.get("p1").await,
         NotFound,
@@ -119,73 +206,36 @@ async fn deleting_an_inactive_pool_removes_it_from_the_list() {
 }
 
 #[tokio::test]
-async fn changes_to_an_unknown_pool_are_not_found() {
+async fn changes_to_an_unknown_pool_or_volume_are_not_found() {
     let h = harness().await;
-    assert_error!(
-        h.engine.pools.activate("nope").await,
-        NotFound,
-        "no storage pool named 'nope'"
-    );
+    for change in POOL_CHANGES {
+        let refused = change_pool(&h, change, "nope").await;
+        assert_error!(
+            refused,
+            NotFound,
+            "no storage pool named 'nope'",
+            "{change:?}"
+        );
+    }
+    for change in &VOLUME_CHANGES[1..] {
+        let refused = change_volume(&h, "default", "nope", *change).await;
+        let message = "no storage volume 'nope' in pool 'default'";
+        assert_error!(refused, NotFound, message, "{change:?}");
+    }
 }
 
 #[tokio::test]
-async fn pool_changes_to_the_iso_view_are_not_supported() {
-    let h = harness().await;
-    let refused = "kimchi_isos is a read-only view";
-    assert_error!(
-        h.engine.pools.activate("kimchi_isos").await,
-        NotSupported,
-        refused
-    );
-    assert_error!(
-        h.engine.pools.deactivate("kimchi_isos").await,
-        NotSupported,
-        refused
-    );
-    assert_error!(
-        h.engine.pools.delete("kimchi_isos").await,
-        NotSupported,
-        refused
-    );
-}
-
-#[tokio::test]
-async fn volume_changes_in_the_iso_view_are_not_supported() {
-    let h = harness().await;
-    h.sim.add_volume("default", "a.iso", "iso", 10);
-    let refused = "kimchi_isos is a read-only view";
-    assert_error!(
-        h.engine
-            .volumes
-            .create("kimchi_isos", volume("v", 1, "raw"), Wait::Ended)
-            .await,
-        NotSupported,
-        refused
-    );
-    assert_error!(
-        h.engine
-            .volumes
-            .wipe("kimchi_isos", "default:a.iso", Wait::Ended)
-            .await,
-        NotSupported,
-        refused
-    );
-    assert_error!(
-        h.engine
-            .volumes
-            .resize("kimchi_isos", "default:a.iso", 20, Wait::Ended)
-            .await,
-        NotSupported,
-        refused
-    );
-    assert_error!(
-        h.engine
-            .volumes
-            .delete("kimchi_isos", "default:a.iso")
-            .await,
-        NotSupported,
-        refused
-    );
+async fn changes_to_the_iso_view_or_its_images_are_not_supported() {
+    let h = with_volume("a.iso", "iso", 10).await;
+    let read_only = "kimchi_isos is a read-only view";
+    for change in POOL_CHANGES {
+        let refused = change_pool(&h, change, "kimchi_isos").await;
+        assert_error!(refused, NotSupported, read_only, "{change:?}");
+    }
+    for change in VOLUME_CHANGES {
+        let refused = change_volume(&h, "kimchi_isos", "default:a.iso", change).await;
+        assert_error!(refused, NotSupported, read_only, "{change:?}");
+    }
     assert_eq!(h.sim.volume_names("default"), ["a.iso"]);
 }
 
@@ -194,10 +244,7 @@ async fn volume_changes_in_the_iso_view_are_not_supported() {
 #[tokio::test]
 async fn a_created_volume_is_listed_and_counted_in_its_pool() {
     let h = harness().await;
-    let task = h
-        .engine
-        .volumes
-        .create("default", volume("v1", 100, "qcow2"), Wait::Ended)
+    let task = create_volume(&h, "default", volume("v1", 100, "qcow2"))
         .await
         .unwrap();
     assert_eq!(task.state, TaskState::Finished, "{}", task.message);
@@ -210,55 +257,33 @@ async fn a_created_volume_is_listed_and_counted_in_its_pool() {
         (listed[0].capacity_mib, listed[0].format.as_str()),
         (100, "qcow2")
     );
-    assert_eq!(
-        h.engine.model.pool_by_name("default").unwrap().nr_volumes,
-        1
-    );
+    assert_eq!(counted(&h, "default"), 1);
     assert_eq!(h.engine.pools.list()[0].nr_volumes, 1);
 }
 
 #[tokio::test]
-async fn a_volume_of_unknown_format_is_invalid_argument() {
+async fn a_volume_spec_the_rules_refuse_is_invalid_argument_before_any_task() {
     let h = harness().await;
-    assert_error!(
-        h.engine
-            .volumes
-            .create("default", volume("v1", 100, "vmdk"), Wait::Ended)
-            .await,
-        InvalidArgument,
-        "volume format must be one of [\"qcow2\", \"raw\"], not 'vmdk'"
-    );
+    let too_large = u64::MAX / MIB;
+    for (spec, message) in [
+        (
+            volume("v1", 100, "vmdk"),
+            "volume format must be one of [\"qcow2\", \"raw\"], not 'vmdk'".to_owned(),
+        ),
+        (
+            volume("v1", 0, "raw"),
+            format!("capacity must be between 1 and {too_large} MiB, not 0"),
+        ),
+        (
+            volume("../v1", 1, "raw"),
+            "invalid volume name '../v1': it contains '/'".to_owned(),
+        ),
+    ] {
+        let case = format!("{spec:?}");
+        let refused = create_volume(&h, "default", spec).await;
+        assert_error!(refused, InvalidArgument, message, "{case}");
+    }
     assert!(h.engine.tasks.list().is_empty());
-}
-
-#[tokio::test]
-async fn a_volume_of_no_capacity_is_invalid_argument() {
-    let h = harness().await;
-    assert_error!(
-        h.engine
-            .volumes
-            .create("default", volume("v1", 0, "raw"), Wait::Ended)
-            .await,
-        InvalidArgument,
-        format!(
-            "capacity must be between 1 and {} MiB, not 0",
-            u64::MAX / MIB
-        )
-    );
-    assert!(h.engine.tasks.list().is_empty());
-}
-
-#[tokio::test]
-async fn a_volume_with_a_path_for_a_name_is_invalid_argument() {
-    let h = harness().await;
-    assert_error!(
-        h.engine
-            .volumes
-            .create("default", volume("../v1", 1, "raw"), Wait::Ended)
-            .await,
-        InvalidArgument,
-        "invalid volume name '../v1': it contains '/'"
-    );
 }
 
 #[tokio::test]
@@ -266,10 +291,7 @@ async fn a_volume_in_an_inactive_pool_is_invalid_state() {
     let h = harness().await;
     adopt_pool(&h, "cold", "dir", false).await;
     assert_error!(
-        h.engine
-            .volumes
-            .create("cold", volume("v1", 1, "raw"), Wait::Ended)
-            .await,
+        create_volume(&h, "cold", volume("v1", 1, "raw")).await,
         InvalidState,
         "storage pool 'cold' is not active; activate it first"
     );
@@ -278,13 +300,9 @@ async fn a_volume_in_an_inactive_pool_is_invalid_state() {
 
 #[tokio::test]
 async fn a_volume_with_a_taken_name_is_already_exists_before_any_task() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 1);
+    let h = with_volume("v1", "raw", 1).await;
     assert_error!(
-        h.engine
-            .volumes
-            .create("default", volume("v1", 1, "raw"), Wait::Ended)
-            .await,
+        create_volume(&h, "default", volume("v1", 1, "raw")).await,
         AlreadyExists,
         "storage volume 'v1' already exists in pool 'default'"
     );
@@ -298,10 +316,7 @@ async fn a_failed_volume_task_is_failed_with_libvirts_message_and_frees_the_volu
     let h = harness().await;
     h.sim
         .fail_next("create_volume", libvirt("cannot allocate 100 MiB"));
-    let task = h
-        .engine
-        .volumes
-        .create("default", volume("v1", 100, "raw"), Wait::Ended)
+    let task = create_volume(&h, "default", volume("v1", 100, "raw"))
         .await
         .unwrap();
     assert_eq!(task.state, TaskState::Failed);
@@ -311,10 +326,7 @@ async fn a_failed_volume_task_is_failed_with_libvirts_message_and_frees_the_volu
     );
     assert!(h.sim.volume_names("default").is_empty());
     drop(h.engine.volumes.claim("default", "v1").unwrap());
-    let retried = h
-        .engine
-        .volumes
-        .create("default", volume("v1", 100, "raw"), Wait::Ended)
+    let retried = create_volume(&h, "default", volume("v1", 100, "raw"))
         .await
         .unwrap();
     assert_eq!(retried.state, TaskState::Finished, "{}", retried.message);
@@ -325,73 +337,32 @@ async fn a_failed_volume_task_is_failed_with_libvirts_message_and_frees_the_volu
 const BUSY: &str = "volume 'v1' in pool 'default' has an operation in progress";
 
 #[tokio::test]
-async fn creating_a_busy_volume_is_busy() {
-    let h = harness().await;
-    let _guard = h.engine.volumes.claim("default", "v1").unwrap();
-    assert_error!(
-        h.engine
-            .volumes
-            .create("default", volume("v1", 1, "raw"), Wait::Ended)
-            .await,
-        Busy,
-        BUSY
-    );
-    assert!(h.engine.tasks.list().is_empty());
-}
-
-#[tokio::test]
-async fn wiping_a_busy_volume_is_busy() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 10);
-    let _guard = h.engine.volumes.claim("default", "v1").unwrap();
-    assert_error!(
-        h.engine.volumes.wipe("default", "v1", Wait::Ended).await,
-        Busy,
-        BUSY
-    );
-    assert_eq!(h.sim.calls("wipe_volume"), 0);
-}
-
-#[tokio::test]
-async fn resizing_a_busy_volume_is_busy() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 10);
-    let _guard = h.engine.volumes.claim("default", "v1").unwrap();
-    assert_error!(
-        h.engine
-            .volumes
-            .resize("default", "v1", 20, Wait::Ended)
-            .await,
-        Busy,
-        BUSY
-    );
-    assert_eq!(h.sim.calls("resize_volume"), 0);
-}
-
-#[tokio::test]
-async fn deleting_a_busy_volume_is_busy() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 10);
-    let _guard = h.engine.volumes.claim("default", "v1").unwrap();
-    assert_error!(h.engine.volumes.delete("default", "v1").await, Busy, BUSY);
-    assert_eq!(h.sim.volume_names("default"), ["v1"]);
+async fn changing_a_busy_volume_is_busy_and_touches_nothing() {
+    for change in VOLUME_CHANGES {
+        let h = harness().await;
+        if change != VolumeChange::Create {
+            h.sim.add_volume("default", "v1", "raw", 10);
+        }
+        let before = h.sim.volume_names("default");
+        let _guard = h.engine.volumes.claim("default", "v1").unwrap();
+        let refused = change_volume(&h, "default", "v1", change).await;
+        assert_error!(refused, Busy, BUSY, "{change:?}");
+        assert!(h.engine.tasks.list().is_empty(), "{change:?}");
+        assert_eq!(volume_writes(&h), 0, "{change:?}");
+        assert_eq!(h.sim.volume_names("default"), before, "{change:?}");
+    }
 }
 
 #[tokio::test]
 async fn claiming_a_claimed_volume_is_busy() {
     let h = harness().await;
     let _guard = h.engine.volumes.claim("default", "v1").unwrap();
-    match h.engine.volumes.claim("default", "v1") {
-        Err(Error::Busy(m)) => assert_eq!(m, BUSY),
-        Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("claimed twice"),
-    }
+    assert_error!(h.engine.volumes.claim("default", "v1"), Busy, BUSY);
 }
 
 #[tokio::test]
 async fn dropping_the_guard_frees_the_volume() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 10);
+    let h = with_volume("v1", "raw", 10).await;
     let guard = h.engine.volumes.claim("default", "v1").unwrap();
     drop(guard);
     h.engine.volumes.delete("default", "v1").await.unwrap();
@@ -411,8 +382,7 @@ async fn a_busy_mark_is_per_pool_and_name() {
 
 #[tokio::test]
 async fn wiping_an_unused_volume_finishes() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "qcow2", 10);
+    let h = with_volume("v1", "qcow2", 10).await;
     let task = h
         .engine
         .volumes
@@ -426,48 +396,34 @@ async fn wiping_an_unused_volume_finishes() {
     assert_eq!(h.sim.calls("wipe_volume"), 1);
 }
 
+/// Growing any unused volume, and shrinking an unused raw one.
 #[tokio::test]
-async fn growing_a_volume_resizes_it() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "qcow2", 10);
-    let task = h
-        .engine
-        .volumes
-        .resize("default", "v1", 20, Wait::Ended)
-        .await
-        .unwrap();
-    assert_eq!(
-        (task.state, task.message.as_str()),
-        (TaskState::Finished, "resized to 20 MiB")
-    );
-    let vol = h.engine.volumes.get("default", "v1").await.unwrap();
-    assert_eq!(vol.capacity_mib, 20);
-}
-
-#[tokio::test]
-async fn shrinking_an_unused_raw_volume_resizes_it() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 100);
-    let task = h
-        .engine
-        .volumes
-        .resize("default", "v1", 50, Wait::Ended)
-        .await
-        .unwrap();
-    assert_eq!(task.state, TaskState::Finished, "{}", task.message);
-    let vol = h.engine.volumes.get("default", "v1").await.unwrap();
-    assert_eq!(vol.capacity_mib, 50);
+async fn resizing_an_unused_volume_the_format_allows_sets_its_capacity() {
+    for (format, from, to) in [("qcow2", 10, 20), ("raw", 100, 50)] {
+        let h = with_volume("v1", format, from).await;
+        let task = h
+            .engine
+            .volumes
+            .resize("default", "v1", to, Wait::Ended)
+            .await
+            .unwrap();
+        let case = format!("{format} from {from} to {to} MiB");
+        let resized = format!("resized to {to} MiB");
+        assert_eq!(
+            (task.state, task.message),
+            (TaskState::Finished, resized),
+            "{case}"
+        );
+        let vol = h.engine.volumes.get("default", "v1").await.unwrap();
+        assert_eq!(vol.capacity_mib, to, "{case}");
+    }
 }
 
 #[tokio::test]
 async fn shrinking_a_qcow2_volume_is_invalid_state() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "qcow2", 100);
+    let h = with_volume("v1", "qcow2", 100).await;
     assert_error!(
-        h.engine
-            .volumes
-            .resize("default", "v1", 50, Wait::Ended)
-            .await,
+        change_volume(&h, "default", "v1", VolumeChange::Resize(50)).await,
         InvalidState,
         "cannot shrink qcow2 volume 'v1': only raw volumes can shrink"
     );
@@ -475,56 +431,24 @@ async fn shrinking_a_qcow2_volume_is_invalid_state() {
 }
 
 #[tokio::test]
-async fn an_operation_on_an_unknown_volume_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.volumes.wipe("default", "nope", Wait::Ended).await,
-        NotFound,
-        "no storage volume 'nope' in pool 'default'"
-    );
-}
-
-#[tokio::test]
-async fn wiping_a_volume_a_vm_uses_is_invalid_state() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
-    assert_error!(
-        h.engine
-            .volumes
-            .wipe("default", "web-0.img", Wait::Ended)
-            .await,
-        InvalidState,
-        "volume 'web-0.img' is used by a virtual machine"
-    );
-    assert_eq!(h.sim.calls("wipe_volume"), 0);
-}
-
-#[tokio::test]
-async fn deleting_a_volume_a_vm_uses_is_invalid_state() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
-    assert_error!(
-        h.engine.volumes.delete("default", "web-0.img").await,
-        InvalidState,
-        "volume 'web-0.img' is used by a virtual machine"
-    );
+async fn wiping_or_deleting_a_volume_a_vm_uses_is_invalid_state() {
+    let h = with_new_vm("").await;
+    let writes = volume_writes(&h);
+    for change in [VolumeChange::Wipe, VolumeChange::Delete] {
+        let refused = change_volume(&h, "default", "web-0.img", change).await;
+        let message = "volume 'web-0.img' is used by a virtual machine";
+        assert_error!(refused, InvalidState, message, "{change:?}");
+    }
+    assert_eq!(volume_writes(&h), writes);
     assert_eq!(h.sim.volume_names("default"), ["web-0.img"]);
 }
 
 #[tokio::test]
 async fn shrinking_a_raw_volume_a_vm_uses_is_invalid_state() {
-    let h = harness().await;
-    template(&h, "t").await;
     // A logical pool gives the VM a raw disk, which could otherwise shrink.
-    adopt_pool(&h, "lvm", "logical", true).await;
-    new_vm(&h, "t", "web", "lvm").await;
+    let h = with_new_vm("lvm").await;
     assert_error!(
-        h.engine
-            .volumes
-            .resize("lvm", "web-0.img", 1024, Wait::Ended)
-            .await,
+        change_volume(&h, "lvm", "web-0.img", VolumeChange::Resize(1024)).await,
         InvalidState,
         "cannot shrink volume 'web-0.img': a virtual machine uses it"
     );
@@ -533,9 +457,7 @@ async fn shrinking_a_raw_volume_a_vm_uses_is_invalid_state() {
 
 #[tokio::test]
 async fn growing_a_volume_a_vm_uses_is_allowed() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
+    let h = with_new_vm("").await;
     let task = h
         .engine
         .volumes
@@ -547,26 +469,18 @@ async fn growing_a_volume_a_vm_uses_is_allowed() {
 
 #[tokio::test]
 async fn deleting_a_volume_updates_its_pools_count() {
-    let h = harness().await;
-    h.sim.add_volume("default", "v1", "raw", 10);
+    let h = with_volume("v1", "raw", 10).await;
     h.engine.volumes.list("default").await.unwrap();
-    assert_eq!(
-        h.engine.model.pool_by_name("default").unwrap().nr_volumes,
-        1
-    );
+    assert_eq!(counted(&h, "default"), 1);
     h.engine.volumes.delete("default", "v1").await.unwrap();
-    assert_eq!(
-        h.engine.model.pool_by_name("default").unwrap().nr_volumes,
-        0
-    );
+    assert_eq!(counted(&h, "default"), 0);
 }
 
 // ---- the kimchi_isos view ----
 
 #[tokio::test]
 async fn listing_pools_counts_known_iso_images_without_asking_libvirt() {
-    let h = harness().await;
-    h.sim.add_volume("default", "a.iso", "iso", 10);
+    let h = with_volume("a.iso", "iso", 10).await;
     h.sim.add_volume("default", "disk.img", "qcow2", 10);
     h.engine.volumes.list("default").await.unwrap();
     let before = total_calls(&h.sim);
@@ -580,8 +494,7 @@ async fn listing_pools_counts_known_iso_images_without_asking_libvirt() {
 
 #[tokio::test]
 async fn iso_view_names_images_by_pool_and_file() {
-    let h = harness().await;
-    h.sim.add_volume("default", "a.iso", "iso", 10);
+    let h = with_volume("a.iso", "iso", 10).await;
     h.sim.add_volume("default", "disk.img", "qcow2", 10);
     adopt_pool(&h, "media", "dir", true).await;
     h.sim.add_volume("media", "b.iso", "iso", 10);
@@ -593,20 +506,14 @@ async fn iso_view_names_images_by_pool_and_file() {
     assert_eq!(listed[0].pool, "default");
     assert_eq!(listed[0].file_path, "/sim/default/a.iso");
     assert!(listed[0].iso);
-    assert_eq!(h.engine.pools.list().last().unwrap().nr_volumes, 2);
+    assert_eq!(iso_view_count(&h), 2);
 }
 
 #[tokio::test]
 async fn an_iso_view_image_is_found_by_its_view_name() {
-    let h = harness().await;
-    h.sim.add_volume("default", "a.iso", "iso", 10);
-    let vol = h
-        .engine
-        .volumes
-        .get("kimchi_isos", "default:a.iso")
-        .await
-        .unwrap();
-    assert_eq!(vol.file_path, "/sim/default/a.iso");
+    let h = with_volume("a.iso", "iso", 10).await;
+    let found = h.engine.volumes.get("kimchi_isos", "default:a.iso").await;
+    assert_eq!(found.unwrap().file_path, "/sim/default/a.iso");
     assert_error!(
         h.engine.volumes.get("kimchi_isos", "a.iso").await,
         NotFound,
@@ -616,19 +523,13 @@ async fn an_iso_view_image_is_found_by_its_view_name() {
 
 #[tokio::test]
 async fn deactivating_a_pool_drops_its_images_from_the_iso_view() {
-    let h = harness().await;
-    h.sim.add_volume("default", "a.iso", "iso", 10);
+    let h = with_volume("a.iso", "iso", 10).await;
     h.engine.volumes.list("default").await.unwrap();
-    assert_eq!(h.engine.pools.list().last().unwrap().nr_volumes, 1);
+    assert_eq!(iso_view_count(&h), 1);
     h.engine.pools.deactivate("default").await.unwrap();
-    assert_eq!(h.engine.pools.list().last().unwrap().nr_volumes, 0);
-    assert!(h
-        .engine
-        .volumes
-        .list("kimchi_isos")
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(iso_view_count(&h), 0);
+    let listed = h.engine.volumes.list("kimchi_isos").await.unwrap();
+    assert!(listed.is_empty());
 }
 
 #[tokio::test]

@@ -4,12 +4,55 @@
 
 use kimchi_dbus::{TemplateDisk, TemplatePatch, TemplateSpec};
 
-use super::{assert_error, drain, engine_over, template, write_bootable_iso};
+use super::{
+    assert_error, bootable_iso, drain, engine_over, spec, template, template_from, with_cdrom,
+};
 use crate::engine::model::Change;
-use crate::engine::sim::{harness, Sim};
+use crate::engine::sim::{harness, Harness, Sim};
+use crate::engine::templates::Template;
+use crate::error::Result;
 
 fn patch() -> TemplatePatch {
     TemplatePatch::default()
+}
+
+/// A patch setting only the number of CPUs.
+fn cpus(cpus: u32) -> TemplatePatch {
+    TemplatePatch {
+        cpus: Some(cpus),
+        ..patch()
+    }
+}
+
+/// A patch setting only the memory.
+fn memory(mib: u64) -> TemplatePatch {
+    TemplatePatch {
+        memory_mib: Some(mib),
+        ..patch()
+    }
+}
+
+/// A patch renaming the template `to`.
+fn rename(to: &str) -> TemplatePatch {
+    TemplatePatch {
+        name: Some(to.into()),
+        ..patch()
+    }
+}
+
+/// `spec` with `cpus` CPUs.
+fn with_cpus(name: &str, cpus: u32) -> TemplateSpec {
+    TemplateSpec { cpus, ..spec(name) }
+}
+
+/// The engine's answer to creating `spec`.
+async fn create(h: &Harness, spec: TemplateSpec) -> Result<Template> {
+    h.engine.templates.create(spec).await
+}
+
+/// The engine's answer to patching template `name`.
+async fn update(h: &Harness, name: &str, patch: TemplatePatch) -> Result<Template> {
+    h.engine.templates.update(name, patch).await
 }
 
 #[tokio::test]
@@ -57,7 +100,7 @@ async fn create_keeps_what_the_spec_gives() {
             volume: String::new(),
         }],
     };
-    let t = h.engine.templates.create(spec.clone()).await.unwrap();
+    let t = template_from(&h, spec.clone()).await;
     assert_eq!(t.spec, spec);
 }
 
@@ -74,14 +117,7 @@ async fn create_of_an_existing_name_is_already_exists() {
     let h = harness().await;
     template(&h, "t").await;
     assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "t".into(),
-                cpus: 4,
-                ..TemplateSpec::default()
-            })
-            .await,
+        create(&h, with_cpus("t", 4)).await,
         AlreadyExists,
         "template 't' already exists"
     );
@@ -89,38 +125,37 @@ async fn create_of_an_existing_name_is_already_exists() {
 }
 
 #[tokio::test]
-async fn create_with_a_path_for_a_name_is_invalid_argument() {
+async fn create_of_a_spec_the_rules_refuse_is_invalid_argument_and_stores_nothing() {
     let h = harness().await;
-    assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "a/b".into(),
-                ..TemplateSpec::default()
-            })
-            .await,
-        InvalidArgument,
-        "invalid template name 'a/b': it contains '/'"
-    );
+    for (case, spec, message) in [
+        (
+            "a path for a name",
+            spec("a/b"),
+            "invalid template name 'a/b': it contains '/'",
+        ),
+        (
+            "too little memory",
+            TemplateSpec {
+                memory_mib: 32,
+                ..spec("t")
+            },
+            "memory must be between 64 and 4194304 MiB, not 32",
+        ),
+        (
+            "a cdrom naming a missing ISO view image",
+            with_cdrom("t", "default:nope.iso"),
+            "cdrom 'default:nope.iso' is not an absolute path, an http(s) or ftp URL, \
+             or an image of kimchi_isos",
+        ),
+        (
+            "a cdrom URL over a protocol QEMU cannot stream",
+            with_cdrom("t", "ftp://mirror.example/install.iso"),
+            "QEMU on this host cannot stream images over ftp",
+        ),
+    ] {
+        assert_error!(create(&h, spec).await, InvalidArgument, message, "{case}");
+    }
     assert!(h.engine.templates.list().is_empty());
-}
-
-#[tokio::test]
-async fn a_cdrom_naming_a_missing_iso_view_image_is_invalid_argument() {
-    let h = harness().await;
-    assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "t".into(),
-                cdrom: "default:nope.iso".into(),
-                ..TemplateSpec::default()
-            })
-            .await,
-        InvalidArgument,
-        "cdrom 'default:nope.iso' is not an absolute path, an http(s) or ftp URL, \
-         or an image of kimchi_isos"
-    );
 }
 
 #[tokio::test]
@@ -130,14 +165,7 @@ async fn a_cdrom_naming_an_iso_view_image_is_resolved_to_its_path() {
     // The sim's image has no file behind it, so the probe of the resolved path fails,
     // which shows the path the name was resolved to.
     assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "t".into(),
-                cdrom: "default:a.iso".into(),
-                ..TemplateSpec::default()
-            })
-            .await,
+        create(&h, with_cdrom("t", "default:a.iso")).await,
         InvalidArgument,
         "cdrom '/sim/default/a.iso' cannot be read: No such file or directory (os error 2)"
     );
@@ -146,56 +174,16 @@ async fn a_cdrom_naming_an_iso_view_image_is_resolved_to_its_path() {
 #[tokio::test]
 async fn a_cdrom_that_is_a_local_bootable_image_is_kept() {
     let h = harness().await;
-    let dir = tempfile::tempdir().unwrap();
-    let iso = dir.path().join("install.iso");
-    write_bootable_iso(&iso);
-    let iso = iso.to_str().unwrap().to_owned();
-    let t = h
-        .engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            cdrom: iso.clone(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
+    let (_dir, iso) = bootable_iso();
+    let t = template_from(&h, with_cdrom("t", &iso)).await;
     assert_eq!(t.spec.cdrom, iso);
-}
-
-#[tokio::test]
-async fn a_cdrom_url_over_a_protocol_qemu_cannot_stream_is_invalid_argument() {
-    let h = harness().await;
-    assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "t".into(),
-                cdrom: "ftp://mirror.example/install.iso".into(),
-                ..TemplateSpec::default()
-            })
-            .await,
-        InvalidArgument,
-        "QEMU on this host cannot stream images over ftp"
-    );
 }
 
 #[tokio::test]
 async fn update_changes_only_the_fields_the_patch_names() {
     let h = harness().await;
     let before = template(&h, "t").await;
-    let after = h
-        .engine
-        .templates
-        .update(
-            "t",
-            TemplatePatch {
-                cpus: Some(4),
-                ..patch()
-            },
-        )
-        .await
-        .unwrap();
+    let after = update(&h, "t", cpus(4)).await.unwrap();
     assert_eq!(after.spec.cpus, 4);
     let mut expected = before.spec.clone();
     expected.cpus = 4;
@@ -208,17 +196,11 @@ async fn update_announces_the_change() {
     let mut h = harness().await;
     template(&h, "t").await;
     drain(&mut h.changes);
-    h.engine
-        .templates
-        .update(
-            "t",
-            TemplatePatch {
-                icon: Some("images/x.png".into()),
-                ..patch()
-            },
-        )
-        .await
-        .unwrap();
+    let icon = TemplatePatch {
+        icon: Some("images/x.png".into()),
+        ..patch()
+    };
+    update(&h, "t", icon).await.unwrap();
     assert_eq!(drain(&mut h.changes), [Change::TemplateChanged("t".into())]);
 }
 
@@ -226,22 +208,7 @@ async fn update_announces_the_change() {
 async fn concurrent_updates_of_different_fields_both_persist() {
     let h = harness().await;
     template(&h, "t").await;
-    let (a, b) = tokio::join!(
-        h.engine.templates.update(
-            "t",
-            TemplatePatch {
-                cpus: Some(2),
-                ..patch()
-            }
-        ),
-        h.engine.templates.update(
-            "t",
-            TemplatePatch {
-                memory_mib: Some(2048),
-                ..patch()
-            }
-        ),
-    );
+    let (a, b) = tokio::join!(update(&h, "t", cpus(2)), update(&h, "t", memory(2048)));
     a.unwrap();
     b.unwrap();
     let t = h.engine.templates.get("t").unwrap();
@@ -249,13 +216,18 @@ async fn concurrent_updates_of_different_fields_both_persist() {
 }
 
 #[tokio::test]
-async fn update_of_an_unknown_template_is_not_found() {
+async fn changes_to_an_unknown_template_are_not_found() {
     let h = harness().await;
+    let message = "no template named 'nope'";
+    assert_error!(h.engine.templates.get("nope"), NotFound, message, "get");
     assert_error!(
-        h.engine.templates.update("nope", patch()).await,
+        update(&h, "nope", patch()).await,
         NotFound,
-        "no template named 'nope'"
+        message,
+        "update"
     );
+    let deleted = h.engine.templates.delete("nope").await;
+    assert_error!(deleted, NotFound, message, "delete");
 }
 
 #[tokio::test]
@@ -263,18 +235,7 @@ async fn rename_moves_the_template_and_announces_removal_and_addition() {
     let mut h = harness().await;
     let before = template(&h, "t").await;
     drain(&mut h.changes);
-    let after = h
-        .engine
-        .templates
-        .update(
-            "t",
-            TemplatePatch {
-                name: Some("u".into()),
-                ..patch()
-            },
-        )
-        .await
-        .unwrap();
+    let after = update(&h, "t", rename("u")).await.unwrap();
     assert_eq!(after.spec.name, "u");
     assert_error!(
         h.engine.templates.get("t"),
@@ -302,29 +263,14 @@ async fn rename_moves_the_template_and_announces_removal_and_addition() {
 async fn rename_onto_an_existing_name_is_already_exists_and_changes_nothing() {
     let mut h = harness().await;
     let t = template(&h, "t").await;
-    let u = h
-        .engine
-        .templates
-        .create(TemplateSpec {
-            name: "u".into(),
-            cpus: 3,
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
+    let u = template_from(&h, with_cpus("u", 3)).await;
     drain(&mut h.changes);
+    let rename_and_more = TemplatePatch {
+        cpus: Some(8),
+        ..rename("u")
+    };
     assert_error!(
-        h.engine
-            .templates
-            .update(
-                "t",
-                TemplatePatch {
-                    name: Some("u".into()),
-                    cpus: Some(8),
-                    ..patch()
-                }
-            )
-            .await,
+        update(&h, "t", rename_and_more).await,
         AlreadyExists,
         "cannot rename template 't': 'u' already exists"
     );
@@ -336,114 +282,45 @@ async fn rename_onto_an_existing_name_is_already_exists_and_changes_nothing() {
 #[tokio::test]
 async fn cpus_zero_in_a_patch_means_fill_in_the_default() {
     let h = harness().await;
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            cpus: 4,
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    let t = h
-        .engine
-        .templates
-        .update(
-            "t",
-            TemplatePatch {
-                cpus: Some(0),
-                ..patch()
-            },
-        )
-        .await
-        .unwrap();
+    template_from(&h, with_cpus("t", 4)).await;
+    let t = update(&h, "t", cpus(0)).await.unwrap();
     assert_eq!(t.spec.cpus, 1);
 }
 
 #[tokio::test]
-async fn too_many_cpus_is_invalid_argument_and_leaves_the_template_unchanged() {
+async fn an_update_the_rules_refuse_is_invalid_argument_and_leaves_the_template_unchanged() {
     let h = harness().await;
     let before = template(&h, "t").await;
-    assert_error!(
-        h.engine
-            .templates
-            .update(
-                "t",
-                TemplatePatch {
-                    cpus: Some(256),
-                    ..patch()
-                }
-            )
-            .await,
-        InvalidArgument,
-        "cpus must be between 1 and 255, not 256"
-    );
-    assert_eq!(h.engine.templates.get("t").unwrap(), before);
-}
-
-#[tokio::test]
-async fn more_memory_than_the_host_has_is_invalid_argument_and_leaves_the_template_unchanged() {
-    let h = harness().await;
-    let before = template(&h, "t").await;
-    assert_error!(
-        h.engine
-            .templates
-            .update(
-                "t",
-                TemplatePatch {
-                    memory_mib: Some(16384),
-                    ..patch()
-                }
-            )
-            .await,
-        InvalidArgument,
-        "memory (16384 MiB) is more than this host has (8192 MiB)"
-    );
-    assert_eq!(h.engine.templates.get("t").unwrap(), before);
-}
-
-#[tokio::test]
-async fn too_little_memory_is_invalid_argument() {
-    let h = harness().await;
-    assert_error!(
-        h.engine
-            .templates
-            .create(TemplateSpec {
-                name: "t".into(),
-                memory_mib: 32,
-                ..TemplateSpec::default()
-            })
-            .await,
-        InvalidArgument,
-        "memory must be between 64 and 4194304 MiB, not 32"
-    );
-    assert!(h.engine.templates.list().is_empty());
-}
-
-#[tokio::test]
-async fn an_ide_disk_at_the_cdroms_place_is_invalid_argument_and_leaves_the_template_unchanged() {
-    let h = harness().await;
-    let before = template(&h, "t").await;
-    assert_error!(
-        h.engine
-            .templates
-            .update(
-                "t",
-                TemplatePatch {
-                    disks: Some(vec![TemplateDisk {
-                        index: 2,
-                        size_gb: 1,
-                        volume: String::new(),
-                    }]),
-                    ..patch()
-                }
-            )
-            .await,
-        InvalidArgument,
-        "disk index 2 is not free: this OS gets IDE disks, which take indexes 0, 1 and 3 \
-         (hdc is the CD-ROM)"
-    );
-    assert_eq!(h.engine.templates.get("t").unwrap(), before);
+    let ide_disk_at_the_cdroms_place = TemplatePatch {
+        disks: Some(vec![TemplateDisk {
+            index: 2,
+            size_gb: 1,
+            volume: String::new(),
+        }]),
+        ..patch()
+    };
+    for (case, patch, message) in [
+        (
+            "too many CPUs",
+            cpus(256),
+            "cpus must be between 1 and 255, not 256",
+        ),
+        (
+            "more memory than the host has",
+            memory(16384),
+            "memory (16384 MiB) is more than this host has (8192 MiB)",
+        ),
+        (
+            "an IDE disk at the CD-ROM's place",
+            ide_disk_at_the_cdroms_place,
+            "disk index 2 is not free: this OS gets IDE disks, which take indexes 0, 1 and 3 \
+             (hdc is the CD-ROM)",
+        ),
+    ] {
+        let refused = update(&h, "t", patch).await;
+        assert_error!(refused, InvalidArgument, message, "{case}");
+        assert_eq!(h.engine.templates.get("t").unwrap(), before, "{case}");
+    }
 }
 
 #[tokio::test]
@@ -462,57 +339,16 @@ async fn a_deleted_template_is_not_found() {
 }
 
 #[tokio::test]
-async fn delete_of_an_unknown_template_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.templates.delete("nope").await,
-        NotFound,
-        "no template named 'nope'"
-    );
-}
-
-#[tokio::test]
 async fn templates_survive_a_restart_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let sim = Sim::new();
     let (first, _changes) = engine_over(&sim, dir.path());
-    let kept = first
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            cpus: 2,
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    let renamed = first
-        .templates
-        .create(TemplateSpec {
-            name: "old".into(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    first
-        .templates
-        .update(
-            "old",
-            TemplatePatch {
-                name: Some("new".into()),
-                ..patch()
-            },
-        )
-        .await
-        .unwrap();
-    first
-        .templates
-        .create(TemplateSpec {
-            name: "gone".into(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    first.templates.delete("gone").await.unwrap();
+    let store = &first.templates;
+    let kept = store.create(with_cpus("t", 2)).await.unwrap();
+    let renamed = store.create(spec("old")).await.unwrap();
+    store.update("old", rename("new")).await.unwrap();
+    store.create(spec("gone")).await.unwrap();
+    store.delete("gone").await.unwrap();
     drop(first);
 
     let (second, mut changes) = engine_over(&sim, dir.path());

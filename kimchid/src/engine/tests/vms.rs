@@ -2,16 +2,19 @@
 //! generation and reservation, what a failed creation leaves behind, deletion,
 //! screenshots and consoles.
 
-use kimchi_dbus::{TaskState, TemplateDisk, TemplateSpec, VmState};
+use kimchi_dbus::{TaskInfo, TaskState, TemplateDisk, TemplateSpec, VmInfo, VmState};
 
-use super::{adopt, adopt_pool, assert_error, libvirt, new_vm, template, write_bootable_iso};
-use crate::engine::hypervisor::{
-    DiskBus, DomainEvent, GuestDefinition, GuestDisk, HostEvent, Hypervisor,
+use super::{
+    adopt, adopt_pool, assert_error, assert_libvirt_error, bootable_iso, libvirt, new_vm, spec,
+    template, template_from, total_calls, with_cdrom, with_new_vm, with_template, with_vm,
 };
-use crate::engine::sim::{harness, Sim, SCREEN};
+use crate::engine::hypervisor::{
+    DiskBus, DomainEvent, DomainRecord, GuestDefinition, GuestDisk, HostEvent, Hypervisor,
+};
+use crate::engine::sim::{harness, Harness, Sim, SCREEN};
 use crate::engine::tasks::Wait;
 use crate::engine::vms::{create_guest, NewDisk};
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 // ---- power ----
 
@@ -39,55 +42,63 @@ async fn a_power_action_the_state_allows_reaches_the_new_state() {
     ] {
         let (h, _) = with_vm(from).await;
         let vm = power(&h, action, "web").await.unwrap();
-        assert_eq!(vm.state, to, "{action:?} from {from:?}");
-        let now = h.engine.vms.get("web").unwrap().state;
-        assert_eq!(now, to, "{action:?} from {from:?}, in the model");
+        let model = h.engine.vms.get("web").unwrap();
+        let case = format!("{action:?} from {from:?}");
+        assert_eq!((vm.state, model.state), (to, to), "{case}");
     }
 }
 
+/// Where the model shows the guest's state, kimchid refuses without asking libvirt.
+/// Where the guest changed behind kimchid's back, the model lets the action through
+/// and libvirt refuses it: the sentence is still kimchid's, for the real state, and
+/// the model learns that state.
 #[tokio::test]
-async fn a_power_action_the_state_forbids_is_invalid_state_naming_the_state() {
-    for (action, from, message) in [
+async fn a_power_action_the_real_state_forbids_is_invalid_state_naming_that_state() {
+    for (action, seen, real, asked, message) in [
         (
             Power::Start,
             VmState::Running,
+            VmState::Running,
+            0,
             "VM 'web' is already running",
         ),
-        (Power::Start, VmState::Paused, "VM 'web' is already paused"),
-        (Power::Stop, VmState::Shutoff, "VM 'web' is not running"),
-    ] {
-        let (h, _) = with_vm(from).await;
-        let refused = power(&h, action, "web").await;
-        assert_error!(refused, InvalidState, message, "{action:?} from {from:?}");
-        assert_eq!(h.sim.calls("power"), 0, "{action:?} from {from:?}");
-    }
-}
-
-/// The guest changed state behind kimchid's back, so the model let the action
-/// through and libvirt refused it: the sentence is kimchid's, for the real state.
-#[tokio::test]
-async fn a_power_action_libvirt_refuses_after_a_change_behind_our_back_names_the_real_state() {
-    for (action, from, real, message) in [
+        (
+            Power::Start,
+            VmState::Paused,
+            VmState::Paused,
+            0,
+            "VM 'web' is already paused",
+        ),
+        (
+            Power::Stop,
+            VmState::Shutoff,
+            VmState::Shutoff,
+            0,
+            "VM 'web' is not running",
+        ),
         (
             Power::Start,
             VmState::Shutoff,
             VmState::Running,
+            1,
             "VM 'web' is already running",
         ),
         (
             Power::Stop,
             VmState::Running,
             VmState::Shutoff,
+            1,
             "VM 'web' is not running",
         ),
     ] {
-        let (h, uuid) = with_vm(from).await;
+        let (h, uuid) = with_vm(seen).await;
         h.sim.set_state(&uuid, real);
+        let case = format!("{action:?} of a {real:?} VM seen as {seen:?}");
         let refused = power(&h, action, "web").await;
-        assert_error!(refused, InvalidState, message, "{action:?} from {from:?}");
-        assert_eq!(h.sim.calls("power"), 1, "{action:?} asked libvirt");
+        assert_error!(refused, InvalidState, message, "{case}");
+        assert_eq!(h.sim.calls("power"), asked, "{case}: libvirt asked");
         let now = h.engine.vms.get("web").unwrap().state;
-        assert_eq!(now, real, "{action:?}: the model has the real state");
+        assert_eq!(now, real, "{case}: the state in the model");
     }
 }
 
@@ -119,212 +130,165 @@ async fn a_power_action_libvirt_refuses_for_another_reason_gives_libvirts_reason
 }
 
 #[tokio::test]
-async fn a_power_action_on_an_unknown_vm_is_not_found() {
+async fn actions_on_an_unknown_vm_are_not_found_without_asking_libvirt() {
     let h = harness().await;
+    let before = total_calls(&h.sim);
     for action in [Power::Start, Power::Stop] {
         let refused = power(&h, action, "ghost").await;
         assert_error!(refused, NotFound, "no VM named 'ghost'", "{action:?}");
     }
-    assert_eq!(h.sim.calls("power"), 0);
+    let deleted = h.engine.vms.delete("ghost").await;
+    assert_error!(deleted, NotFound, "no VM named 'ghost'", "delete");
+    let console = h.engine.vms.open_console("0000").await;
+    assert_error!(console, NotFound, "no VM with UUID 0000", "console");
+    assert_eq!(total_calls(&h.sim), before);
 }
 
 #[tokio::test]
 async fn other_libvirt_failures_of_a_power_action_pass_through_unchanged() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Shutoff).await;
+    let (h, _) = with_vm(VmState::Shutoff).await;
     h.sim
         .fail_next("power", libvirt("internal error: qemu died"));
-    match h.engine.vms.start("web").await {
-        Err(Error::Libvirt {
-            code,
-            domain,
-            message,
-        }) => assert_eq!(
-            (code, domain, message.as_str()),
-            (1, 10, "internal error: qemu died")
-        ),
-        other => panic!("{other:?}"),
-    }
+    assert_libvirt_error(
+        power(&h, Power::Start, "web").await,
+        "internal error: qemu died",
+    );
     assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Shutoff);
 }
 
 // ---- creation: checks before the task ----
 
-#[tokio::test]
-async fn creation_from_an_unknown_template_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.vms.create("nope", "web", "", Wait::Ended).await,
-        NotFound,
-        "no template named 'nope'"
+/// Creation of VM `name` from `template` in `pool`, which must start no task.
+async fn create_without_a_task(
+    h: &Harness,
+    template: &str,
+    name: &str,
+    pool: &str,
+) -> Result<TaskInfo> {
+    let result = h.engine.vms.create(template, name, pool, Wait::Ended).await;
+    assert!(
+        h.engine.tasks.list().is_empty(),
+        "a task started: {result:?}"
     );
-    assert!(h.engine.tasks.list().is_empty());
+    result
+}
+
+/// Template `copy` with one disk, a copy of `volume`.
+fn copying(volume: &str) -> TemplateSpec {
+    let disk = TemplateDisk {
+        index: 0,
+        size_gb: 0,
+        volume: volume.into(),
+    };
+    TemplateSpec {
+        disks: vec![disk],
+        ..spec("copy")
+    }
 }
 
 #[tokio::test]
-async fn creation_in_the_iso_view_is_invalid_argument() {
-    let h = harness().await;
-    template(&h, "t").await;
-    assert_error!(
-        h.engine
-            .vms
-            .create("t", "web", "kimchi_isos", Wait::Ended)
-            .await,
-        InvalidArgument,
-        "kimchi_isos is a read-only view and cannot hold VM disks"
-    );
-    assert!(h.engine.tasks.list().is_empty());
+async fn creation_from_an_unknown_template_or_in_an_unknown_pool_is_not_found() {
+    let h = with_template().await;
+    for (template, pool, message) in [
+        ("nope", "", "no template named 'nope'"),
+        ("t", "nope", "no storage pool named 'nope'"),
+    ] {
+        let refused = create_without_a_task(&h, template, "web", pool).await;
+        assert_error!(refused, NotFound, message, "{template:?} in {pool:?}");
+    }
 }
 
 #[tokio::test]
-async fn creation_in_an_unknown_pool_is_not_found() {
-    let h = harness().await;
-    template(&h, "t").await;
-    assert_error!(
-        h.engine.vms.create("t", "web", "nope", Wait::Ended).await,
-        NotFound,
-        "no storage pool named 'nope'"
-    );
-    assert!(h.engine.tasks.list().is_empty());
+async fn creation_with_arguments_that_cannot_work_is_invalid_argument() {
+    let h = with_template().await;
+    template_from(&h, copying("base.img")).await;
+    for (case, template, name, pool, message) in [
+        (
+            "into the ISO view",
+            "t",
+            "web",
+            "kimchi_isos",
+            "kimchi_isos is a read-only view and cannot hold VM disks",
+        ),
+        (
+            "a path in the name",
+            "t",
+            "a/b",
+            "",
+            "invalid VM name 'a/b': it contains '/'",
+        ),
+        (
+            "markup in the name",
+            "t",
+            "<x>",
+            "",
+            "invalid VM name '<x>': it contains '<'",
+        ),
+        (
+            "a copy of a volume the pool lacks",
+            "copy",
+            "web",
+            "",
+            "the template copies volume 'base.img', which pool 'default' does not have",
+        ),
+    ] {
+        let refused = create_without_a_task(&h, template, name, pool).await;
+        assert_error!(refused, InvalidArgument, message, "{case}");
+    }
 }
 
 #[tokio::test]
 async fn creation_in_an_inactive_pool_is_invalid_state() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     adopt_pool(&h, "cold", "dir", false).await;
     assert_error!(
-        h.engine.vms.create("t", "web", "cold", Wait::Ended).await,
+        create_without_a_task(&h, "t", "web", "cold").await,
         InvalidState,
         "storage pool 'cold' is not active; activate it first"
     );
-    assert!(h.engine.tasks.list().is_empty());
 }
 
 #[tokio::test]
-async fn creation_whose_disk_name_is_taken_is_already_exists_and_starts_no_task() {
-    let h = harness().await;
-    template(&h, "t").await;
-    h.sim.add_volume("default", "web-0.img", "qcow2", 1);
-    assert_error!(
-        h.engine.vms.create("t", "web", "", Wait::Ended).await,
-        AlreadyExists,
-        "storage volume 'web-0.img' already exists in pool 'default'"
-    );
-    assert!(h.engine.tasks.list().is_empty());
+async fn creation_with_a_name_a_vm_or_a_disk_has_is_already_exists_and_makes_nothing() {
+    let h = with_template().await;
+    adopt(&h, "web", VmState::Shutoff).await;
+    h.sim.add_volume("default", "db-0.img", "qcow2", 1);
+    for (name, message) in [
+        ("web", "VM 'web' already exists"),
+        (
+            "db",
+            "storage volume 'db-0.img' already exists in pool 'default'",
+        ),
+    ] {
+        let refused = create_without_a_task(&h, "t", name, "").await;
+        assert_error!(refused, AlreadyExists, message, "name {name:?}");
+    }
     assert_eq!(h.sim.calls("create_volume"), 0);
-    assert_eq!(h.sim.volume_names("default"), ["web-0.img"]);
-}
-
-#[tokio::test]
-async fn creation_copying_a_volume_the_pool_lacks_is_invalid_argument() {
-    let h = harness().await;
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            disks: vec![TemplateDisk {
-                index: 0,
-                size_gb: 0,
-                volume: "base.img".into(),
-            }],
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    assert_error!(
-        h.engine.vms.create("t", "web", "", Wait::Ended).await,
-        InvalidArgument,
-        "the template copies volume 'base.img', which pool 'default' does not have"
-    );
-    assert!(h.engine.tasks.list().is_empty());
+    assert_eq!(h.sim.volume_names("default"), ["db-0.img"]);
 }
 
 #[tokio::test]
 async fn creation_copying_a_volume_the_pool_has_clones_it() {
     let h = harness().await;
     h.sim.add_volume("default", "base.img", "qcow2", 2048);
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            disks: vec![TemplateDisk {
-                index: 0,
-                size_gb: 0,
-                volume: "base.img".into(),
-            }],
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
-    new_vm(&h, "t", "web", "").await;
-    assert_eq!(
-        (h.sim.calls("clone_volume"), h.sim.calls("create_volume")),
-        (1, 0)
-    );
+    template_from(&h, copying("base.img")).await;
+    new_vm(&h, "copy", "web", "").await;
+    let calls = (h.sim.calls("clone_volume"), h.sim.calls("create_volume"));
+    assert_eq!(calls, (1, 0));
     assert_eq!(h.sim.volume_names("default"), ["base.img", "web-0.img"]);
-}
-
-#[tokio::test]
-async fn creation_with_a_name_a_vm_has_is_already_exists() {
-    let h = harness().await;
-    template(&h, "t").await;
-    adopt(&h, "web", VmState::Shutoff).await;
-    assert_error!(
-        h.engine.vms.create("t", "web", "", Wait::Ended).await,
-        AlreadyExists,
-        "VM 'web' already exists"
-    );
-    assert!(h.engine.tasks.list().is_empty());
-}
-
-#[tokio::test]
-async fn creation_with_a_path_in_the_name_is_invalid_argument() {
-    let h = harness().await;
-    template(&h, "t").await;
-    assert_error!(
-        h.engine.vms.create("t", "a/b", "", Wait::Ended).await,
-        InvalidArgument,
-        "invalid VM name 'a/b': it contains '/'"
-    );
-    assert!(h.engine.tasks.list().is_empty());
-}
-
-#[tokio::test]
-async fn creation_with_markup_in_the_name_is_invalid_argument() {
-    let h = harness().await;
-    template(&h, "t").await;
-    assert_error!(
-        h.engine.vms.create("t", "<x>", "", Wait::Ended).await,
-        InvalidArgument,
-        "invalid VM name '<x>': it contains '<'"
-    );
-    assert!(h.engine.tasks.list().is_empty());
 }
 
 #[tokio::test]
 async fn creation_from_a_template_whose_cdrom_vanished_is_invalid_argument() {
     let h = harness().await;
-    let dir = tempfile::tempdir().unwrap();
-    let iso = dir.path().join("install.iso");
-    write_bootable_iso(&iso);
-    let iso = iso.to_str().unwrap().to_owned();
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            cdrom: iso.clone(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
+    let (_dir, iso) = bootable_iso();
+    template_from(&h, with_cdrom("t", &iso)).await;
     std::fs::remove_file(&iso).unwrap();
     assert_error!(
-        h.engine.vms.create("t", "web", "", Wait::Ended).await,
+        create_without_a_task(&h, "t", "web", "").await,
         InvalidArgument,
         format!("the template's cdrom '{iso}' no longer exists")
     );
-    assert!(h.engine.tasks.list().is_empty());
     // The name it would have had is free again.
     template(&h, "u").await;
     new_vm(&h, "u", "web", "").await;
@@ -334,8 +298,7 @@ async fn creation_from_a_template_whose_cdrom_vanished_is_invalid_argument() {
 
 #[tokio::test]
 async fn creation_makes_the_disks_and_the_guest_in_a_task_targeting_the_vm() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     let task = new_vm(&h, "t", "web", "").await;
     assert_eq!(task.operation, "vm.create");
     assert_eq!(task.target_uri, "/vms/web");
@@ -350,19 +313,8 @@ async fn creation_makes_the_disks_and_the_guest_in_a_task_targeting_the_vm() {
 #[tokio::test]
 async fn creation_attaches_the_templates_cdrom_without_claiming_it() {
     let h = harness().await;
-    let dir = tempfile::tempdir().unwrap();
-    let iso = dir.path().join("install.iso");
-    write_bootable_iso(&iso);
-    let iso = iso.to_str().unwrap().to_owned();
-    h.engine
-        .templates
-        .create(TemplateSpec {
-            name: "t".into(),
-            cdrom: iso.clone(),
-            ..TemplateSpec::default()
-        })
-        .await
-        .unwrap();
+    let (_dir, iso) = bootable_iso();
+    template_from(&h, with_cdrom("t", &iso)).await;
     new_vm(&h, "t", "web", "").await;
     let vm = h.engine.model.vm_by_name("web").unwrap();
     assert_eq!(vm.disk_paths, ["/sim/default/web-0.img".to_owned(), iso]);
@@ -371,9 +323,7 @@ async fn creation_attaches_the_templates_cdrom_without_claiming_it() {
 
 #[tokio::test]
 async fn disks_of_a_vm_in_a_directory_pool_are_qcow2() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
+    let h = with_new_vm("").await;
     let vol = h.engine.volumes.get("default", "web-0.img").await.unwrap();
     assert_eq!(
         (vol.format.as_str(), vol.capacity_mib),
@@ -383,10 +333,7 @@ async fn disks_of_a_vm_in_a_directory_pool_are_qcow2() {
 
 #[tokio::test]
 async fn disks_of_a_vm_in_a_logical_pool_are_raw() {
-    let h = harness().await;
-    template(&h, "t").await;
-    adopt_pool(&h, "lvm", "logical", true).await;
-    new_vm(&h, "t", "web", "lvm").await;
+    let h = with_new_vm("lvm").await;
     let vol = h.engine.volumes.get("lvm", "web-0.img").await.unwrap();
     assert_eq!(vol.format, "raw");
     assert!(h.sim.volume_names("default").is_empty());
@@ -394,8 +341,7 @@ async fn disks_of_a_vm_in_a_logical_pool_are_raw() {
 
 #[tokio::test]
 async fn an_empty_name_is_generated_from_the_template() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     let task = new_vm(&h, "t", "", "").await;
     assert_eq!(task.target_uri, "/vms/t-vm-1");
     assert!(h.sim.has_domain("t-vm-1"));
@@ -403,8 +349,7 @@ async fn an_empty_name_is_generated_from_the_template() {
 
 #[tokio::test]
 async fn a_generated_name_skips_names_vms_have() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     new_vm(&h, "t", "", "").await;
     let task = new_vm(&h, "t", "", "").await;
     assert_eq!(task.target_uri, "/vms/t-vm-2");
@@ -414,8 +359,7 @@ async fn a_generated_name_skips_names_vms_have() {
 
 #[tokio::test]
 async fn concurrent_creations_never_get_the_same_generated_name() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     // On the current-thread runtime the first task cannot run before the second
     // creation reserves its name: only the reservation keeps the names apart.
     let a = h.engine.vms.create("t", "", "", Wait::No).await.unwrap();
@@ -433,8 +377,7 @@ async fn concurrent_creations_never_get_the_same_generated_name() {
 
 #[tokio::test]
 async fn a_name_being_created_is_already_exists_for_a_second_request() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     let first = h.engine.vms.create("t", "web", "", Wait::No).await.unwrap();
     assert_error!(
         h.engine.vms.create("t", "web", "", Wait::No).await,
@@ -450,8 +393,7 @@ async fn a_name_being_created_is_already_exists_for_a_second_request() {
 
 #[tokio::test]
 async fn a_failed_creation_releases_its_generated_name() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     h.sim.fail_next("define_guest", libvirt("cannot define"));
     let failed = h.engine.vms.create("t", "", "", Wait::Ended).await.unwrap();
     assert_eq!(failed.state, TaskState::Failed);
@@ -462,8 +404,7 @@ async fn a_failed_creation_releases_its_generated_name() {
 
 #[tokio::test]
 async fn a_failed_creation_task_is_failed_with_the_errors_message_and_leaves_nothing() {
-    let h = harness().await;
-    template(&h, "t").await;
+    let h = with_template().await;
     h.sim.fail_next("define_guest", libvirt("XML error: bad"));
     let task = h
         .engine
@@ -507,14 +448,20 @@ fn new_disk(vm: &str, index: u32) -> NewDisk {
     }
 }
 
+/// `create_guest` of VM `web` with `disks` in pool `default` of `sim`, and the
+/// definition as it left it.
+fn create_web(sim: &Sim, disks: &[NewDisk]) -> (Result<DomainRecord>, GuestDefinition) {
+    let mut def = definition("web");
+    let result = create_guest(sim, "default", "qcow2", disks, &mut def);
+    (result, def)
+}
+
 #[test]
 fn a_failed_define_deletes_every_disk_created() {
     let sim = Sim::new();
     sim.fail_next("define_guest", libvirt("cannot define"));
-    let disks = [new_disk("web", 0), new_disk("web", 1)];
-    let mut def = definition("web");
-    let err = create_guest(&*sim, "default", "qcow2", &disks, &mut def).unwrap_err();
-    assert!(matches!(&err, Error::Libvirt { message, .. } if message == "cannot define"));
+    let (result, _) = create_web(&sim, &[new_disk("web", 0), new_disk("web", 1)]);
+    assert_libvirt_error(result, "cannot define");
     assert!(sim.volume_names("default").is_empty());
     assert!(!sim.has_domain("web"));
     assert_eq!(sim.calls("delete_volume_at"), 2);
@@ -525,12 +472,11 @@ fn a_failed_second_disk_deletes_the_first_and_only_what_was_created() {
     let sim = Sim::new();
     // The second disk's name is taken by a file that is not ours to remove.
     sim.add_volume("default", "web-1.img", "raw", 1);
-    let disks = [new_disk("web", 0), new_disk("web", 1)];
-    let mut def = definition("web");
-    let err = create_guest(&*sim, "default", "qcow2", &disks, &mut def).unwrap_err();
-    assert!(
-        matches!(&err, Error::AlreadyExists(m) if m == "storage volume 'web-1.img' already exists in pool 'default'"),
-        "{err:?}"
+    let (result, _) = create_web(&sim, &[new_disk("web", 0), new_disk("web", 1)]);
+    assert_error!(
+        result,
+        AlreadyExists,
+        "storage volume 'web-1.img' already exists in pool 'default'"
     );
     assert_eq!(sim.volume_names("default"), ["web-1.img"]);
     assert_eq!(sim.calls("define_guest"), 0);
@@ -542,43 +488,29 @@ fn a_failed_copy_deletes_the_disks_made_before_it() {
     let sim = Sim::new();
     sim.add_volume("default", "base.img", "qcow2", 1);
     sim.fail_next("clone_volume", libvirt("copy failed"));
-    let disks = [
-        new_disk("web", 0),
-        NewDisk {
-            source: "base.img".into(),
-            ..new_disk("web", 1)
-        },
-    ];
-    let mut def = definition("web");
-    let err = create_guest(&*sim, "default", "qcow2", &disks, &mut def).unwrap_err();
-    assert!(matches!(&err, Error::Libvirt { message, .. } if message == "copy failed"));
+    let copy = NewDisk {
+        source: "base.img".into(),
+        ..new_disk("web", 1)
+    };
+    let (result, _) = create_web(&sim, &[new_disk("web", 0), copy]);
+    assert_libvirt_error(result, "copy failed");
     assert_eq!(sim.volume_names("default"), ["base.img"]);
 }
 
 #[test]
 fn a_successful_creation_records_the_created_volumes_in_the_domain() {
     let sim = Sim::new();
-    let disks = [new_disk("web", 0), new_disk("web", 1)];
-    let mut def = definition("web");
-    let record = create_guest(&*sim, "default", "qcow2", &disks, &mut def).unwrap();
+    let (result, def) = create_web(&sim, &[new_disk("web", 0), new_disk("web", 1)]);
+    let record = result.unwrap();
     let paths = ["/sim/default/web-0.img", "/sim/default/web-1.img"];
     assert_eq!(record.created_volumes, paths);
     assert_eq!(record.disk_paths, paths);
-    assert_eq!(
-        def.disks,
-        [
-            GuestDisk {
-                index: 0,
-                path: paths[0].into(),
-                format: "qcow2".into()
-            },
-            GuestDisk {
-                index: 1,
-                path: paths[1].into(),
-                format: "qcow2".into()
-            },
-        ]
-    );
+    let disk = |index: u32| GuestDisk {
+        index,
+        path: paths[index as usize].into(),
+        format: "qcow2".into(),
+    };
+    assert_eq!(def.disks, [disk(0), disk(1)]);
     assert_eq!(sim.calls("delete_volume_at"), 0);
 }
 
@@ -586,9 +518,7 @@ fn a_successful_creation_records_the_created_volumes_in_the_domain() {
 
 #[tokio::test]
 async fn delete_removes_the_vm_and_the_disks_kimchid_created() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
+    let h = with_new_vm("").await;
     h.engine.vms.delete("web").await.unwrap();
     assert!(!h.sim.has_domain("web"));
     assert!(h.sim.volume_names("default").is_empty());
@@ -623,21 +553,8 @@ async fn delete_keeps_disks_attached_by_other_means() {
 }
 
 #[tokio::test]
-async fn delete_of_an_unknown_vm_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.vms.delete("ghost").await,
-        NotFound,
-        "no VM named 'ghost'"
-    );
-    assert_eq!(h.sim.calls("undefine"), 0);
-}
-
-#[tokio::test]
 async fn delete_with_a_disk_that_cannot_be_deleted_is_internal_naming_it_and_the_vm_is_gone() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
+    let h = with_new_vm("").await;
     h.sim
         .fail_next("delete_volume_at", libvirt("cannot unlink file"));
     assert_error!(
@@ -652,14 +569,9 @@ async fn delete_with_a_disk_that_cannot_be_deleted_is_internal_naming_it_and_the
 
 #[tokio::test]
 async fn delete_that_cannot_undefine_keeps_the_vm_and_its_disks() {
-    let h = harness().await;
-    template(&h, "t").await;
-    new_vm(&h, "t", "web", "").await;
+    let h = with_new_vm("").await;
     h.sim.fail_next("undefine", libvirt("cannot undefine"));
-    match h.engine.vms.delete("web").await {
-        Err(Error::Libvirt { message, .. }) => assert_eq!(message, "cannot undefine"),
-        other => panic!("{other:?}"),
-    }
+    assert_libvirt_error(h.engine.vms.delete("web").await, "cannot undefine");
     assert!(h.engine.vms.get("web").is_ok());
     assert_eq!(h.sim.volume_names("default"), ["web-0.img"]);
 }
@@ -668,8 +580,7 @@ async fn delete_that_cannot_undefine_keeps_the_vm_and_its_disks() {
 
 #[tokio::test]
 async fn screenshot_of_a_vm_that_is_not_running_is_not_found() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Shutoff).await;
+    let (h, _) = with_vm(VmState::Shutoff).await;
     assert_error!(
         h.engine.vms.screenshot("web").await,
         NotFound,
@@ -680,8 +591,7 @@ async fn screenshot_of_a_vm_that_is_not_running_is_not_found() {
 
 #[tokio::test]
 async fn two_screenshots_within_five_seconds_take_one_capture() {
-    let h = harness().await;
-    adopt(&h, "web", VmState::Running).await;
+    let (h, _) = with_vm(VmState::Running).await;
     let first = h.engine.vms.screenshot("web").await.unwrap();
     let second = h.engine.vms.screenshot("web").await.unwrap();
     assert_eq!(first.as_slice(), SCREEN);
@@ -690,47 +600,33 @@ async fn two_screenshots_within_five_seconds_take_one_capture() {
 }
 
 #[tokio::test]
-async fn console_of_a_vm_that_is_not_running_is_invalid_state() {
-    let h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Shutoff).await;
-    assert_error!(
-        h.engine.vms.open_console(&uuid).await,
-        InvalidState,
-        "VM 'web' is not running; start it first"
-    );
-    assert_eq!(h.sim.calls("open_console"), 0);
-}
-
-#[tokio::test]
-async fn console_of_an_unknown_uuid_is_not_found() {
-    let h = harness().await;
-    assert_error!(
-        h.engine.vms.open_console("0000").await,
-        NotFound,
-        "no VM with UUID 0000"
-    );
-}
-
-#[tokio::test]
-async fn console_of_a_running_vm_without_vnc_is_invalid_state() {
-    let h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
-    // The sim's guests all have VNC; the model is what the rule reads.
-    let mut record = h.engine.model.vm_by_uuid(&uuid).unwrap();
-    record.graphics_type = String::new();
-    h.engine.model.upsert(record);
-    assert_error!(
-        h.engine.vms.open_console(&uuid).await,
-        InvalidState,
-        "VM 'web' has no VNC display to connect to"
-    );
-    assert_eq!(h.sim.calls("open_console"), 0);
+async fn console_of_a_vm_not_running_or_without_vnc_is_invalid_state() {
+    for (state, graphics, message) in [
+        (
+            VmState::Shutoff,
+            "vnc",
+            "VM 'web' is not running; start it first",
+        ),
+        (
+            VmState::Running,
+            "",
+            "VM 'web' has no VNC display to connect to",
+        ),
+    ] {
+        let (h, uuid) = with_vm(state).await;
+        // The sim's guests all have VNC; the model is what the rule reads.
+        let mut record = h.engine.model.vm_by_uuid(&uuid).unwrap();
+        record.graphics_type = graphics.into();
+        h.engine.model.upsert(record);
+        let refused = h.engine.vms.open_console(&uuid).await;
+        assert_error!(refused, InvalidState, message, "{state:?}, {graphics:?}");
+        assert_eq!(h.sim.calls("open_console"), 0, "{state:?}");
+    }
 }
 
 #[tokio::test]
 async fn console_of_a_running_vm_with_vnc_opens_a_socket() {
-    let h = harness().await;
-    let uuid = adopt(&h, "web", VmState::Running).await;
+    let (h, uuid) = with_vm(VmState::Running).await;
     h.engine.vms.open_console(&uuid).await.unwrap();
     assert_eq!(h.sim.calls("open_console"), 1);
 }
