@@ -135,6 +135,8 @@ pub struct PoolInfo {
 pub struct VolumeSpec {
     pub name: String,
     pub capacity_mib: u64,
+    /// MiB written out at creation (preallocated); 0 for a sparse volume.
+    pub allocation_mib: u64,
     /// qcow2 or raw.
     pub format: String,
 }

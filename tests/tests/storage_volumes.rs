@@ -502,6 +502,7 @@ async fn dbus_names_reaching_outside_the_pool_are_invalid_arguments() {
         let spec = VolumeSpec {
             name: name.into(),
             capacity_mib: 1,
+            allocation_mib: 0,
             format: "raw".into(),
         };
         let outcomes = [

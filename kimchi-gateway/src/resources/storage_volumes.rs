@@ -77,6 +77,7 @@ impl From<NewVolume> for VolumeSpec {
         VolumeSpec {
             name: new.name.into(),
             capacity_mib: new.capacity,
+            allocation_mib: 0,
             format: new
                 .format
                 .map_or_else(|| DEFAULT_FORMAT.to_owned(), String::from),
@@ -257,6 +258,7 @@ mod tests {
             VolumeSpec {
                 name: "v".into(),
                 capacity_mib: 10,
+                allocation_mib: 0,
                 format: "qcow2".into(),
             }
         );

@@ -449,7 +449,10 @@ impl Hypervisor for Sim {
         let mut state = self.enter("create_volume")?;
         let pool = state.active_pool(pool)?;
         pool.check_free(&spec.name)?;
-        let vol = volume(&pool.record, &spec.name, &spec.format, spec.capacity_mib);
+        let vol = VolumeRecord {
+            allocation: spec.allocation_mib * MIB,
+            ..volume(&pool.record, &spec.name, &spec.format, spec.capacity_mib)
+        };
         pool.volumes.insert(spec.name.clone(), vol.clone());
         Ok(vol)
     }

@@ -92,6 +92,12 @@ impl StorageVolumes {
             )));
         }
         bytes(spec.capacity_mib, "capacity")?;
+        if spec.allocation_mib > spec.capacity_mib {
+            return Err(Error::InvalidArgument(format!(
+                "allocation ({} MiB) is larger than the capacity ({} MiB)",
+                spec.allocation_mib, spec.capacity_mib
+            )));
+        }
         if !self.model.pool_by_name(&pool)?.active() {
             return Err(Error::InvalidState(format!(
                 "storage pool '{pool}' is not active; activate it first"

@@ -433,6 +433,7 @@ pub fn create_guest(
             let spec = |format: &str| VolumeSpec {
                 name: disk.volume.clone(),
                 capacity_mib: disk.size_mib,
+                allocation_mib: 0,
                 format: format.to_owned(),
             };
             // A copy is made qcow2 whatever the pool, as Kimchi made them.

@@ -117,7 +117,12 @@ pub fn volume(conn: &Connect, pool_name: &str, name: &str) -> Result<VolumeRecor
 pub fn create_volume(conn: &Connect, pool_name: &str, spec: &VolumeSpec) -> Result<VolumeRecord> {
     let pool = active_pool(conn, pool_name)?;
     check_name_free(&pool, pool_name, &spec.name)?;
-    let xml = volume_xml(&spec.name, spec.capacity_mib, &spec.format);
+    let xml = volume_xml(
+        &spec.name,
+        spec.capacity_mib,
+        spec.allocation_mib,
+        &spec.format,
+    );
     let vol = StorageVol::create_xml(&pool, &xml, 0)?;
     read_volume(pool_name, &vol)
 }
@@ -134,7 +139,7 @@ pub fn clone_volume(
     check_name_free(&pool, pool_name, &copy.name)?;
     let src = lookup_volume(&pool, pool_name, source)?;
     let capacity_mib = copy.capacity_mib.max(src.info()?.capacity.div_ceil(MIB));
-    let xml = volume_xml(&copy.name, capacity_mib, &copy.format);
+    let xml = volume_xml(&copy.name, capacity_mib, 0, &copy.format);
     let vol = StorageVol::create_xml_from(&pool, &xml, &src, 0)?;
     read_volume(pool_name, &vol)
 }
@@ -221,7 +226,7 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
         vol.delete(0)?;
         StorageVol::create_xml(
             &pool,
-            &volume_xml(name, before.capacity / MIB, &before.format),
+            &volume_xml(name, before.capacity / MIB, 0, &before.format),
             0,
         )?;
     }
@@ -400,11 +405,11 @@ fn pool_xml(def: &PoolDefinition) -> String {
         .render()
 }
 
-fn volume_xml(name: &str, capacity_mib: u64, format: &str) -> String {
+fn volume_xml(name: &str, capacity_mib: u64, allocation_mib: u64, format: &str) -> String {
     Element::new("volume")
         .child(Element::leaf("name", name))
         .child(Element::leaf("capacity", capacity_mib.to_string()).attr("unit", "MiB"))
-        .child(Element::leaf("allocation", "0").attr("unit", "MiB"))
+        .child(Element::leaf("allocation", allocation_mib.to_string()).attr("unit", "MiB"))
         .child(Element::new("target").child(Element::new("format").attr("type", format)))
         .render()
 }
@@ -464,6 +469,7 @@ mod tests {
         let spec = VolumeSpec {
             name: "v1.qcow2".into(),
             capacity_mib: 16,
+            allocation_mib: 0,
             format: "qcow2".into(),
         };
         let vol = create_volume(&conn, "unitpool", &spec).unwrap();

@@ -23,6 +23,7 @@ fn volume(name: &str, capacity_mib: u64, format: &str) -> VolumeSpec {
     VolumeSpec {
         name: name.into(),
         capacity_mib,
+        allocation_mib: 0,
         format: format.into(),
     }
 }
@@ -278,12 +279,32 @@ async fn a_volume_spec_the_rules_refuse_is_invalid_argument_before_any_task() {
             volume("../v1", 1, "raw"),
             "invalid volume name '../v1': it contains '/'".to_owned(),
         ),
+        (
+            VolumeSpec {
+                allocation_mib: 101,
+                ..volume("v1", 100, "raw")
+            },
+            "allocation (101 MiB) is larger than the capacity (100 MiB)".to_owned(),
+        ),
     ] {
         let case = format!("{spec:?}");
         let refused = create_volume(&h, "default", spec).await;
         assert_error!(refused, InvalidArgument, message, "{case}");
     }
     assert!(h.engine.tasks.list().is_empty());
+}
+
+#[tokio::test]
+async fn a_preallocated_volume_is_created_with_its_allocation() {
+    let h = harness().await;
+    let spec = VolumeSpec {
+        allocation_mib: 60,
+        ..volume("pre", 100, "raw")
+    };
+    let task = create_volume(&h, "default", spec).await.unwrap();
+    assert_eq!(task.state, TaskState::Finished, "{task:?}");
+    let vol = h.engine.volumes.get("default", "pre").await.unwrap();
+    assert_eq!((vol.capacity_mib, vol.allocation_mib), (100, 60));
 }
 
 #[tokio::test]
