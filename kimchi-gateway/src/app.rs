@@ -9,7 +9,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderName, HeaderValue, ALLOW, SET_COOKIE, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response};
+use hyper::{HeaderMap, Method, Request, Response};
 
 use crate::auth::{self, Credentials};
 use crate::body;
@@ -56,6 +56,15 @@ struct ErrorContext {
     had_session_cookie: bool,
 }
 
+impl ErrorContext {
+    fn of(headers: &HeaderMap) -> ErrorContext {
+        ErrorContext {
+            challenge: auth::wants_challenge(headers),
+            had_session_cookie: auth::session_token(headers).is_some(),
+        }
+    }
+}
+
 impl App {
     pub fn new(max_body_bytes: u64) -> App {
         App {
@@ -72,10 +81,7 @@ impl App {
         let request_id = hex::encode(rand::random::<[u8; 8]>());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let context = ErrorContext {
-            challenge: auth::wants_challenge(req.headers()),
-            had_session_cookie: auth::session_token(req.headers()).is_some(),
-        };
+        let context = ErrorContext::of(req.headers());
 
         let (route, result) = match Route::parse(&path) {
             // The websocket handshake needs the request itself, not its parts.
@@ -255,7 +261,7 @@ impl App {
             consoles: &self.consoles,
         };
         match route {
-            Protected::Logout => login::logout(k, request_id, session).await,
+            Protected::Logout => login::logout(k, request_id, session, body).await,
             Protected::Vms if post => vms::create(k, call, respond, view, body).await,
             Protected::Vms => vms::list(k, call, view).await,
             Protected::Vm(name) if delete => vms::delete(k, call, name, body).await,
@@ -334,11 +340,15 @@ fn error_reply(
 mod tests {
     use super::*;
 
-    fn context(challenge: bool, had_session_cookie: bool) -> ErrorContext {
-        ErrorContext {
-            challenge,
-            had_session_cookie,
+    fn context(pairs: &[(&str, &str)]) -> ErrorContext {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
+        ErrorContext::of(&headers)
     }
 
     fn header(reply: &Response<Full<Bytes>>, name: HeaderName) -> Option<&str> {
@@ -349,7 +359,7 @@ mod tests {
     fn method_not_allowed_carries_allow() {
         let route = Route::parse("/vms").unwrap();
         let err = route.check_method(&Method::DELETE).unwrap_err();
-        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
         assert_eq!(r.status(), 405);
         assert_eq!(header(&r, ALLOW), Some("GET, HEAD, POST"));
     }
@@ -358,44 +368,53 @@ mod tests {
     fn writes_to_kimchi_isos_are_405_with_what_is_allowed_there() {
         let route = Route::parse("/storagepools/kimchi_isos").unwrap();
         let err = route.check_method(&Method::DELETE).unwrap_err();
-        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
         assert_eq!(r.status(), 405);
         assert_eq!(header(&r, ALLOW), Some("GET, HEAD"));
 
         let route = Route::parse("/storagepools/kimchi_isos/activate").unwrap();
         let err = route.check_method(&Method::POST).unwrap_err();
-        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
         assert_eq!(r.status(), 405);
         assert_eq!(header(&r, ALLOW), Some(""));
     }
 
     #[test]
-    fn unauthenticated_gets_basic_challenge_unless_xhr() {
+    fn failed_authentication_gets_basic_challenge() {
         let route = Route::parse("/vms").unwrap();
-        let r = error_reply(
-            &Error::NoCredentials,
-            Some(&route),
-            &context(true, false),
-            "r",
-        )
-        .into_response(false);
-        assert_eq!(header(&r, WWW_AUTHENTICATE), Some("Basic realm=\"kimchi\""));
-        assert_eq!(header(&r, SET_COOKIE), None);
-        let r = error_reply(
-            &Error::NoCredentials,
-            Some(&route),
-            &context(false, false),
-            "r",
-        )
-        .into_response(false);
-        assert_eq!(header(&r, WWW_AUTHENTICATE), None);
+        for err in [
+            Error::NoCredentials,
+            Error::InvalidCredentials("Authorization header: not ASCII".into()),
+            Error::from(kimchi_dbus::Error::AuthenticationFailed("no".into())),
+        ] {
+            let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
+            assert_eq!(r.status(), 401);
+            assert_eq!(header(&r, WWW_AUTHENTICATE), Some("Basic realm=\"kimchi\""));
+            assert_eq!(header(&r, SET_COOKIE), None);
+        }
+    }
+
+    #[test]
+    fn failed_authentication_of_a_page_script_gets_no_challenge() {
+        let route = Route::parse("/vms").unwrap();
+        let xhr = context(&[("x-requested-with", "XMLHttpRequest")]);
+        for err in [
+            Error::NoCredentials,
+            Error::InvalidCredentials("Authorization header: not ASCII".into()),
+            Error::from(kimchi_dbus::Error::AuthenticationFailed("no".into())),
+            Error::from(kimchi_dbus::Error::SessionInvalid("expired".into())),
+        ] {
+            let r = error_reply(&err, Some(&route), &xhr, "r").into_response(false);
+            assert_eq!(r.status(), 401, "{err:?}");
+            assert_eq!(header(&r, WWW_AUTHENTICATE), None, "{err:?}");
+        }
     }
 
     #[test]
     fn failed_login_has_no_challenge_and_no_session_cookie() {
         let route = Route::parse("/login").unwrap();
         let err = Error::from(kimchi_dbus::Error::AuthenticationFailed("no".into()));
-        let r = error_reply(&err, Some(&route), &context(true, false), "r").into_response(false);
+        let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
         assert_eq!(r.status(), 401);
         assert_eq!(header(&r, WWW_AUTHENTICATE), None);
         assert_eq!(header(&r, SET_COOKIE), None);
@@ -405,7 +424,13 @@ mod tests {
     fn dead_session_cookie_is_cleared() {
         let route = Route::parse("/vms").unwrap();
         let err = Error::from(kimchi_dbus::Error::SessionInvalid("expired".into()));
-        let r = error_reply(&err, Some(&route), &context(true, true), "r").into_response(false);
+        let r = error_reply(
+            &err,
+            Some(&route),
+            &context(&[("cookie", "kimchi_session=tok")]),
+            "r",
+        )
+        .into_response(false);
         assert!(header(&r, SET_COOKIE).is_some_and(|c| c.contains("Max-Age=0")));
     }
 }

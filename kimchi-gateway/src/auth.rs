@@ -1,6 +1,6 @@
-//! Who is calling: a session cookie (plus a CSRF token on state-changing requests) or
-//! HTTP Basic credentials. Sessions themselves live in kimchid; the gateway keeps no
-//! state and never stores a password.
+//! Who is calling: a session cookie (plus, on state-changing requests, proof that the
+//! request comes from this site's own pages) or HTTP Basic credentials. Sessions
+//! themselves live in kimchid; the gateway keeps no state and never stores a password.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,9 +21,13 @@ pub enum Credentials {
 }
 
 /// The credentials a request carries; an `Authorization` header wins over a cookie
-/// because it was given for this very request.
+/// because it was given for this very request. An empty one carries nothing (Kimchi's
+/// own tests send one next to their session cookie).
 pub fn credentials(headers: &HeaderMap) -> Result<Option<Credentials>, Error> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
+    let authorization = headers
+        .get(AUTHORIZATION)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty());
+    if let Some(value) = authorization {
         let (user, password) = parse_basic(value)?;
         return Ok(Some(Credentials::Basic { user, password }));
     }
@@ -78,15 +82,18 @@ pub fn is_safe(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// Cookie-authenticated requests that may change state must echo the CSRF token.
+/// Cookie-authenticated requests that may change state must come from this site's
+/// own pages: they echo the CSRF token, or they are scripts that say so (see
+/// [`from_script`]; Kimchi's UI never sends the token).
 pub fn check_csrf(method: &Method, headers: &HeaderMap, session: &str) -> Result<(), Error> {
-    if is_safe(method) {
+    if is_safe(method) || from_script(headers) {
         return Ok(());
     }
     let given = headers
         .get(CSRF_HEADER)
         .ok_or(Error::CsrfRejected(
-            "this request needs the X-CSRF-Token header returned by POST /login",
+            "this request needs the X-CSRF-Token header returned by POST /login, \
+             or X-Requested-With: XMLHttpRequest",
         ))?
         .as_bytes();
     if constant_time_eq(given, csrf_token(session).as_bytes()) {
@@ -113,11 +120,20 @@ pub fn refuse_cross_site(method: &Method, headers: &HeaderMap) -> Result<(), Err
     }
 }
 
-/// Browser scripts ask not to get a Basic challenge (which would pop up a dialog).
-pub fn wants_challenge(headers: &HeaderMap) -> bool {
-    !headers
+/// A script in a page (jQuery sends `X-Requested-With: XMLHttpRequest` on every call).
+/// A page of another site cannot send this header: a form has no headers, and a
+/// script needs a CORS preflight for it, which this gateway never answers with a
+/// grant. So with the SameSite=Strict cookie it shows the request is same-origin.
+pub fn from_script(headers: &HeaderMap) -> bool {
+    headers
         .get("x-requested-with")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
+}
+
+/// Scripts in a page must not get a Basic challenge: the browser would pop up a
+/// password dialog over the page's own login.
+pub fn wants_challenge(headers: &HeaderMap) -> bool {
+    !from_script(headers)
 }
 
 pub const CHALLENGE: HeaderValue = HeaderValue::from_static("Basic realm=\"kimchi\"");
@@ -215,6 +231,35 @@ mod tests {
     }
 
     #[test]
+    fn empty_authorization_leaves_the_session_cookie_in_charge() {
+        for empty in ["", " "] {
+            let h = headers(&[("authorization", empty), ("cookie", "kimchi_session=tok")]);
+            assert!(
+                matches!(credentials(&h).unwrap(), Some(Credentials::Session(t)) if t == "tok"),
+                "{empty:?}"
+            );
+            let h = headers(&[("authorization", empty)]);
+            assert!(credentials(&h).unwrap().is_none(), "{empty:?}");
+        }
+    }
+
+    #[test]
+    fn non_empty_authorization_still_wins_over_cookie_even_when_malformed() {
+        let h = headers(&[
+            ("authorization", "Bearer x"),
+            ("cookie", "kimchi_session=tok"),
+        ]);
+        let err = credentials(&h)
+            .err()
+            .expect("a malformed header is refused");
+        assert_eq!(err.status().as_u16(), 401);
+        assert_eq!(
+            err.to_string(),
+            "Authorization header: only the Basic scheme is supported"
+        );
+    }
+
+    #[test]
     fn session_cookie_is_found_among_others() {
         let h = headers(&[("cookie", "a=1; kimchi_session=tok; b=2")]);
         assert_eq!(session_token(&h).as_deref(), Some("tok"));
@@ -226,23 +271,66 @@ mod tests {
     }
 
     #[test]
-    fn csrf_is_required_on_state_changing_cookie_requests() {
-        let token = csrf_token("tok");
-        let good = headers(&[("x-csrf-token", &token)]);
-        let bad = headers(&[("x-csrf-token", "nope")]);
-        let none = HeaderMap::new();
-        assert!(check_csrf(&Method::GET, &none, "tok").is_ok());
-        assert!(check_csrf(&Method::HEAD, &none, "tok").is_ok());
-        assert!(check_csrf(&Method::POST, &good, "tok").is_ok());
+    fn safe_methods_need_no_csrf_proof() {
+        for method in [Method::GET, Method::HEAD] {
+            assert!(check_csrf(&method, &HeaderMap::new(), "tok").is_ok());
+        }
+    }
+
+    #[test]
+    fn write_with_the_sessions_csrf_token_is_accepted() {
+        let good = headers(&[("x-csrf-token", &csrf_token("tok"))]);
+        for method in [Method::POST, Method::PUT, Method::DELETE] {
+            assert!(check_csrf(&method, &good, "tok").is_ok(), "{method}");
+        }
+    }
+
+    #[test]
+    fn write_from_a_page_script_is_accepted_without_a_token() {
+        // jQuery's exact value, and any case of it.
+        for value in ["XMLHttpRequest", "xmlhttprequest", "XMLHTTPREQUEST"] {
+            let xhr = headers(&[("x-requested-with", value)]);
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                assert!(check_csrf(&method, &xhr, "tok").is_ok(), "{method} {value}");
+            }
+        }
+    }
+
+    #[test]
+    fn write_with_neither_token_nor_script_header_is_403() {
+        for h in [
+            HeaderMap::new(),
+            headers(&[("x-requested-with", "fetch")]),
+            headers(&[("x-requested-with", "")]),
+        ] {
+            let err = check_csrf(&Method::POST, &h, "tok").unwrap_err();
+            assert_eq!(err.status().as_u16(), 403);
+            assert_eq!(
+                err.to_string(),
+                "this request needs the X-CSRF-Token header returned by POST /login, \
+                 or X-Requested-With: XMLHttpRequest"
+            );
+        }
+    }
+
+    #[test]
+    fn write_with_a_wrong_or_foreign_token_is_403() {
         let refused = [
-            (Method::POST, &none, "tok"),
-            (Method::DELETE, &bad, "tok"),
+            (Method::DELETE, headers(&[("x-csrf-token", "nope")]), "tok"),
             // A token of another session does not do.
-            (Method::PUT, &good, "other"),
+            (
+                Method::PUT,
+                headers(&[("x-csrf-token", &csrf_token("tok"))]),
+                "other",
+            ),
         ];
         for (method, h, session) in refused {
-            let err = check_csrf(&method, h, session).unwrap_err();
+            let err = check_csrf(&method, &h, session).unwrap_err();
             assert_eq!(err.status().as_u16(), 403, "{method}");
+            assert_eq!(
+                err.to_string(),
+                "the X-CSRF-Token header does not match this session"
+            );
         }
     }
 
@@ -259,10 +347,10 @@ mod tests {
     #[test]
     fn xhr_requests_get_no_challenge() {
         assert!(wants_challenge(&HeaderMap::new()));
-        assert!(!wants_challenge(&headers(&[(
-            "x-requested-with",
-            "XMLHttpRequest"
-        )])));
+        assert!(wants_challenge(&headers(&[("x-requested-with", "fetch")])));
+        for value in ["XMLHttpRequest", "xmlhttprequest"] {
+            assert!(!wants_challenge(&headers(&[("x-requested-with", value)])));
+        }
     }
 
     #[test]

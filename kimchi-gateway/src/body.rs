@@ -1,12 +1,19 @@
-//! Reading request bodies within the size limit, and parsing them into typed requests.
+//! Reading request bodies within the size limit, and parsing them into typed requests
+//! in the forms Kimchi's clients send (numbers as strings of digits, extra fields).
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::num::ParseIntError;
 use std::pin::{pin, Pin};
+use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Unexpected, Visitor};
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -68,7 +75,8 @@ async fn drain<B: Body<Data = Bytes>>(mut body: Pin<&mut B>) {
 }
 
 /// Parses a JSON object request body into `T`; serde's message says what is wrong
-/// and where.
+/// and where. Whether fields `T` does not know are refused is `T`'s to say
+/// (`deny_unknown_fields`); those it ignores are logged.
 pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     // serde would also take an array for a struct; the API only ever takes objects.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -76,8 +84,29 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             "this request needs a JSON object as its body".into(),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidBody(format!("invalid JSON request body: {e}")))
+    let parsed = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidBody(format!("invalid JSON request body: {e}")))?;
+    log_ignored_fields::<T>(body);
+    Ok(parsed)
+}
+
+/// The body of an action (`POST …/start`, `…/resize`, …): none at all or any JSON
+/// object, of which only the fields `T` knows are used. Kimchi never read action
+/// bodies but resize's, and its clients send whatever they have (its tests send the
+/// pool's own JSON to `activate`).
+pub fn action<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        json(b"{}")
+    } else {
+        json(body)
+    }
+}
+
+/// The body of an action that takes no parameters: none, or any JSON object.
+pub fn action_without_parameters(body: &[u8]) -> Result<(), Error> {
+    #[derive(Deserialize)]
+    struct Unused {}
+    action::<Unused>(body).map(drop)
 }
 
 /// The body of a request that takes no parameters: none at all, or `{}`. Anything
@@ -90,6 +119,163 @@ pub fn no_parameters(body: &[u8]) -> Result<(), Error> {
     #[serde(deny_unknown_fields)]
     struct NoParameters {}
     json::<NoParameters>(body).map(drop)
+}
+
+/// Logs, at debug, the top-level fields of a parsed `body` that `T` ignored (only a
+/// `T` without `deny_unknown_fields` gets this far with any).
+fn log_ignored_fields<T: DeserializeOwned>(body: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Ok(given) = serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(body) else {
+        return;
+    };
+    let known = known_fields::<T>();
+    for field in given.keys().filter(|f| !known.contains(&f.as_str())) {
+        tracing::debug!(field = %field, "ignored a field the request does not use");
+    }
+}
+
+/// The field names (aliases included) of a struct deriving `Deserialize`: serde
+/// passes them to [`Deserializer::deserialize_struct`], where this probe notes them
+/// and stops.
+fn known_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a Cell<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            Err(de::Error::custom("fields noted"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
+        }
+    }
+
+    let fields = Cell::new(&[][..]);
+    let _ = T::deserialize(Probe(&fields));
+    fields.get()
+}
+
+/// An integer from a request body: a JSON integer, or a string of ASCII decimal
+/// digits, as Kimchi's UI sends the numbers of its HTML forms (`"cpus": "2"`). A
+/// sign, a space, a fraction or an empty string is refused like any wrong type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Integer<T>(T);
+
+impl<T> Integer<T> {
+    pub fn get(self) -> T {
+        self.0
+    }
+}
+
+impl<'de, T: FromStr<Err = ParseIntError>> Deserialize<'de> for Integer<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IntegerVisitor(PhantomData))
+    }
+}
+
+struct IntegerVisitor<T>(PhantomData<T>);
+
+impl<T: FromStr<Err = ParseIntError>> IntegerVisitor<T> {
+    /// `digits` are ASCII decimal digits; `T` says whether their value fits (a
+    /// `NonZeroU32` refuses 0).
+    fn parse<E: de::Error>(digits: &str) -> Result<Integer<T>, E> {
+        digits
+            .parse()
+            .map(Integer)
+            .map_err(|e| E::custom(format_args!("invalid value {digits}: {e}")))
+    }
+}
+
+impl<T: FromStr<Err = ParseIntError>> Visitor<'_> for IntegerVisitor<T> {
+    type Value = Integer<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a non-negative integer, or a string of its decimal digits")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::parse(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(E::invalid_value(Unexpected::Str(v), &self));
+        }
+        Self::parse(v)
+    }
+}
+
+/// Text a client may also send as a JSON number, kept as the number's JSON text
+/// (`1.0` → "1.0", `12` → "12"): Kimchi's tests send `"os_version": 1.0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextOrNumber(Text);
+
+impl<'de> Deserialize<'de> for TextOrNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextOrNumberVisitor)
+    }
+}
+
+struct TextOrNumberVisitor;
+
+impl Visitor<'_> for TextOrNumberVisitor {
+    type Value = TextOrNumber;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a number")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Text::try_from(v.to_owned())
+            .map(TextOrNumber)
+            .map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(TextOrNumber(Text(v.to_string())))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(TextOrNumber(Text(v.to_string())))
+    }
+
+    /// As serde_json writes the number, which keeps a fraction (`1.0`, not Rust's
+    /// `1`): without its `arbitrary_precision` feature the request's own digits are
+    /// gone by now, and this is their shortest faithful form.
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(|n| TextOrNumber(Text(n.to_string())))
+            .ok_or_else(|| E::invalid_value(Unexpected::Float(v), &self))
+    }
+}
+
+impl From<TextOrNumber> for String {
+    fn from(text: TextOrNumber) -> String {
+        text.0.into()
+    }
 }
 
 /// A string from a request body that can be passed to kimchid: D-Bus strings cannot
@@ -222,6 +408,225 @@ mod tests {
         let err = json::<Named>(br#"{"name": "a\u0000b"}"#).unwrap_err();
         assert_eq!(err.status().as_u16(), 400);
         assert!(err.to_string().contains("NUL"), "{err}");
+    }
+
+    #[test]
+    fn action_body_may_be_empty_or_any_object() {
+        for body in [
+            &b""[..],
+            b" \n",
+            b"{}",
+            br#"{"name": "p", "capacity": 1024, "allocated": 512}"#,
+        ] {
+            action_without_parameters(body).unwrap();
+        }
+    }
+
+    #[test]
+    fn action_body_that_is_not_an_object_is_400() {
+        for body in [&b"[1]"[..], b"\"x\"", b"null", b"{", b"{\"a\": }"] {
+            let err = action_without_parameters(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{body:?}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Size {
+        size: u64,
+    }
+
+    #[test]
+    fn action_takes_the_fields_it_uses_and_ignores_the_rest() {
+        let s: Size = action(br#"{"size": 768, "name": "v", "format": "raw"}"#).unwrap();
+        assert_eq!(s.size, 768);
+        let err = action::<Size>(b"").unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert_eq!(
+            err.to_string(),
+            "invalid JSON request body: missing field `size` at line 1 column 2"
+        );
+    }
+
+    #[test]
+    fn known_fields_are_the_names_in_the_json_with_aliases() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Renamed {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(alias = "userid")]
+            username: String,
+        }
+        let mut known = known_fields::<Renamed>().to_vec();
+        known.sort_unstable();
+        assert_eq!(known, ["type", "userid", "username"]);
+        assert!(known_fields::<u64>().is_empty());
+    }
+
+    /// What a debug-level subscriber writes while `f` runs.
+    fn debug_log(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = log.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn ignored_fields_are_logged_at_debug_by_name() {
+        let log = debug_log(|| {
+            let s: Size = json(br#"{"size": 1, "allocated": 512, "capacity": 1024}"#).unwrap();
+            assert_eq!(s.size, 1);
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[0].contains("DEBUG"), "{log}");
+        assert!(
+            lines[0].ends_with("ignored a field the request does not use field=allocated"),
+            "{log}"
+        );
+        assert!(lines[1].ends_with("field=capacity"), "{log}");
+        // A strict type logs nothing: it refuses instead.
+        let log = debug_log(|| {
+            json::<Sample>(br#"{"name": "a", "x": 1}"#).unwrap_err();
+        });
+        assert_eq!(log, "");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Form {
+        count: Option<Integer<u64>>,
+        cpus: Option<Integer<std::num::NonZeroU32>>,
+        index: Option<Integer<u32>>,
+        version: Option<TextOrNumber>,
+    }
+
+    fn form(body: &str) -> Result<Form, Error> {
+        json(body.as_bytes())
+    }
+
+    #[test]
+    fn integer_is_a_json_integer_or_a_string_of_decimal_digits() {
+        for (given, expected) in [
+            ("2048", 2048),
+            ("\"2048\"", 2048),
+            ("\"007\"", 7),
+            ("0", 0),
+            ("\"18446744073709551615\"", u64::MAX),
+        ] {
+            let f = form(&format!(r#"{{"count": {given}}}"#)).unwrap();
+            assert_eq!(f.count.map(Integer::get), Some(expected), "{given}");
+        }
+        let f = form(r#"{"cpus": "2", "index": 3}"#).unwrap();
+        assert_eq!(f.cpus.map(|c| c.get().get()), Some(2));
+        assert_eq!(f.index.map(Integer::get), Some(3));
+    }
+
+    #[test]
+    fn integer_refuses_anything_else_like_a_wrong_type() {
+        for (given, what) in [
+            ("\"2.5\"", "invalid value: string \"2.5\""),
+            ("\"-1\"", "invalid value: string \"-1\""),
+            ("\"+1\"", "invalid value: string \"+1\""),
+            ("\" 2\"", "invalid value: string \" 2\""),
+            ("\"2 \"", "invalid value: string \"2 \""),
+            ("\"two\"", "invalid value: string \"two\""),
+            ("\"\"", "invalid value: string \"\""),
+            ("-1", "invalid value: integer `-1`"),
+            ("2.5", "invalid type: floating point `2.5`"),
+            ("2.0", "invalid type: floating point `2.0`"),
+            ("true", "invalid type: boolean `true`"),
+            ("[2]", "invalid type: sequence"),
+        ] {
+            let err = form(&format!(r#"{{"count": {given}}}"#)).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{given}");
+            assert_eq!(err.name(), "kimchi.gateway.InvalidBody", "{given}");
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "invalid JSON request body: {what}, expected a non-negative integer, \
+                     or a string of its decimal digits at line 1 column"
+                )),
+                "{given}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn integer_out_of_the_types_range_is_400() {
+        for (body, message) in [
+            (
+                r#"{"cpus": "0"}"#,
+                "invalid value 0: number would be zero for non-zero type",
+            ),
+            (
+                r#"{"cpus": 0}"#,
+                "invalid value 0: number would be zero for non-zero type",
+            ),
+            (
+                r#"{"index": "4294967296"}"#,
+                "invalid value 4294967296: number too large to fit in target type",
+            ),
+            (
+                r#"{"count": "18446744073709551616"}"#,
+                "invalid value 18446744073709551616: number too large to fit in target type",
+            ),
+        ] {
+            let err = form(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{body}");
+            assert!(err.to_string().contains(message), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn number_given_for_text_keeps_its_json_text() {
+        for (given, expected) in [
+            ("1.0", "1.0"),
+            ("12", "12"),
+            ("22.04", "22.04"),
+            ("-3", "-3"),
+            ("\"1.0\"", "1.0"),
+            ("\"ImagineOS\"", "ImagineOS"),
+        ] {
+            let f = form(&format!(r#"{{"version": {given}}}"#)).unwrap();
+            assert_eq!(f.version.map(String::from).as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn text_or_number_refuses_other_types_and_nul() {
+        for (given, message) in [
+            (
+                "true",
+                "invalid type: boolean `true`, expected a string or a number",
+            ),
+            (
+                "[1]",
+                "invalid type: sequence, expected a string or a number",
+            ),
+            ("\"a\\u0000\"", "NUL"),
+        ] {
+            let err = form(&format!(r#"{{"version": {given}}}"#)).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{given}");
+            assert!(err.to_string().contains(message), "{given}: {err}");
+        }
     }
 
     #[test]

@@ -208,11 +208,12 @@ impl BusPool {
         self.volumes.push(name.to_owned());
         let task = task_from_busctl(&manager_json(
             "CreateStorageVolume",
-            "s(sts)a{sv}",
+            "s(stts)a{sv}",
             &[
                 &self.name,
                 name,
                 "1",
+                "0",
                 "raw",
                 "1",
                 kimchi_dbus::OPT_WAIT,

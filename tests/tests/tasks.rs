@@ -275,11 +275,12 @@ fn busctl_create_with_kimchi_wait_returns_a_finished_task() {
     let pool = TestPool::active("task-wait", &web);
     let task = task_from_busctl(&manager_json(
         "CreateStorageVolume",
-        "s(sts)a{sv}",
+        "s(stts)a{sv}",
         &[
             &pool.name,
             "waited.qcow2",
             "64",
+            "0",
             "qcow2",
             "1",
             "kimchi.wait",

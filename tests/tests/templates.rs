@@ -830,7 +830,8 @@ fn put_with_wrong_types_or_zero_is_400_and_changes_nothing() {
     let t = Templates::one("tpl-put-types");
     let before = create(&web, &full_body(t.name()));
     for body in [
-        json!({"cpus": "2"}),
+        json!({"cpus": "two"}),
+        json!({"cpus": "2.5"}),
         json!({"memory": -1}),
         json!({"cpus": 0}),
         json!({"memory": 0}),

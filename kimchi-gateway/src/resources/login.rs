@@ -45,7 +45,14 @@ pub async fn login(kimchid: &Kimchid, request_id: &str, body: &[u8]) -> Result<R
     .with_header(SET_COOKIE, cookie))
 }
 
-pub async fn logout(kimchid: &Kimchid, request_id: &str, token: &str) -> Result<Reply, Error> {
+/// Its body, like any action's, may be any JSON object (Kimchi's tests send `{}`).
+pub async fn logout(
+    kimchid: &Kimchid,
+    request_id: &str,
+    token: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    body::action_without_parameters(body)?;
     kimchid.logout(token, request_id).await?;
     Ok(Reply::no_content().with_header(SET_COOKIE, auth::cleared_cookie()))
 }

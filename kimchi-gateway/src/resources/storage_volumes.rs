@@ -7,7 +7,7 @@ use hyper::StatusCode;
 use kimchi_dbus::{VolumeInfo, VolumeSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::body::{self, Text};
+use crate::body::{self, Integer, Text};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
@@ -57,27 +57,26 @@ impl From<VolumeInfo> for Volume {
     }
 }
 
-/// `POST …/storagevolumes`.
+/// `POST …/storagevolumes`. Other fields are ignored, as Kimchi did: its UI sends
+/// `type`, which the pool decides (a file in a directory pool, a logical volume in an
+/// LVM pool).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct NewVolume {
     name: Text,
     /// MiB.
-    capacity: u64,
+    capacity: Integer<u64>,
     format: Option<Text>,
-    /// Accepted and ignored, as Kimchi did: the pool decides what a volume is (a
-    /// file in a directory pool, a logical volume in an LVM pool), and Kimchi's UI
-    /// sends it.
-    #[serde(rename = "type")]
-    _kind: Option<Text>,
+    /// MiB written out at creation; none (a sparse volume) when left out. kimchid
+    /// refuses more than `capacity`.
+    allocation: Option<Integer<u64>>,
 }
 
 impl From<NewVolume> for VolumeSpec {
     fn from(new: NewVolume) -> Self {
         VolumeSpec {
             name: new.name.into(),
-            capacity_mib: new.capacity,
-            allocation_mib: 0,
+            capacity_mib: new.capacity.get(),
+            allocation_mib: new.allocation.map_or(0, Integer::get),
             format: new
                 .format
                 .map_or_else(|| DEFAULT_FORMAT.to_owned(), String::from),
@@ -85,12 +84,11 @@ impl From<NewVolume> for VolumeSpec {
     }
 }
 
-/// `POST …/:name/resize`.
+/// `POST …/:name/resize`; other fields are ignored, as for every action.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Resize {
     /// The new capacity, MiB.
-    size: u64,
+    size: Integer<u64>,
 }
 
 pub async fn list(kimchid: &Kimchid, call: &Call<'_>, pool: &str) -> Result<Reply, Error> {
@@ -163,13 +161,13 @@ pub async fn action(
     let options = call.task_options(respond.wait());
     let started = match action {
         VolumeAction::Resize => {
-            let Resize { size } = body::json(body)?;
+            let Resize { size } = body::action(body)?;
             manager
-                .resize_storage_volume(pool, name, size, options)
+                .resize_storage_volume(pool, name, size.get(), options)
                 .await
         }
         VolumeAction::Wipe => {
-            body::no_parameters(body)?;
+            body::action_without_parameters(body)?;
             manager.wipe_storage_volume(pool, name, options).await
         }
     };
@@ -267,14 +265,57 @@ mod tests {
     }
 
     #[test]
+    fn allocation_is_passed_on_in_mib() {
+        // What Kimchi's tests send.
+        let s = spec(
+            r#"{"name": "test-volume", "capacity": 1024, "allocation": 512, "type": "disk",
+                "format": "raw"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            VolumeSpec {
+                name: "test-volume".into(),
+                capacity_mib: 1024,
+                allocation_mib: 512,
+                format: "raw".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn sizes_may_be_strings_of_digits() {
+        let s = spec(r#"{"name": "v", "capacity": "2048", "allocation": "0"}"#).unwrap();
+        assert_eq!((s.capacity_mib, s.allocation_mib), (2048, 0));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let s = spec(r#"{"name": "v", "capacity": 10, "pool": "default", "extra": [1]}"#).unwrap();
+        assert_eq!(
+            s,
+            VolumeSpec {
+                name: "v".into(),
+                capacity_mib: 10,
+                allocation_mib: 0,
+                format: "qcow2".into(),
+            }
+        );
+    }
+
+    #[test]
     fn bad_volume_requests_are_400() {
         for body in [
             r#"{"capacity": 10}"#,
             r#"{"name": "v"}"#,
             r#"{"name": "v", "capacity": -1}"#,
             r#"{"name": "v", "capacity": 1.5}"#,
-            r#"{"name": "v", "capacity": "10"}"#,
-            r#"{"name": "v", "capacity": 10, "allocation": 0}"#,
+            r#"{"name": "v", "capacity": "2.5"}"#,
+            r#"{"name": "v", "capacity": "ten"}"#,
+            r#"{"name": "v", "capacity": 10, "allocation": -1}"#,
+            r#"{"name": "v", "capacity": 10, "allocation": "-1"}"#,
+            r#"{"name": "v", "capacity": 10, "allocation": " 2"}"#,
+            r#"{"name": "v", "capacity": 10, "allocation": ""}"#,
             r#"{"name": "v\u0000", "capacity": 10}"#,
         ] {
             assert_eq!(spec(body).unwrap_err().status().as_u16(), 400, "{body}");
@@ -284,14 +325,24 @@ mod tests {
     }
 
     #[test]
-    fn resize_takes_only_a_size_in_mib() {
-        let r: Resize = body::json(br#"{"size": 2048}"#).unwrap();
-        assert_eq!(r.size, 2048);
-        for body in [&br#"{}"#[..], br#"{"size": 1, "shrink": true}"#, b""] {
-            assert_eq!(
-                body::json::<Resize>(body).unwrap_err().status().as_u16(),
-                400
-            );
+    fn resize_takes_a_size_in_mib_and_ignores_the_rest() {
+        for body in [
+            &br#"{"size": 2048}"#[..],
+            br#"{"size": "2048"}"#,
+            br#"{"size": 2048, "shrink": true}"#,
+        ] {
+            let r: Resize = body::action(body).unwrap();
+            assert_eq!(r.size.get(), 2048);
+        }
+        for body in [
+            &br#"{}"#[..],
+            b"",
+            br#"{"size": "1.5"}"#,
+            br#"{"size": -1}"#,
+            b"[2048]",
+        ] {
+            let err = body::action::<Resize>(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{body:?}");
         }
     }
 }

@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplatePatch, TemplateSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::body::{self, Text};
+use crate::body::{self, Integer, Text, TextOrNumber};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
@@ -67,18 +67,19 @@ impl From<TemplateInfo> for Template {
     }
 }
 
-/// The body of `POST /templates` (where `name` is required) and of `PUT`.
+/// The body of `POST /templates` (where `name` is required) and of `PUT`. Both are
+/// strict, as in Kimchi's schema: a field unknown here is a mistake to report.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fields {
     name: Option<Text>,
     folder: Option<Vec<Text>>,
     icon: Option<Text>,
-    os_distro: Option<Text>,
-    os_version: Option<Text>,
-    cpus: Option<NonZeroU32>,
+    os_distro: Option<TextOrNumber>,
+    os_version: Option<TextOrNumber>,
+    cpus: Option<Integer<NonZeroU32>>,
     /// MiB.
-    memory: Option<NonZeroU64>,
+    memory: Option<Integer<NonZeroU64>>,
     cdrom: Option<Text>,
     disks: Option<Vec<DiskFields>>,
 }
@@ -87,9 +88,9 @@ struct Fields {
 #[serde(deny_unknown_fields)]
 struct DiskFields {
     /// Its position in `disks` when left out.
-    index: Option<u32>,
+    index: Option<Integer<u32>>,
     /// GB.
-    size: Option<NonZeroU64>,
+    size: Option<Integer<NonZeroU64>>,
     volume: Option<Text>,
 }
 
@@ -103,18 +104,18 @@ impl Fields {
                 .folder
                 .map(|folder| folder.into_iter().map(String::from).collect()),
             icon: text(self.icon),
-            os_distro: text(self.os_distro),
-            os_version: text(self.os_version),
-            cpus: self.cpus.map(NonZeroU32::get),
-            memory_mib: self.memory.map(NonZeroU64::get),
+            os_distro: self.os_distro.map(String::from),
+            os_version: self.os_version.map(String::from),
+            cpus: self.cpus.map(|cpus| cpus.get().get()),
+            memory_mib: self.memory.map(|memory| memory.get().get()),
             cdrom: text(self.cdrom),
             disks: self.disks.map(|disks| {
                 disks
                     .into_iter()
                     .zip(0..)
                     .map(|(d, position)| TemplateDisk {
-                        index: d.index.unwrap_or(position),
-                        size_gb: d.size.map_or(0, NonZeroU64::get),
+                        index: d.index.map_or(position, Integer::get),
+                        size_gb: d.size.map_or(0, |size| size.get().get()),
                         volume: d.volume.map(String::from).unwrap_or_default(),
                     })
                     .collect()
@@ -280,10 +281,63 @@ mod tests {
     }
 
     #[test]
+    fn form_values_are_taken_as_numbers() {
+        // As Kimchi's UI sends its form fields, and its tests the OS version.
+        let patch = fields(
+            r#"{"name": "t", "cpus": "2", "memory": "2048", "os_distro": "ImagineOS",
+                "os_version": 1.0, "disks": [{"index": "1", "size": "5"}]}"#,
+        )
+        .unwrap()
+        .into_patch();
+        assert_eq!(
+            patch,
+            TemplatePatch {
+                name: Some("t".into()),
+                os_distro: Some("ImagineOS".into()),
+                os_version: Some("1.0".into()),
+                cpus: Some(2),
+                memory_mib: Some(2048),
+                disks: Some(vec![TemplateDisk {
+                    index: 1,
+                    size_gb: 5,
+                    volume: String::new()
+                }]),
+                ..TemplatePatch::default()
+            }
+        );
+        for (version, text) in [("12", "12"), ("22.04", "22.04"), ("1.1", "1.1")] {
+            let patch = fields(&format!(r#"{{"os_version": {version}, "os_distro": 7}}"#))
+                .unwrap()
+                .into_patch();
+            assert_eq!(patch.os_version.as_deref(), Some(text));
+            assert_eq!(patch.os_distro.as_deref(), Some("7"));
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_400_naming_it() {
+        // Template creation and PUT share these fields; both stay strict.
+        let err = fields(r#"{"name": "t", "colour": "red"}"#).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+        let err = fields(r#"{"disks": [{"size": 1, "bus": "virtio"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bus`"), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_wrong_types_and_zeros_are_refused() {
         for body in [
             r#"{"name": "t", "colour": "red"}"#,
-            r#"{"name": "t", "cpus": "2"}"#,
+            r#"{"name": "t", "cpus": "2.5"}"#,
+            r#"{"name": "t", "cpus": "two"}"#,
+            r#"{"name": "t", "cpus": ""}"#,
+            r#"{"name": "t", "cpus": "0"}"#,
+            r#"{"name": "t", "memory": "-1"}"#,
+            r#"{"name": "t", "memory": " 2048"}"#,
+            r#"{"name": "t", "disks": [{"size": "1.5"}]}"#,
+            r#"{"name": "t", "disks": [{"index": "-1"}]}"#,
+            r#"{"name": "t", "os_version": true}"#,
+            r#"{"name": "t", "os_distro": ["a"]}"#,
             r#"{"name": "t", "cpus": 0}"#,
             r#"{"name": "t", "memory": -1}"#,
             r#"{"name": "t", "disks": [{"size": 0}]}"#,

@@ -112,16 +112,55 @@ impl View<'_> {
     }
 }
 
-/// `POST /vms`.
+/// `POST /vms`. Other fields are ignored, as Kimchi did.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct NewVm {
-    /// Chosen by kimchid (`<template>-vm-<n>`) when left out.
+    /// Chosen by kimchid (`<template>-vm-<n>`) when left out or empty (Kimchi's UI
+    /// sends its empty name field).
     name: Option<Text>,
     /// `/templates/<name>`.
     template: Text,
     /// `/storagepools/<name>`; the `default` pool when left out.
     storagepool: Option<Text>,
+}
+
+/// The arguments of `CreateVM`: names, where empty ones ask kimchid to choose (the
+/// VM's name) or take the default (the pool).
+#[derive(Debug, PartialEq, Eq)]
+struct Creation {
+    template: String,
+    name: String,
+    pool: String,
+}
+
+impl TryFrom<NewVm> for Creation {
+    type Error = Error;
+
+    fn try_from(new: NewVm) -> Result<Self, Error> {
+        let template = match Route::parse(&String::from(new.template)) {
+            Ok(Route::Protected(Protected::Template(name))) => name,
+            _ => {
+                return Err(Error::InvalidBody(
+                    "template must be the URI of a template, like /templates/<name>".into(),
+                ))
+            }
+        };
+        let pool = match new.storagepool.map(|uri| Route::parse(&String::from(uri))) {
+            None => String::new(),
+            Some(Ok(Route::Protected(Protected::StoragePool(name)))) => name,
+            Some(_) => {
+                return Err(Error::InvalidBody(
+                    "storagepool must be the URI of a storage pool, like /storagepools/<name>"
+                        .into(),
+                ))
+            }
+        };
+        Ok(Creation {
+            template,
+            name: new.name.map(String::from).unwrap_or_default(),
+            pool,
+        })
+    }
 }
 
 pub async fn list(kimchid: &Kimchid, call: &Call<'_>, view: View<'_>) -> Result<Reply, Error> {
@@ -158,37 +197,11 @@ pub async fn create(
     view: View<'_>,
     body: &[u8],
 ) -> Result<Reply, Error> {
-    let new = body::json::<NewVm>(body)?;
-    let template = match Route::parse(&String::from(new.template)) {
-        Ok(Route::Protected(Protected::Template(name))) => name,
-        _ => {
-            return Err(Error::InvalidBody(
-                "template must be the URI of a template, like /templates/<name>".into(),
-            ))
-        }
-    };
-    let pool = match new.storagepool.map(String::from) {
-        None => String::new(),
-        Some(uri) => match Route::parse(&uri) {
-            Ok(Route::Protected(Protected::StoragePool(name))) => name,
-            _ => {
-                return Err(Error::InvalidBody(
-                    "storagepool must be the URI of a storage pool, like /storagepools/<name>"
-                        .into(),
-                ))
-            }
-        },
-    };
-    // An explicitly empty name is a mistake, not a request for a generated one.
-    let name = match new.name.map(String::from) {
-        None => String::new(),
-        Some(name) if name.is_empty() => {
-            return Err(Error::InvalidBody(
-                "name must not be empty; leave it out to have one chosen".into(),
-            ))
-        }
-        Some(name) => name,
-    };
+    let Creation {
+        template,
+        name,
+        pool,
+    } = body::json::<NewVm>(body)?.try_into()?;
     let started = kimchid
         .manager()
         .await?
@@ -233,7 +246,7 @@ pub async fn action(
     action: VmAction,
     body: &[u8],
 ) -> Result<Reply, Error> {
-    body::no_parameters(body)?;
+    body::action_without_parameters(body)?;
     let manager = kimchid.manager().await?;
     let info = match action {
         VmAction::Start => manager.start_vm(name, call.options()).await?,
@@ -346,6 +359,74 @@ mod tests {
             assert_eq!(doc["state"], word);
             assert_eq!(doc["screenshot"].is_string(), screen, "{word}");
         }
+    }
+
+    fn creation(body: &str) -> Result<Creation, Error> {
+        body::json::<NewVm>(body.as_bytes()).and_then(Creation::try_from)
+    }
+
+    #[test]
+    fn creation_names_template_pool_and_vm() {
+        let c = creation(
+            r#"{"name": "web 1", "template": "/templates/deb%2012",
+                "storagepool": "/storagepools/alt"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Creation {
+                template: "deb 12".into(),
+                name: "web 1".into(),
+                pool: "alt".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn empty_or_missing_name_asks_kimchid_to_choose() {
+        for body in [
+            r#"{"template": "/templates/t"}"#,
+            r#"{"name": "", "template": "/templates/t"}"#,
+        ] {
+            assert_eq!(
+                creation(body).unwrap(),
+                Creation {
+                    template: "t".into(),
+                    name: String::new(),
+                    pool: String::new(),
+                },
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_creation_fields_are_ignored() {
+        let c = creation(r#"{"template": "/templates/t", "cpus": "2", "memory": 2048}"#).unwrap();
+        assert_eq!(c.template, "t");
+    }
+
+    #[test]
+    fn template_or_pool_that_is_not_their_uri_is_400() {
+        for (body, message) in [
+            (
+                r#"{"template": "t"}"#,
+                "template must be the URI of a template, like /templates/<name>",
+            ),
+            (
+                r#"{"template": "/templates/t", "storagepool": "/vms/x"}"#,
+                "storagepool must be the URI of a storage pool, like /storagepools/<name>",
+            ),
+        ] {
+            let err = creation(body).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400);
+            assert_eq!(err.to_string(), message);
+        }
+        let err = creation(r#"{"name": "x"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `template`"),
+            "{err}"
+        );
     }
 
     #[test]

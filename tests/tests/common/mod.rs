@@ -259,6 +259,84 @@ impl Drop for TestPool {
 }
 
 // ---------------------------------------------------------------------------------
+// Templates and VMs
+
+/// Where the `default` pool keeps its volumes.
+pub const DEFAULT_POOL_DIR: &str = "/var/lib/libvirt/images";
+
+/// Template names a test may create; each is deleted (as root, over D-Bus) on drop,
+/// whether or not it exists by then.
+pub struct TemplateNames(pub Vec<String>);
+
+impl TemplateNames {
+    /// A guard holding one fresh name.
+    pub fn one(what: &str) -> TemplateNames {
+        TemplateNames(vec![unique_name(what)])
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0[0]
+    }
+
+    /// `/templates/<name>` (unique names need no percent-encoding).
+    pub fn uri(&self) -> String {
+        format!("/templates/{}", self.name())
+    }
+
+    /// Also deletes `name` on drop.
+    pub fn add(&mut self, name: &str) {
+        self.0.push(name.to_owned());
+    }
+}
+
+impl Drop for TemplateNames {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = manager_call("DeleteTemplate", "sa{sv}", &[name, "0"]);
+        }
+    }
+}
+
+/// A VM a test creates (or may create), named in advance: on drop it is deleted
+/// through kimchid, else destroyed and undefined with virsh, and its disk 0 (where
+/// kimchid puts it: `<pool dir>/<name>-0.img`) removed.
+pub struct VmCleanup {
+    pub name: String,
+    pub disk: PathBuf,
+}
+
+impl VmCleanup {
+    /// A VM whose disk goes to the pool at `dir`.
+    pub fn in_dir(name: &str, dir: &Path) -> VmCleanup {
+        VmCleanup {
+            name: name.to_owned(),
+            disk: dir.join(format!("{name}-0.img")),
+        }
+    }
+
+    /// A VM with a fresh name in the `default` pool.
+    pub fn fresh(what: &str) -> VmCleanup {
+        VmCleanup::in_dir(&unique_name(what), Path::new(DEFAULT_POOL_DIR))
+    }
+
+    /// `/vms/<name>`.
+    pub fn uri(&self) -> String {
+        format!("/vms/{}", self.name)
+    }
+}
+
+impl Drop for VmCleanup {
+    fn drop(&mut self) {
+        let _ = manager_call("DeleteVM", "sa{sv}", &[&self.name, "0"]);
+        if virsh(&["dominfo", &self.name]).ok {
+            let _ = virsh(&["destroy", &self.name]);
+            let _ = virsh(&["undefine", &self.name]);
+        }
+        let _ = std::fs::remove_file(&self.disk);
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // The host
 
 /// `qemu-img info --output=json` of `path`.
