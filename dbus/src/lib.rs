@@ -2,6 +2,7 @@
 //! gateway and the tests call it. Names, option keys and errors live here once.
 
 mod error;
+mod network_patch;
 mod options;
 mod proxy;
 mod states;
@@ -9,6 +10,7 @@ mod template_patch;
 mod types;
 
 pub use error::Error;
+pub use network_patch::NetworkPatch;
 pub use options::{
     CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT, OPT_WAIT_TIMEOUT,
 };
@@ -16,8 +18,9 @@ pub use proxy::{ManagerProxy, SessionsProxy, VmProxy};
 pub use states::{NetworkState, PoolState, TaskState, VmState};
 pub use template_patch::TemplatePatch;
 pub use types::{
-    Capabilities, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo, TemplateDisk,
-    TemplateInfo, TemplateSpec, VmInfo, VmStats, VolumeInfo, VolumeSpec,
+    Capabilities, InterfaceInfo, NetworkInfo, NetworkSpec, PoolInfo, PoolSpec, ScreenshotSupport,
+    SessionInfo, TaskInfo, TemplateDisk, TemplateInfo, TemplateSpec, VmInfo, VmStats, VolumeInfo,
+    VolumeSpec,
 };
 
 /// Sizes cross the bus in MiB; kimchid converts with this.
@@ -36,6 +39,7 @@ pub const VM_INTERFACE: &str = "org.kimchi.Kimchi1.VM";
 pub const TEMPLATE_INTERFACE: &str = "org.kimchi.Kimchi1.Template";
 pub const STORAGE_POOL_INTERFACE: &str = "org.kimchi.Kimchi1.StoragePool";
 pub const TASK_INTERFACE: &str = "org.kimchi.Kimchi1.Task";
+pub const NETWORK_INTERFACE: &str = "org.kimchi.Kimchi1.Network";
 
 /// The reserved name of the read-only pool that lists every ISO of every active pool.
 pub const ISO_POOL: &str = "kimchi_isos";
@@ -48,6 +52,11 @@ pub fn vm_path(uuid: &str) -> String {
 /// Object path of a storage pool, keyed by its UUID.
 pub fn pool_path(uuid: &str) -> String {
     format!("{ROOT_PATH}/storagepool/_{}", uuid.replace('-', "_"))
+}
+
+/// Object path of a virtual network, keyed by its UUID.
+pub fn network_path(uuid: &str) -> String {
+    format!("{ROOT_PATH}/network/_{}", uuid.replace('-', "_"))
 }
 
 /// Object path of a template, keyed by its name (templates have no UUID): every

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use zbus::{proxy, OwnedVariant};
 
 use crate::{
-    Capabilities, Error, PoolInfo, PoolSpec, ScreenshotSupport, SessionInfo, TaskInfo,
-    TemplateInfo, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
+    Capabilities, Error, InterfaceInfo, NetworkInfo, NetworkSpec, PoolInfo, PoolSpec,
+    ScreenshotSupport, SessionInfo, TaskInfo, TemplateInfo, TemplateSpec, VmInfo, VolumeInfo,
+    VolumeSpec,
 };
 
 type Options = HashMap<String, OwnedVariant>;
@@ -143,6 +144,36 @@ pub trait Manager {
 
     /// What the host can do; public by design, answered without authorization.
     fn get_capabilities(&self, options: Options) -> Result<Capabilities, Error>;
+
+    /// All virtual networks by name (action `org.kimchi.read`).
+    fn list_networks(&self, options: Options) -> Result<Vec<NetworkInfo>, Error>;
+
+    fn get_network(&self, name: &str, options: Options) -> Result<NetworkInfo, Error>;
+
+    fn lookup_network(&self, name: &str, options: Options) -> Result<zbus::OwnedObjectPath, Error>;
+
+    /// Defines a network, inactive (action `org.kimchi.network.manage`); nat and
+    /// isolated networks without a subnet get a free private /24.
+    fn create_network(&self, spec: NetworkSpec, options: Options) -> Result<NetworkInfo, Error>;
+
+    fn activate_network(&self, name: &str, options: Options) -> Result<NetworkInfo, Error>;
+
+    fn deactivate_network(&self, name: &str, options: Options) -> Result<NetworkInfo, Error>;
+
+    /// Changes what `changes` names: `name` and `subnet` (s, inactive networks only),
+    /// `autostart` (b).
+    fn update_network(
+        &self,
+        name: &str,
+        changes: Options,
+        options: Options,
+    ) -> Result<NetworkInfo, Error>;
+
+    /// Undefines an inactive network no guest uses.
+    fn delete_network(&self, name: &str, options: Options) -> Result<(), Error>;
+
+    /// The host's network interfaces (action `org.kimchi.read`).
+    fn list_interfaces(&self, options: Options) -> Result<Vec<InterfaceInfo>, Error>;
 
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;

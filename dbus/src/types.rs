@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use zbus::{OwnedObjectPath, Type};
 
-use crate::{PoolState, TaskState, VmState};
+use crate::{NetworkState, PoolState, TaskState, VmState};
 
 /// Whether libvirt screenshots work on this host, as probed once by kimchid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Type)]
@@ -203,4 +203,61 @@ impl Default for VmStats {
             io_throughput_peak: 100.0,
         }
     }
+}
+
+/// What to define as a new virtual network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// nat, isolated, bridge or macvtap.
+    pub connection: String,
+    /// IPv4 `address/prefix` (nat, isolated); empty: kimchid picks a free /24.
+    pub subnet: String,
+    /// The host interface a bridge or macvtap network uses (exactly one).
+    pub interfaces: Vec<String>,
+    /// 0: no VLAN.
+    pub vlan_id: u32,
+}
+
+/// One virtual network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct NetworkInfo {
+    pub path: OwnedObjectPath,
+    pub name: String,
+    pub uuid: String,
+    pub state: NetworkState,
+    pub autostart: bool,
+    pub persistent: bool,
+    /// nat, isolated, bridge or macvtap (`route`/`open` networks defined elsewhere
+    /// show libvirt's word).
+    pub connection: String,
+    /// `192.168.122.0/24`, or empty for networks without an address of their own.
+    pub subnet: String,
+    /// The DHCP range; both empty when the network serves no DHCP.
+    pub dhcp_start: String,
+    pub dhcp_end: String,
+    /// Host interfaces the network is attached to (bridge, macvtap).
+    pub interfaces: Vec<String>,
+    /// 0: no VLAN.
+    pub vlan_id: u32,
+    /// Whether a guest is attached.
+    pub in_use: bool,
+    /// Names of the guests attached.
+    pub vms: Vec<String>,
+}
+
+/// One network interface of the host, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct InterfaceInfo {
+    pub name: String,
+    /// nic, bridge, vlan or bond.
+    pub iface_type: String,
+    /// active (up) or inactive.
+    pub status: String,
+    /// The first IPv4 address, or empty.
+    pub ipaddr: String,
+    /// Its netmask (`255.255.255.0`), or empty.
+    pub netmask: String,
+    /// The kernel driver of a nic, or empty.
+    pub module: String,
 }

@@ -21,7 +21,8 @@ use crate::resources::screenshots::Screenshots;
 use crate::resources::tasks::Respond;
 use crate::resources::vms::{Consoles, View};
 use crate::resources::{
-    config, console, login, screenshots, storage_pools, storage_volumes, tasks, templates, vms,
+    config, console, interfaces, login, networks, screenshots, storage_pools, storage_volumes,
+    tasks, templates, vms,
 };
 use crate::router::{Protected, Public, Route};
 
@@ -302,6 +303,16 @@ impl App {
             }
             Protected::Tasks => tasks::list(k, call).await,
             Protected::Task(id) => tasks::get(k, call, *id).await,
+            Protected::Networks if post => networks::create(k, call, body).await,
+            Protected::Networks => networks::list(k, call).await,
+            Protected::Network(name) if put => networks::update(k, call, name, body).await,
+            Protected::Network(name) if delete => networks::delete(k, call, name, body).await,
+            Protected::Network(name) => networks::get(k, call, name).await,
+            Protected::NetworkAction(name, action) => {
+                networks::action(k, call, name, *action, body).await
+            }
+            Protected::Interfaces => interfaces::list(k, call).await,
+            Protected::Interface(name) => interfaces::get(k, call, name).await,
         }
     }
 }
@@ -377,6 +388,19 @@ mod tests {
         let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
         assert_eq!(r.status(), 405);
         assert_eq!(header(&r, ALLOW), Some(""));
+    }
+
+    #[test]
+    fn writes_to_host_interfaces_are_405_with_allow() {
+        for path in ["/interfaces", "/interfaces/eth0"] {
+            let route = Route::parse(path).unwrap();
+            for method in [Method::POST, Method::PUT, Method::DELETE] {
+                let err = route.check_method(&method).unwrap_err();
+                let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
+                assert_eq!(r.status(), 405, "{method} {path}");
+                assert_eq!(header(&r, ALLOW), Some("GET, HEAD"), "{method} {path}");
+            }
+        }
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum Error {
     InvalidPath(String),
     #[error("no resource at '{0}'")]
     UnknownPath(String),
+    /// Something the gateway looked for in what kimchid listed and did not find
+    /// (a host interface: kimchid has no call for a single one).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{}", method_not_allowed(.method, .allow, *.note))]
     MethodNotAllowed {
         method: String,
@@ -89,7 +93,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidPath(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
-            Error::UnknownPath(_) => StatusCode::NOT_FOUND,
+            Error::UnknownPath(_) | Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,7 +112,7 @@ impl Error {
     pub fn name(&self) -> String {
         let local = match self {
             Error::InvalidPath(_) => "InvalidPath",
-            Error::UnknownPath(_) => "NotFound",
+            Error::UnknownPath(_) | Error::NotFound(_) => "NotFound",
             Error::MethodNotAllowed { .. } => "MethodNotAllowed",
             Error::NotAcceptable => "NotAcceptable",
             Error::BodyTooLarge { .. } => "PayloadTooLarge",
@@ -322,6 +326,7 @@ mod tests {
         let table = [
             (Error::InvalidPath("x".into()), 400),
             (Error::UnknownPath("/x".into()), 404),
+            (Error::NotFound("x".into()), 404),
             (
                 Error::MethodNotAllowed {
                     method: "PUT".into(),

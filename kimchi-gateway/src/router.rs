@@ -1,7 +1,7 @@
 //! Request paths to typed routes. Segments are percent-decoded one by one, so an
 //! encoded `/` stays inside a name and is refused rather than changing the route;
 //! nothing is normalised away silently. Which methods a route takes is decided here
-//! too, including that the `kimchi_isos` view is read-only.
+//! too, including that the `kimchi_isos` view and the host interfaces are read-only.
 
 use hyper::Method;
 use kimchi_dbus::ISO_POOL;
@@ -54,6 +54,12 @@ pub enum Protected {
     StorageVolumeAction(String, String, VolumeAction),
     Tasks,
     Task(u32),
+    Networks,
+    Network(String),
+    NetworkAction(String, NetworkAction),
+    /// The host's network interfaces (read-only).
+    Interfaces,
+    Interface(String),
 }
 
 /// `POST /vms/:name/<action>`.
@@ -68,6 +74,13 @@ pub enum VmAction {
 /// `POST /storagepools/:name/<action>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolAction {
+    Activate,
+    Deactivate,
+}
+
+/// `POST /networks/:name/<action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkAction {
     Activate,
     Deactivate,
 }
@@ -103,7 +116,7 @@ const COLLECTION: Methods = Methods {
     allow: "GET, HEAD, POST",
     note: None,
 };
-/// A resource one can change and delete (templates).
+/// A resource one can change and delete (templates, networks).
 const EDITABLE: Methods = Methods {
     list: &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
     allow: "GET, HEAD, PUT, DELETE",
@@ -168,6 +181,10 @@ pub fn task_uri(id: u32) -> String {
     format!("/tasks/{id}")
 }
 
+pub fn network_uri(name: &str) -> String {
+    format!("/networks/{}", encode_segment(name))
+}
+
 impl Route {
     pub fn parse(path: &str) -> Result<Route, Error> {
         let segments = segments(path)?;
@@ -221,6 +238,14 @@ impl Route {
                 // No task can have this id.
                 None => return Err(Error::UnknownPath(path.to_owned())),
             },
+            ["networks"] => Route::Protected(Protected::Networks),
+            ["networks", name] => Route::Protected(Protected::Network(owned(name))),
+            ["networks", name, action] => match NetworkAction::parse(action) {
+                Some(action) => Route::Protected(Protected::NetworkAction(owned(name), action)),
+                None => return Err(Error::UnknownPath(path.to_owned())),
+            },
+            ["interfaces"] => Route::Protected(Protected::Interfaces),
+            ["interfaces", name] => Route::Protected(Protected::Interface(owned(name))),
             _ => return Err(Error::UnknownPath(path.to_owned())),
         })
     }
@@ -234,14 +259,15 @@ impl Route {
                 | P::VmConsole(_)
                 | P::ScreenshotImage(_)
                 | P::Tasks
-                | P::Task(_),
+                | P::Task(_)
+                | P::Interfaces
+                | P::Interface(_),
             ) => &READ_ONLY,
-            Route::Public(Public::Login) | Route::Protected(P::Logout | P::VmAction(..)) => {
-                &POST_ONLY
-            }
-            Route::Protected(P::Vms | P::Templates) => &COLLECTION,
+            Route::Public(Public::Login)
+            | Route::Protected(P::Logout | P::VmAction(..) | P::NetworkAction(..)) => &POST_ONLY,
+            Route::Protected(P::Vms | P::Templates | P::Networks) => &COLLECTION,
             Route::Protected(P::Vm(_)) => &DELETABLE,
-            Route::Protected(P::Template(_)) => &EDITABLE,
+            Route::Protected(P::Template(_) | P::Network(_)) => &EDITABLE,
             // kimchi_isos is decided here, before kimchid is asked to change it.
             Route::Protected(
                 P::StoragePool(pool) | P::StorageVolumes(pool) | P::StorageVolume(pool, _),
@@ -285,6 +311,16 @@ impl PoolAction {
         match segment {
             "activate" => Some(PoolAction::Activate),
             "deactivate" => Some(PoolAction::Deactivate),
+            _ => None,
+        }
+    }
+}
+
+impl NetworkAction {
+    fn parse(segment: &str) -> Option<NetworkAction> {
+        match segment {
+            "activate" => Some(NetworkAction::Activate),
+            "deactivate" => Some(NetworkAction::Deactivate),
             _ => None,
         }
     }
@@ -684,6 +720,106 @@ mod tests {
             allowed("/storagepools/kimchi_isos2", Method::DELETE),
             Ok(())
         );
+    }
+
+    fn network(name: &str) -> Route {
+        Route::Protected(Protected::Network(name.into()))
+    }
+
+    #[test]
+    fn network_and_interface_paths() {
+        use Protected as P;
+        let p = |r: Protected| Route::Protected(r);
+        assert_eq!(route("/networks"), p(P::Networks));
+        assert_eq!(route("/networks/"), p(P::Networks));
+        assert_eq!(route("/networks/default"), network("default"));
+        assert_eq!(route("/networks/my%20net/"), network("my net"));
+        assert_eq!(route("/networks/n%C3%A9t"), network("nét"));
+        assert_eq!(
+            route("/networks/default/activate"),
+            p(P::NetworkAction("default".into(), NetworkAction::Activate))
+        );
+        assert_eq!(
+            route("/networks/a%20b/deactivate/"),
+            p(P::NetworkAction("a b".into(), NetworkAction::Deactivate))
+        );
+        assert_eq!(route("/interfaces"), p(P::Interfaces));
+        assert_eq!(route("/interfaces/"), p(P::Interfaces));
+        assert_eq!(route("/interfaces/eth0"), p(P::Interface("eth0".into())));
+        assert_eq!(
+            route("/interfaces/eth0.12"),
+            p(P::Interface("eth0.12".into()))
+        );
+        assert_eq!(network_uri("net 1/é"), "/networks/net%201%2F%C3%A9");
+        assert_eq!(route(&network_uri("net #1?")), network("net #1?"));
+    }
+
+    #[test]
+    fn network_and_interface_odd_paths() {
+        for path in [
+            "/networks/a%2Fb",
+            "/networks/..",
+            "/networks/%2e",
+            "/networks/a%00",
+            "/networks/a%2Fb/activate",
+            "/interfaces/a%2Fb",
+            "/interfaces/..",
+        ] {
+            assert_eq!(status(path), 400, "{path}");
+        }
+        for path in [
+            "/networks/default/start",
+            "/networks/default/Activate",
+            "/networks/default/activate/now",
+            "/interfaces/eth0/activate",
+            "/interfaces/eth0/x/y",
+            "/network",
+            "/interface",
+        ] {
+            assert_eq!(status(path), 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn network_and_interface_methods() {
+        let ok = [
+            ("/networks", Method::GET),
+            ("/networks", Method::HEAD),
+            ("/networks", Method::POST),
+            ("/networks/n", Method::GET),
+            ("/networks/n", Method::HEAD),
+            ("/networks/n", Method::PUT),
+            ("/networks/n", Method::DELETE),
+            ("/networks/n/activate", Method::POST),
+            ("/networks/n/deactivate", Method::POST),
+            ("/interfaces", Method::GET),
+            ("/interfaces", Method::HEAD),
+            ("/interfaces/eth0", Method::GET),
+            ("/interfaces/eth0", Method::HEAD),
+        ];
+        for (path, method) in ok {
+            assert_eq!(allowed(path, method.clone()), Ok(()), "{method} {path}");
+        }
+        let refused = [
+            ("/networks", Method::PUT, "GET, HEAD, POST"),
+            ("/networks", Method::DELETE, "GET, HEAD, POST"),
+            ("/networks/n", Method::POST, "GET, HEAD, PUT, DELETE"),
+            ("/networks/n", Method::PATCH, "GET, HEAD, PUT, DELETE"),
+            ("/networks/n/activate", Method::GET, "POST"),
+            ("/networks/n/deactivate", Method::DELETE, "POST"),
+            ("/interfaces", Method::POST, "GET, HEAD"),
+            ("/interfaces", Method::DELETE, "GET, HEAD"),
+            ("/interfaces/eth0", Method::PUT, "GET, HEAD"),
+            ("/interfaces/eth0", Method::DELETE, "GET, HEAD"),
+            ("/interfaces/eth0", Method::POST, "GET, HEAD"),
+        ];
+        for (path, method, allow) in refused {
+            assert_eq!(
+                allowed(path, method.clone()),
+                Err((allow, None)),
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub enum Action {
     TemplateManage,
     PoolManage,
     VolumeManage,
+    NetworkManage,
 }
 
 impl Action {
@@ -36,6 +37,7 @@ impl Action {
             Action::TemplateManage => "org.kimchi.template.manage",
             Action::PoolManage => "org.kimchi.storage.pool-manage",
             Action::VolumeManage => "org.kimchi.storage.volume-manage",
+            Action::NetworkManage => "org.kimchi.network.manage",
         }
     }
 }

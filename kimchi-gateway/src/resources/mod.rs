@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod console;
+pub mod interfaces;
 pub mod login;
+pub mod networks;
 pub mod screenshots;
 pub mod storage_pools;
 pub mod storage_volumes;

@@ -39,7 +39,8 @@ fn access(interface: &str, member: &str) -> Option<Access> {
             MANAGER_INTERFACE,
             "ListVMs" | "GetVM" | "LookupVM" | "ListTemplates" | "GetTemplate" | "LookupTemplate"
             | "ListStoragePools" | "GetStoragePool" | "ListStorageVolumes" | "GetStorageVolume"
-            | "ListTasks" | "GetTask",
+            | "ListTasks" | "GetTask" | "ListNetworks" | "GetNetwork" | "LookupNetwork"
+            | "ListInterfaces",
         ) => Polkit(Read),
         (MANAGER_INTERFACE, "StartVM" | "StopVM") => Polkit(VmLifecycle),
         (MANAGER_INTERFACE, "CreateVM" | "DeleteVM") => Polkit(VmManage),
@@ -61,6 +62,11 @@ fn access(interface: &str, member: &str) -> Option<Access> {
             | "WipeStorageVolume"
             | "DeleteStorageVolume",
         ) => Polkit(VolumeManage),
+        (
+            MANAGER_INTERFACE,
+            "CreateNetwork" | "ActivateNetwork" | "DeactivateNetwork" | "UpdateNetwork"
+            | "DeleteNetwork",
+        ) => Polkit(NetworkManage),
         _ => return None,
     };
     Some(access)
@@ -75,6 +81,7 @@ pub enum Object<'a> {
     Template(&'a str),
     Pool(&'a str),
     Volume { pool: &'a str, name: &'a str },
+    Network(&'a str),
 }
 
 impl<'a> Object<'a> {
@@ -87,6 +94,7 @@ impl<'a> Object<'a> {
             Object::Volume { pool, name } => {
                 vec![("kimchi.pool.name", pool), ("kimchi.volume.name", name)]
             }
+            Object::Network(name) => vec![("kimchi.network.name", name)],
         }
     }
 }

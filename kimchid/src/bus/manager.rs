@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use kimchi_dbus::{
-    Capabilities, Error as BusError, PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo, TemplateInfo,
-    TemplatePatch, TemplateSpec, VmInfo, VolumeInfo, VolumeSpec,
+    Capabilities, Error as BusError, InterfaceInfo, NetworkInfo, NetworkPatch, NetworkSpec,
+    PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo, TemplateInfo, TemplatePatch, TemplateSpec,
+    VmInfo, VolumeInfo, VolumeSpec,
 };
 use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath};
@@ -369,6 +370,111 @@ impl Manager {
     ) -> Result<TaskInfo, BusError> {
         self.guard.check(&hdr, &options, Object::Nothing).await?;
         Ok(self.engine.tasks.info(id)?)
+    }
+
+    async fn list_networks(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<NetworkInfo>, BusError> {
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.networks.list())
+    }
+
+    async fn get_network(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<NetworkInfo, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        Ok(self.engine.networks.get(&name)?)
+    }
+
+    async fn lookup_network(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        Ok(self.engine.networks.get(&name)?.path)
+    }
+
+    async fn create_network(
+        &self,
+        spec: NetworkSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<NetworkInfo, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&spec.name))
+            .await?;
+        Ok(self.engine.networks.create(spec).await?)
+    }
+
+    async fn activate_network(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<NetworkInfo, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        Ok(self.engine.networks.activate(&name).await?)
+    }
+
+    async fn deactivate_network(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<NetworkInfo, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        Ok(self.engine.networks.deactivate(&name).await?)
+    }
+
+    /// Changes what `changes` names (a `NetworkPatch`); `name` renames.
+    async fn update_network(
+        &self,
+        name: String,
+        changes: Options,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<NetworkInfo, BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        let patch = NetworkPatch::from_dict(&changes)?;
+        Ok(self.engine.networks.update(&name, patch).await?)
+    }
+
+    async fn delete_network(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        self.guard
+            .check(&hdr, &options, Object::Network(&name))
+            .await?;
+        Ok(self.engine.networks.delete(&name).await?)
+    }
+
+    async fn list_interfaces(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<InterfaceInfo>, BusError> {
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        Ok(self.engine.networks.interfaces().await?)
     }
 
     /// What the host can do; public by design, as Kimchi's `/config/capabilities`.

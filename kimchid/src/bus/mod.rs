@@ -4,6 +4,7 @@
 
 mod guard;
 mod manager;
+mod network;
 mod sessions;
 mod storage_pool;
 mod task;
@@ -15,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kimchi_dbus::{
-    pool_path, task_path, template_path, vm_path, MANAGER_PATH, ROOT_PATH, SESSIONS_PATH,
+    network_path, pool_path, task_path, template_path, vm_path, MANAGER_PATH, ROOT_PATH,
+    SESSIONS_PATH,
 };
 use tokio::sync::mpsc;
 use zbus::object_server::{Interface, ObjectServer};
@@ -27,6 +29,7 @@ use crate::engine::Engine;
 
 use guard::Guard;
 use manager::Manager;
+use network::Network;
 use sessions::Sessions;
 use storage_pool::StoragePool;
 use task::Task;
@@ -85,6 +88,17 @@ impl Bus {
                 Change::PoolChanged(uuid) => {
                     let path = pool_path(&uuid);
                     announce::<StoragePool>(server, &path, storage_pool::ANNOUNCED).await
+                }
+                Change::NetworkAdded(uuid) => {
+                    let network = Network::new(uuid.clone(), engine.clone());
+                    add(server, network_path(&uuid), network).await
+                }
+                Change::NetworkRemoved(uuid) => {
+                    remove::<Network>(server, network_path(&uuid)).await
+                }
+                Change::NetworkChanged(uuid) => {
+                    let path = network_path(&uuid);
+                    announce::<Network>(server, &path, network::ANNOUNCED).await
                 }
                 Change::TaskAdded(id) => {
                     add(server, task_path(id), Task::new(id, engine.tasks.clone())).await

@@ -31,6 +31,8 @@ pub struct DomainRecord {
     pub icon: String,
     /// … and the volumes kimchid created for the guest.
     pub created_volumes: Vec<String>,
+    /// The libvirt networks its NICs are plugged into.
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +174,72 @@ impl VolumeRecord {
     }
 }
 
+/// How a virtual network reaches the outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forward {
+    /// Routed through the host with address translation.
+    Nat,
+    /// Guests reach each other and the host only.
+    Isolated,
+    /// Guests join an existing Linux bridge of the host.
+    Bridge { bridge: String },
+    /// Guests get macvtap devices on a host interface.
+    Macvtap { device: String },
+}
+
+/// An IPv4 network of the host side: the gateway address (the host's, on the network's
+/// bridge), the prefix and the DHCP range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAddress {
+    pub gateway: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub dhcp: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+}
+
+/// A network definition that passed validation. `uuid` keeps a network's identity
+/// (and object path) when it is defined anew under another name or subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDefinition {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub forward: Forward,
+    /// Nat and isolated networks only.
+    pub address: Option<NetworkAddress>,
+}
+
+/// A virtual network as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub uuid: String,
+    pub name: String,
+    pub active: bool,
+    pub autostart: bool,
+    pub persistent: bool,
+    /// nat, isolated, bridge, macvtap, or libvirt's own word for other forward modes.
+    pub connection: String,
+    /// `a.b.c.d/p` of the network (not the gateway), or empty.
+    pub subnet: String,
+    pub dhcp_start: String,
+    pub dhcp_end: String,
+    /// The host interface of a bridge or macvtap network.
+    pub interfaces: Vec<String>,
+    pub vlan_id: u32,
+}
+
+/// One network interface of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInterface {
+    pub name: String,
+    /// nic, bridge, vlan or bond.
+    pub kind: String,
+    pub up: bool,
+    /// The first IPv4 address and its netmask, or empty.
+    pub ipaddr: String,
+    pub netmask: String,
+    /// The kernel driver of a nic, or empty.
+    pub module: String,
+}
+
 /// What the host can do, probed once per connection until it succeeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostCapabilities {
@@ -215,6 +283,10 @@ pub enum HostEvent {
     },
     /// A pool was defined, undefined, started or stopped; re-read it.
     Pool {
+        uuid: String,
+    },
+    /// A network was defined, undefined, started or stopped; re-read it.
+    Network {
         uuid: String,
     },
 }
@@ -270,6 +342,23 @@ pub trait Hypervisor: Send + Sync + 'static {
     fn delete_volume(&self, pool: &str, name: &str) -> Result<()>;
     /// Deletes the volume at `path`; one the hypervisor no longer knows is gone already.
     fn delete_volume_at(&self, path: &str) -> Result<()>;
+
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>>;
+    /// The network's current record, or `None` when it no longer exists.
+    fn network(&self, uuid: &str) -> Result<Option<NetworkRecord>>;
+    /// Defines a persistent network (not started).
+    fn define_network(&self, def: &NetworkDefinition) -> Result<NetworkRecord>;
+    /// Starts the network; an active one is `InvalidState`.
+    fn activate_network(&self, name: &str) -> Result<NetworkRecord>;
+    /// Stops the network; an inactive one is `InvalidState`.
+    fn deactivate_network(&self, name: &str) -> Result<NetworkRecord>;
+    /// Forgets an inactive network.
+    fn undefine_network(&self, name: &str) -> Result<()>;
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> Result<NetworkRecord>;
+    /// The host's network interfaces (not libvirt's networks' own bridges).
+    fn host_interfaces(&self) -> Result<Vec<HostInterface>>;
+    /// The IPv4 destinations the host routes (`a.b.c.d/p`), default route excluded.
+    fn host_routes(&self) -> Result<Vec<String>>;
 }
 
 /// The hypervisor as the engine uses it: blocking calls on tokio's blocking pool,

@@ -8,6 +8,7 @@ mod claims;
 pub mod hypervisor;
 pub mod isos;
 pub mod model;
+pub mod networks;
 pub mod sessions;
 #[cfg(test)]
 mod sim;
@@ -30,6 +31,7 @@ use crate::osinfo::OsDatabase;
 use hypervisor::{Backend, HostEvent, Hypervisor};
 use isos::Isos;
 use model::{Change, Model};
+use networks::Networks;
 use sessions::Sessions;
 use storage_pools::StoragePools;
 use storage_volumes::StorageVolumes;
@@ -53,6 +55,7 @@ pub struct Engine {
     pub templates: Arc<Templates>,
     pub pools: Arc<StoragePools>,
     pub volumes: StorageVolumes,
+    pub networks: Networks,
     pub tasks: Arc<Tasks>,
     pub sessions: Arc<Sessions>,
 }
@@ -88,6 +91,7 @@ impl Engine {
             model.clone(),
             changes,
         )?);
+        let networks = Networks::new(backend.clone(), model.clone());
         let vms = Vms::new(backend, model.clone(), tasks.clone(), templates.clone());
         let sessions = Arc::new(Sessions::new(
             settings.session_idle,
@@ -100,6 +104,7 @@ impl Engine {
             templates,
             pools,
             volumes,
+            networks,
             tasks,
             sessions,
         }))

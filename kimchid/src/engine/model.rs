@@ -10,7 +10,8 @@ use kimchi_dbus::{ScreenshotSupport, VmStats};
 use tokio::sync::mpsc;
 
 use super::hypervisor::{
-    Backend, DomainEvent, DomainRecord, HostEvent, PoolDefinition, PoolRecord, VolumeRecord,
+    Backend, DomainEvent, DomainRecord, HostEvent, NetworkRecord, PoolDefinition, PoolRecord,
+    VolumeRecord,
 };
 use crate::error::{Error, Result};
 use crate::notify;
@@ -33,6 +34,9 @@ pub enum Change {
     PoolAdded(String),
     PoolRemoved(String),
     PoolChanged(String),
+    NetworkAdded(String),
+    NetworkRemoved(String),
+    NetworkChanged(String),
     TaskAdded(u32),
     TaskEnded(u32),
     TaskRemoved(u32),
@@ -73,6 +77,7 @@ pub struct Model {
     pools: RwLock<BTreeMap<String, PoolRecord>>,
     /// The ISO images of each active pool (by pool name), as last listed.
     isos: RwLock<BTreeMap<String, Vec<VolumeRecord>>>,
+    networks: RwLock<BTreeMap<String, NetworkRecord>>,
     host: RwLock<HostState>,
     changes: mpsc::UnboundedSender<Change>,
 }
@@ -85,6 +90,7 @@ impl Model {
             stats: RwLock::new(HashMap::new()),
             pools: RwLock::new(BTreeMap::new()),
             isos: RwLock::new(BTreeMap::new()),
+            networks: RwLock::new(BTreeMap::new()),
             host: RwLock::new(HostState::default()),
             changes,
         })
@@ -304,6 +310,14 @@ impl Model {
                     Err(e) => tracing::warn!(%uuid, "cannot re-read pool after event: {e}"),
                 }
             }
+            HostEvent::Network { uuid } => {
+                let id = uuid.clone();
+                match self.backend.run(move |hv| hv.network(&id)).await {
+                    Ok(Some(record)) => self.upsert_network(record),
+                    Ok(None) => self.remove_network(&uuid),
+                    Err(e) => tracing::warn!(%uuid, "cannot re-read network after event: {e}"),
+                }
+            }
         }
     }
 
@@ -359,6 +373,23 @@ impl Model {
                 }
             }
             Err(e) => tracing::warn!("resync of storage pools failed: {e}"),
+        }
+        match self.backend.run(|hv| hv.list_networks()).await {
+            Ok(networks) => {
+                let gone: Vec<String> = self
+                    .networks()
+                    .into_iter()
+                    .filter(|old| !networks.iter().any(|n| n.uuid == old.uuid))
+                    .map(|n| n.uuid)
+                    .collect();
+                for uuid in gone {
+                    self.remove_network(&uuid);
+                }
+                for network in networks {
+                    self.upsert_network(network);
+                }
+            }
+            Err(e) => tracing::warn!("resync of networks failed: {e}"),
         }
         self.report_status();
     }
@@ -423,17 +454,24 @@ impl Model {
     /// Records a guest as libvirt just reported it (after kimchid changed it), so the
     /// caller's next read sees the change without waiting for the event.
     pub fn upsert(&self, record: DomainRecord) {
-        let change = {
+        let (change, old) = {
             let mut vms = self.vms.write().expect("model lock poisoned");
             match vms.insert(record.uuid.clone(), record.clone()) {
-                None => Some(Change::VmAdded(record.uuid)),
-                Some(old) if old != record => Some(Change::VmChanged(record.uuid)),
-                Some(_) => None,
+                None => (Some(Change::VmAdded(record.uuid.clone())), None),
+                Some(old) if old != record => {
+                    (Some(Change::VmChanged(record.uuid.clone())), Some(old))
+                }
+                Some(_) => (None, None),
             }
         };
         if let Some(change) = change {
             let added = matches!(change, Change::VmAdded(_));
             let _ = self.changes.send(change);
+            let before = old.map(|o| o.networks).unwrap_or_default();
+            if before != record.networks {
+                self.networks_used_by(&before);
+                self.networks_used_by(&record.networks);
+            }
             if added {
                 self.report_status();
             }
@@ -442,9 +480,82 @@ impl Model {
 
     pub fn remove(&self, uuid: &str) {
         let removed = self.vms.write().expect("model lock poisoned").remove(uuid);
-        if removed.is_some() {
+        if let Some(vm) = removed {
             let _ = self.changes.send(Change::VmRemoved(uuid.to_owned()));
+            self.networks_used_by(&vm.networks);
             self.report_status();
+        }
+    }
+
+    /// Announces the networks `names` (their guests changed).
+    fn networks_used_by(&self, names: &[String]) {
+        for network in self.networks() {
+            if names.contains(&network.name) {
+                let _ = self.changes.send(Change::NetworkChanged(network.uuid));
+            }
+        }
+    }
+
+    /// Virtual networks by name.
+    pub fn networks(&self) -> Vec<NetworkRecord> {
+        let mut networks = all(&self.networks);
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        networks
+    }
+
+    pub fn network_by_uuid(&self, uuid: &str) -> Option<NetworkRecord> {
+        self.networks
+            .read()
+            .expect("model lock poisoned")
+            .get(uuid)
+            .cloned()
+    }
+
+    pub fn network_by_name(&self, name: &str) -> Result<NetworkRecord> {
+        find(&self.networks, |n| n.name == name)
+            .ok_or_else(|| Error::NotFound(format!("no network named '{name}'")))
+    }
+
+    /// The names of the guests with a NIC on the network `name`, sorted.
+    pub fn vms_on_network(&self, name: &str) -> Vec<String> {
+        let mut vms: Vec<String> = self
+            .vms
+            .read()
+            .expect("model lock poisoned")
+            .values()
+            .filter(|v| v.networks.iter().any(|n| n == name))
+            .map(|v| v.name.clone())
+            .collect();
+        vms.sort();
+        vms
+    }
+
+    /// Records a network as libvirt just reported it.
+    pub fn upsert_network(&self, record: NetworkRecord) {
+        let uuid = record.uuid.clone();
+        let change = match self
+            .networks
+            .write()
+            .expect("model lock poisoned")
+            .insert(uuid.clone(), record.clone())
+        {
+            None => Some(Change::NetworkAdded(uuid)),
+            Some(old) if old != record => Some(Change::NetworkChanged(uuid)),
+            Some(_) => None,
+        };
+        if let Some(change) = change {
+            let _ = self.changes.send(change);
+        }
+    }
+
+    pub fn remove_network(&self, uuid: &str) {
+        let removed = self
+            .networks
+            .write()
+            .expect("model lock poisoned")
+            .remove(uuid);
+        if removed.is_some() {
+            let _ = self.changes.send(Change::NetworkRemoved(uuid.to_owned()));
         }
     }
 

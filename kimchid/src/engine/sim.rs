@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kimchi_dbus::{PoolState, VmState, VolumeSpec, MIB};
 
 use super::hypervisor::{
-    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, Hypervisor, PoolDefinition,
-    PoolRecord, Power, VolumeRecord,
+    DomainCounters, DomainRecord, Forward, GuestDefinition, HostCapabilities, HostInterface,
+    Hypervisor, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord, Power, VolumeRecord,
 };
 use crate::error::{Error, Result};
 
@@ -29,7 +29,9 @@ pub struct Sim {
 struct State {
     domains: BTreeMap<String, DomainRecord>,
     pools: BTreeMap<String, SimPool>,
-    networks: Vec<String>,
+    networks: BTreeMap<String, NetworkRecord>,
+    interfaces: Vec<HostInterface>,
+    routes: Vec<String>,
     capabilities: HostCapabilities,
     next_uuid: u32,
     calls: Vec<&'static str>,
@@ -49,7 +51,13 @@ impl Sim {
             state: Mutex::new(State {
                 domains: BTreeMap::new(),
                 pools: BTreeMap::new(),
-                networks: vec!["default".into()],
+                networks: BTreeMap::new(),
+                interfaces: vec![
+                    host_interface("eth0", "nic", "10.0.2.15", "e1000"),
+                    host_interface("br0", "bridge", "", ""),
+                    host_interface("bond0", "bond", "", "bonding"),
+                ],
+                routes: vec!["10.0.2.0/24".into()],
                 capabilities: HostCapabilities {
                     stream_protocols: vec!["http".into(), "https".into()],
                     screenshot: true,
@@ -62,6 +70,7 @@ impl Sim {
             }),
         };
         sim.add_pool("default", "dir", true);
+        sim.add_network("default", "192.168.122.0/24", true);
         Arc::new(sim)
     }
 
@@ -118,6 +127,29 @@ impl Sim {
         uuid
     }
 
+    /// A nat network defined behind the engine's back (as `virsh net-define` would).
+    pub fn add_network(&self, name: &str, subnet: &str, active: bool) -> String {
+        let mut state = self.lock();
+        let uuid = state.new_uuid();
+        state.networks.insert(
+            name.into(),
+            NetworkRecord {
+                uuid: uuid.clone(),
+                name: name.into(),
+                active,
+                autostart: false,
+                persistent: true,
+                connection: "nat".into(),
+                subnet: subnet.into(),
+                dhcp_start: String::new(),
+                dhcp_end: String::new(),
+                interfaces: Vec::new(),
+                vlan_id: 0,
+            },
+        );
+        uuid
+    }
+
     /// A file appearing in a pool (copied in by hand).
     pub fn add_volume(&self, pool: &str, name: &str, format: &str, capacity_mib: u64) {
         let mut state = self.lock();
@@ -141,9 +173,20 @@ impl Sim {
                 disk_paths: Vec::new(),
                 icon: String::new(),
                 created_volumes: Vec::new(),
+                networks: Vec::new(),
             },
         );
         uuid
+    }
+
+    /// A NIC on `network` plugged into a guest behind the engine's back.
+    pub fn attach(&self, uuid: &str, network: &str) {
+        self.lock()
+            .domains
+            .get_mut(uuid)
+            .expect("no such sim domain")
+            .networks
+            .push(network.into());
     }
 
     /// A guest changing state behind the engine's back (as `virsh destroy` would).
@@ -165,7 +208,29 @@ impl Sim {
     }
 }
 
+fn host_interface(name: &str, kind: &str, ipaddr: &str, module: &str) -> HostInterface {
+    HostInterface {
+        name: name.into(),
+        kind: kind.into(),
+        up: true,
+        ipaddr: ipaddr.into(),
+        netmask: if ipaddr.is_empty() {
+            ""
+        } else {
+            "255.255.255.0"
+        }
+        .into(),
+        module: module.into(),
+    }
+}
+
 impl State {
+    fn network(&mut self, name: &str) -> Result<&mut NetworkRecord> {
+        self.networks
+            .get_mut(name)
+            .ok_or_else(|| Error::NotFound(format!("no network named '{name}'")))
+    }
+
     fn new_uuid(&mut self) -> String {
         let n = self.next_uuid;
         self.next_uuid += 1;
@@ -281,6 +346,7 @@ impl Hypervisor for Sim {
             disk_paths,
             icon: def.icon.clone(),
             created_volumes: def.created_volumes.clone(),
+            networks: def.network.iter().cloned().collect(),
         };
         state.domains.insert(uuid, record.clone());
         Ok(record)
@@ -330,11 +396,7 @@ impl Hypervisor for Sim {
     }
 
     fn network_exists(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .enter("network_exists")?
-            .networks
-            .iter()
-            .any(|n| n == name))
+        Ok(self.enter("network_exists")?.networks.contains_key(name))
     }
 
     fn sample_stats(&self) -> Result<Vec<DomainCounters>> {
@@ -501,6 +563,115 @@ impl Hypervisor for Sim {
             pool.volumes.retain(|_, v| v.path != path);
         }
         Ok(())
+    }
+
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
+        Ok(self
+            .enter("list_networks")?
+            .networks
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    fn network(&self, uuid: &str) -> Result<Option<NetworkRecord>> {
+        let state = self.enter("network")?;
+        Ok(state.networks.values().find(|n| n.uuid == uuid).cloned())
+    }
+
+    fn define_network(&self, def: &NetworkDefinition) -> Result<NetworkRecord> {
+        let mut state = self.enter("define_network")?;
+        if state.networks.contains_key(&def.name) {
+            return Err(Error::Libvirt {
+                code: 9,
+                domain: 19,
+                message: format!("operation failed: network '{}' already exists", def.name),
+            });
+        }
+        let uuid = def.uuid.clone().unwrap_or_else(|| state.new_uuid());
+        let (connection, interfaces) = match &def.forward {
+            Forward::Nat => ("nat", Vec::new()),
+            Forward::Isolated => ("isolated", Vec::new()),
+            Forward::Bridge { bridge } => ("bridge", vec![bridge.clone()]),
+            Forward::Macvtap { device } => ("macvtap", vec![device.clone()]),
+        };
+        let (subnet, dhcp_start, dhcp_end) = match &def.address {
+            Some(a) => {
+                let base = u32::from(a.gateway) - 1;
+                let (start, end) = a.dhcp.expect("sim networks serve DHCP");
+                (
+                    format!("{}/{}", std::net::Ipv4Addr::from(base), a.prefix),
+                    start.to_string(),
+                    end.to_string(),
+                )
+            }
+            None => Default::default(),
+        };
+        let record = NetworkRecord {
+            uuid,
+            name: def.name.clone(),
+            active: false,
+            autostart: false,
+            persistent: true,
+            connection: connection.into(),
+            subnet,
+            dhcp_start,
+            dhcp_end,
+            interfaces,
+            vlan_id: 0,
+        };
+        state.networks.insert(def.name.clone(), record.clone());
+        Ok(record)
+    }
+
+    fn activate_network(&self, name: &str) -> Result<NetworkRecord> {
+        let mut state = self.enter("activate_network")?;
+        let network = state.network(name)?;
+        if network.active {
+            return Err(Error::InvalidState(format!(
+                "network '{name}' is already active"
+            )));
+        }
+        network.active = true;
+        Ok(network.clone())
+    }
+
+    fn deactivate_network(&self, name: &str) -> Result<NetworkRecord> {
+        let mut state = self.enter("deactivate_network")?;
+        let network = state.network(name)?;
+        if !network.active {
+            return Err(Error::InvalidState(format!(
+                "network '{name}' is not active"
+            )));
+        }
+        network.active = false;
+        Ok(network.clone())
+    }
+
+    fn undefine_network(&self, name: &str) -> Result<()> {
+        let mut state = self.enter("undefine_network")?;
+        if state.network(name)?.active {
+            return Err(Error::InvalidState(format!(
+                "network '{name}' is active; deactivate it before deleting it"
+            )));
+        }
+        state.networks.remove(name);
+        Ok(())
+    }
+
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> Result<NetworkRecord> {
+        let mut state = self.enter("set_network_autostart")?;
+        let network = state.network(name)?;
+        network.autostart = autostart;
+        Ok(network.clone())
+    }
+
+    fn host_interfaces(&self) -> Result<Vec<HostInterface>> {
+        Ok(self.enter("host_interfaces")?.interfaces.clone())
+    }
+
+    fn host_routes(&self) -> Result<Vec<String>> {
+        Ok(self.enter("host_routes")?.routes.clone())
     }
 }
 

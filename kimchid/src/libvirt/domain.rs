@@ -42,7 +42,7 @@ pub fn network_exists(conn: &Connect, name: &str) -> Result<bool> {
     match conn.lookup_network_by_name(name) {
         Ok(_) => Ok(true),
         Err(e) => match Error::from(e) {
-            Error::Libvirt { code, .. } if code == sys::VIR_ERR_NO_NETWORK => Ok(false),
+            Error::NotFound(_) => Ok(false),
             other => Err(other),
         },
     }
@@ -132,6 +132,7 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
         disk_paths: disk_paths(&doc),
         icon,
         created_volumes,
+        networks: networks(&doc),
     })
 }
 
@@ -165,6 +166,22 @@ fn disk_paths(doc: &roxmltree::Document) -> Vec<String> {
         .collect()
 }
 
+/// The libvirt networks the guest's NICs are plugged into, each once, in order.
+fn networks(doc: &roxmltree::Document) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let sources = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("interface") && n.attribute("type") == Some("network"))
+        .filter_map(|n| n.children().find(|c| c.has_tag_name("source")))
+        .filter_map(|s| s.attribute("network"));
+    for name in sources {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +201,21 @@ mod tests {
             <interface type='network'><source network='default'/></interface>\
             </devices></domain>";
         assert_eq!(disk_paths(&parse(xml)), ["/p/a.qcow2", "/dev/vg/b"]);
+    }
+
+    #[test]
+    fn networks_are_those_of_network_interfaces() {
+        let xml = "<domain><devices>\
+            <disk type='file'><source file='/p/a.qcow2'/></disk>\
+            <interface type='network'><source network='default'/><model type='virtio'/></interface>\
+            <interface type='bridge'><source bridge='br0'/></interface>\
+            <interface type='network'>\
+              <source network='lab&amp;1' portid='1b2c' bridge='virbr1'/></interface>\
+            <interface type='network'><source network='default'/></interface>\
+            <interface type='user'/>\
+            </devices></domain>";
+        assert_eq!(networks(&parse(xml)), ["default", "lab&1"]);
+        assert!(networks(&parse("<domain><devices/></domain>")).is_empty());
     }
 
     #[test]
@@ -207,5 +239,12 @@ mod tests {
         assert!(by_uuid(&conn, "00000000-0000-0000-0000-000000000000")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn network_exists_on_the_test_driver() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        assert!(network_exists(&conn, "default").unwrap());
+        assert!(!network_exists(&conn, "kimchi-unit-no-such-network").unwrap());
     }
 }

@@ -1,5 +1,5 @@
 //! libvirt's event loop and the raw callbacks the `virt` crate does not wrap
-//! (domain lifecycle events, connection close).
+//! (domain, storage pool and network lifecycle events, connection close).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Once;
@@ -53,6 +53,7 @@ pub fn open(
     let conn = Connect::open(Some(uri))?;
     conn.set_keep_alive(KEEPALIVE_INTERVAL_SECS, KEEPALIVE_COUNT)?;
     let (closed_tx, closed_rx) = mpsc::unbounded_channel::<String>();
+    let events_for_networks = events.clone();
     // SAFETY: the opaque boxes are owned by libvirt from here on and released through
     // the matching free callbacks; the callbacks only read them.
     unsafe {
@@ -135,7 +136,51 @@ pub fn open(
             return Err(Error::from(virt::error::Error::last_error()));
         }
     }
+    register_network_lifecycle(&conn, events_for_networks)?;
     Ok((conn, closed_rx))
+}
+
+/// Sends `HostEvent::Network` for every network defined, undefined, started or stopped.
+fn register_network_lifecycle(
+    conn: &Connect,
+    events: mpsc::UnboundedSender<HostEvent>,
+) -> Result<()> {
+    // SAFETY: as in `open`: the box is libvirt's from here on, freed by `free_boxed`.
+    unsafe {
+        let network_opaque = Box::into_raw(Box::new(events)) as *mut c_void;
+        let network_callback: unsafe extern "C" fn(
+            sys::virConnectPtr,
+            sys::virNetworkPtr,
+            c_int,
+            c_int,
+            *mut c_void,
+        ) = on_network_lifecycle;
+        if sys::virConnectNetworkEventRegisterAny(
+            conn.as_ptr(),
+            std::ptr::null_mut(),
+            sys::VIR_NETWORK_EVENT_ID_LIFECYCLE as c_int,
+            // As for domains: registered generic, called with the lifecycle signature.
+            Some(std::mem::transmute::<
+                unsafe extern "C" fn(
+                    sys::virConnectPtr,
+                    sys::virNetworkPtr,
+                    c_int,
+                    c_int,
+                    *mut c_void,
+                ),
+                unsafe extern "C" fn(sys::virConnectPtr, sys::virNetworkPtr, *mut c_void),
+            >(network_callback)),
+            network_opaque,
+            Some(free_boxed::<mpsc::UnboundedSender<HostEvent>>),
+        ) < 0
+        {
+            drop(Box::from_raw(
+                network_opaque as *mut mpsc::UnboundedSender<HostEvent>,
+            ));
+            return Err(Error::from(virt::error::Error::last_error()));
+        }
+    }
+    Ok(())
 }
 
 unsafe extern "C" fn on_close(_conn: sys::virConnectPtr, reason: c_int, opaque: *mut c_void) {
@@ -185,6 +230,23 @@ unsafe extern "C" fn on_pool_lifecycle(
     }
 }
 
+unsafe extern "C" fn on_network_lifecycle(
+    _conn: sys::virConnectPtr,
+    net: sys::virNetworkPtr,
+    _event: c_int,
+    _detail: c_int,
+    opaque: *mut c_void,
+) {
+    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    if unsafe { sys::virNetworkGetUUIDString(net, buf.as_mut_ptr()) } == 0 {
+        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let _ = tx.send(HostEvent::Network { uuid });
+    }
+}
+
 /// What a lifecycle event says of the domain's state, so the model can skip re-reading
 /// a domain whose change it already knows (kimchid made it).
 fn domain_event(event: u32) -> DomainEvent {
@@ -203,4 +265,37 @@ fn domain_event(event: u32) -> DomainEvent {
 
 unsafe extern "C" fn free_boxed<T>(opaque: *mut c_void) {
     drop(unsafe { Box::from_raw(opaque as *mut T) });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn network_lifecycle_is_reported_on_the_test_driver() {
+        start_event_loop().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // The test driver has no keepalive, so not `open` but the registration alone.
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        register_network_lifecycle(&conn, tx).unwrap();
+        let name = format!("kimchi-unit-events-{}", std::process::id());
+        let xml = super::super::xml::Element::new("network")
+            .child(super::super::xml::Element::leaf("name", name.as_str()))
+            .render();
+        let net = conn.define_network_xml(&xml).unwrap();
+        let uuid = net.uuid_string().unwrap();
+        net.undefine().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        while seen < 2 && std::time::Instant::now() < deadline {
+            match rx.try_recv() {
+                Ok(HostEvent::Network { uuid: u }) if u == uuid => seen += 1,
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert_eq!(seen, 2, "defined and undefined events for {uuid}");
+    }
 }

@@ -5,6 +5,8 @@
 mod domain;
 mod domain_xml;
 mod events;
+mod host;
+mod network;
 mod probe;
 mod stats;
 mod storage;
@@ -19,8 +21,8 @@ use tokio::sync::mpsc;
 use virt::connect::Connect;
 
 use crate::engine::hypervisor::{
-    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, HostEvent, Hypervisor,
-    PoolDefinition, PoolRecord, Power, VolumeRecord,
+    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, HostEvent, HostInterface,
+    Hypervisor, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord, Power, VolumeRecord,
 };
 use crate::error::{Error, Result};
 
@@ -211,6 +213,42 @@ impl Hypervisor for Libvirt {
     fn delete_volume_at(&self, path: &str) -> Result<()> {
         storage::delete_volume_at(&*self.conn()?, path)
     }
+
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
+        network::list_networks(&*self.conn()?)
+    }
+
+    fn network(&self, uuid: &str) -> Result<Option<NetworkRecord>> {
+        network::by_uuid(&*self.conn()?, uuid)
+    }
+
+    fn define_network(&self, def: &NetworkDefinition) -> Result<NetworkRecord> {
+        network::define(&*self.conn()?, def)
+    }
+
+    fn activate_network(&self, name: &str) -> Result<NetworkRecord> {
+        network::activate(&*self.conn()?, name)
+    }
+
+    fn deactivate_network(&self, name: &str) -> Result<NetworkRecord> {
+        network::deactivate(&*self.conn()?, name)
+    }
+
+    fn undefine_network(&self, name: &str) -> Result<()> {
+        network::undefine(&*self.conn()?, name)
+    }
+
+    fn set_network_autostart(&self, name: &str, autostart: bool) -> Result<NetworkRecord> {
+        network::set_autostart(&*self.conn()?, name, autostart)
+    }
+
+    fn host_interfaces(&self) -> Result<Vec<HostInterface>> {
+        host::interfaces()
+    }
+
+    fn host_routes(&self) -> Result<Vec<String>> {
+        host::routes()
+    }
 }
 
 /// Reads every listed object; one undefined between listing and reading is left out
@@ -235,7 +273,10 @@ impl From<virt::error::Error> for Error {
         let message = e.message().to_owned();
         match e.code() {
             Enum::Known(
-                ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume,
+                ErrorNumber::NoDomain
+                | ErrorNumber::NoStoragePool
+                | ErrorNumber::NoStorageVolume
+                | ErrorNumber::NoNetwork,
             ) => Error::NotFound(message),
             Enum::Known(ErrorNumber::StorageVolExist | ErrorNumber::DomExist) => {
                 Error::AlreadyExists(message)

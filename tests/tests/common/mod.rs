@@ -337,6 +337,54 @@ impl Drop for VmCleanup {
 }
 
 // ---------------------------------------------------------------------------------
+// Virtual networks
+
+/// Virtual network names a test may create (a rename adds the new one): on drop each
+/// is stopped and undefined with virsh, whether or not it exists by then.
+pub struct TestNetwork {
+    pub names: Vec<String>,
+}
+
+impl TestNetwork {
+    /// A guard holding one fresh name; nothing is defined yet.
+    pub fn planned(what: &str) -> TestNetwork {
+        TestNetwork {
+            names: vec![unique_name(what)],
+        }
+    }
+
+    /// A guard for a name chosen by the test (one a refusal must not define).
+    pub fn named(name: &str) -> TestNetwork {
+        TestNetwork {
+            names: vec![name.to_owned()],
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.names[0]
+    }
+
+    /// `/networks/<name>` (unique names need no percent-encoding).
+    pub fn uri(&self) -> String {
+        format!("/networks/{}", self.name())
+    }
+
+    /// Also removes `name` on drop.
+    pub fn add(&mut self, name: &str) {
+        self.names.push(name.to_owned());
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = virsh(&["net-destroy", name]);
+            let _ = virsh(&["net-undefine", name]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // The host
 
 /// `qemu-img info --output=json` of `path`.

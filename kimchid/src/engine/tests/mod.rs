@@ -3,6 +3,7 @@
 //! exact error kind and sentence a caller would get.
 
 mod model;
+mod networks;
 mod storage;
 mod templates;
 mod vms;
@@ -51,7 +52,7 @@ macro_rules! assert_error {
 pub(crate) use assert_error;
 
 /// Every method of the `Hypervisor` trait, as the sim logs them.
-const HYPERVISOR_METHODS: [&str; 27] = [
+const HYPERVISOR_METHODS: [&str; 36] = [
     "list_domains",
     "domain",
     "define_guest",
@@ -79,6 +80,15 @@ const HYPERVISOR_METHODS: [&str; 27] = [
     "wipe_volume",
     "delete_volume",
     "delete_volume_at",
+    "list_networks",
+    "network",
+    "define_network",
+    "activate_network",
+    "deactivate_network",
+    "undefine_network",
+    "set_network_autostart",
+    "host_interfaces",
+    "host_routes",
 ];
 
 /// How many hypervisor calls the sim has answered so far, of any method.
