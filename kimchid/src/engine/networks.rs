@@ -25,11 +25,18 @@ const PREFIXES: std::ops::RangeInclusive<u8> = 16..=30;
 pub struct Networks {
     backend: Arc<Backend>,
     model: Arc<Model>,
+    /// Serializes definitions: each checks names and subnets against the others, so
+    /// two at once could take the same name or the same free /24.
+    defining: tokio::sync::Mutex<()>,
 }
 
 impl Networks {
     pub fn new(backend: Arc<Backend>, model: Arc<Model>) -> Self {
-        Networks { backend, model }
+        Networks {
+            backend,
+            model,
+            defining: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Every network by name.
@@ -72,6 +79,7 @@ impl Networks {
     /// Checks the request against the host and the other networks, then defines the
     /// network, inactive.
     pub async fn create(&self, spec: NetworkSpec) -> Result<NetworkInfo> {
+        let _defining = self.defining.lock().await;
         check_name("network", &spec.name)?;
         if self.model.network_by_name(&spec.name).is_ok() {
             return Err(Error::AlreadyExists(format!(
@@ -109,6 +117,7 @@ impl Networks {
     /// Renames the network or changes its subnet (inactive networks only: libvirt
     /// defines them anew, keeping the UUID), and sets whether it starts with the host.
     pub async fn update(&self, name: &str, patch: NetworkPatch) -> Result<NetworkInfo> {
+        let _defining = self.defining.lock().await;
         let current = self.model.network_by_name(name)?;
         let redefine = patch.name.as_ref().is_some_and(|n| *n != current.name)
             || patch.subnet.as_ref().is_some_and(|s| *s != current.subnet);

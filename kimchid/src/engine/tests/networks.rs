@@ -441,3 +441,14 @@ fn subnets_overlap_when_either_contains_the_other() {
         )
     );
 }
+
+#[tokio::test]
+async fn networks_created_at_once_get_different_subnets() {
+    let h = harness().await;
+    let nets = &h.engine.networks;
+    let (a, b) = tokio::join!(
+        nets.create(spec("a", "nat", "", &[])),
+        nets.create(spec("b", "nat", "", &[]))
+    );
+    assert_ne!(a.unwrap().subnet, b.unwrap().subnet);
+}
