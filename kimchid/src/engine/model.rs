@@ -112,11 +112,7 @@ impl Model {
     }
 
     pub fn vm_by_uuid(&self, uuid: &str) -> Option<DomainRecord> {
-        self.vms
-            .read()
-            .expect("model lock poisoned")
-            .get(uuid)
-            .cloned()
+        get(&self.vms, uuid)
     }
 
     pub fn vm_by_name(&self, name: &str) -> Result<DomainRecord> {
@@ -171,11 +167,7 @@ impl Model {
     }
 
     pub fn pool_by_uuid(&self, uuid: &str) -> Option<PoolRecord> {
-        self.pools
-            .read()
-            .expect("model lock poisoned")
-            .get(uuid)
-            .cloned()
+        get(&self.pools, uuid)
     }
 
     pub fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
@@ -214,18 +206,10 @@ impl Model {
                 .remove(&record.name);
         }
         let uuid = record.uuid.clone();
-        let change = match self
-            .pools
-            .write()
-            .expect("model lock poisoned")
-            .insert(uuid.clone(), record.clone())
-        {
-            None => Some(Change::PoolAdded(uuid)),
-            Some(old) if old != record => Some(Change::PoolChanged(uuid)),
-            Some(_) => None,
-        };
-        if let Some(change) = change {
-            let _ = self.changes.send(change);
+        match put(&self.pools, record) {
+            Some(Put::Added) => self.announce(Change::PoolAdded(uuid)),
+            Some(Put::Changed) => self.announce(Change::PoolChanged(uuid)),
+            None => {}
         }
     }
 
@@ -503,14 +487,6 @@ impl Model {
         networks
     }
 
-    pub fn network_by_uuid(&self, uuid: &str) -> Option<NetworkRecord> {
-        self.networks
-            .read()
-            .expect("model lock poisoned")
-            .get(uuid)
-            .cloned()
-    }
-
     pub fn network_by_name(&self, name: &str) -> Result<NetworkRecord> {
         find(&self.networks, |n| n.name == name)
             .ok_or_else(|| Error::NotFound(format!("no network named '{name}'")))
@@ -533,18 +509,10 @@ impl Model {
     /// Records a network as libvirt just reported it.
     pub fn upsert_network(&self, record: NetworkRecord) {
         let uuid = record.uuid.clone();
-        let change = match self
-            .networks
-            .write()
-            .expect("model lock poisoned")
-            .insert(uuid.clone(), record.clone())
-        {
-            None => Some(Change::NetworkAdded(uuid)),
-            Some(old) if old != record => Some(Change::NetworkChanged(uuid)),
-            Some(_) => None,
-        };
-        if let Some(change) = change {
-            let _ = self.changes.send(change);
+        match put(&self.networks, record) {
+            Some(Put::Added) => self.announce(Change::NetworkAdded(uuid)),
+            Some(Put::Changed) => self.announce(Change::NetworkChanged(uuid)),
+            None => {}
         }
     }
 
@@ -555,8 +523,12 @@ impl Model {
             .expect("model lock poisoned")
             .remove(uuid);
         if removed.is_some() {
-            let _ = self.changes.send(Change::NetworkRemoved(uuid.to_owned()));
+            self.announce(Change::NetworkRemoved(uuid.to_owned()));
         }
+    }
+
+    fn announce(&self, change: Change) {
+        let _ = self.changes.send(change);
     }
 
     fn set_host(&self, f: impl FnOnce(&mut HostState)) {
@@ -576,6 +548,10 @@ impl Model {
     }
 }
 
+fn get<T: Clone>(map: &RwLock<BTreeMap<String, T>>, uuid: &str) -> Option<T> {
+    map.read().expect("model lock poisoned").get(uuid).cloned()
+}
+
 fn all<T: Clone>(map: &RwLock<BTreeMap<String, T>>) -> Vec<T> {
     map.read()
         .expect("model lock poisoned")
@@ -591,4 +567,44 @@ fn find<T: Clone>(map: &RwLock<BTreeMap<String, T>>, matches: impl Fn(&T) -> boo
         .values()
         .find(|r| matches(r))
         .cloned()
+}
+
+/// What storing a record did.
+enum Put {
+    Added,
+    Changed,
+}
+
+/// Stores `record` under its UUID; `None` when the model had it exactly so.
+fn put<T: Keyed + PartialEq>(map: &RwLock<BTreeMap<String, T>>, record: T) -> Option<Put> {
+    let uuid = record.uuid().to_owned();
+    let mut map = map.write().expect("model lock poisoned");
+    match map.get(&uuid) {
+        Some(old) if *old == record => None,
+        Some(_) => {
+            map.insert(uuid, record);
+            Some(Put::Changed)
+        }
+        None => {
+            map.insert(uuid, record);
+            Some(Put::Added)
+        }
+    }
+}
+
+/// A record kept by UUID.
+trait Keyed {
+    fn uuid(&self) -> &str;
+}
+
+impl Keyed for PoolRecord {
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
+}
+
+impl Keyed for NetworkRecord {
+    fn uuid(&self) -> &str {
+        &self.uuid
+    }
 }

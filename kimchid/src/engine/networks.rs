@@ -48,8 +48,9 @@ impl Networks {
         Ok(self.info(&self.model.network_by_name(name)?))
     }
 
+    /// The network a bus object stands for (networks are few: a scan will do).
     pub fn by_uuid(&self, uuid: &str) -> Option<NetworkInfo> {
-        self.model.network_by_uuid(uuid).map(|n| self.info(&n))
+        self.list().into_iter().find(|n| n.uuid == uuid)
     }
 
     fn info(&self, n: &NetworkRecord) -> NetworkInfo {
@@ -95,20 +96,24 @@ impl Networks {
     }
 
     pub async fn activate(&self, name: &str) -> Result<NetworkInfo> {
-        let name = self.model.network_by_name(name)?.name;
-        let record = self
-            .backend
-            .run(move |hv| hv.activate_network(&name))
-            .await?;
-        self.model.upsert_network(record.clone());
-        Ok(self.info(&record))
+        self.set_active(name, true).await
     }
 
     pub async fn deactivate(&self, name: &str) -> Result<NetworkInfo> {
+        self.set_active(name, false).await
+    }
+
+    async fn set_active(&self, name: &str, active: bool) -> Result<NetworkInfo> {
         let name = self.model.network_by_name(name)?.name;
         let record = self
             .backend
-            .run(move |hv| hv.deactivate_network(&name))
+            .run(move |hv| {
+                if active {
+                    hv.activate_network(&name)
+                } else {
+                    hv.deactivate_network(&name)
+                }
+            })
             .await?;
         self.model.upsert_network(record.clone());
         Ok(self.info(&record))

@@ -15,7 +15,8 @@ use kimchi_dbus::{PoolState, VmState, VolumeSpec, MIB};
 
 use super::hypervisor::{
     DomainCounters, DomainRecord, Forward, GuestDefinition, HostCapabilities, HostInterface,
-    Hypervisor, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord, Power, VolumeRecord,
+    Hypervisor, NetworkAddress, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord,
+    Power, VolumeRecord,
 };
 use crate::error::{Error, Result};
 
@@ -127,26 +128,28 @@ impl Sim {
         uuid
     }
 
-    /// A nat network defined behind the engine's back (as `virsh net-define` would).
+    /// A nat network defined behind the engine's back (as `virsh net-define` would),
+    /// on `subnet` (`a.b.c.0/p`).
     pub fn add_network(&self, name: &str, subnet: &str, active: bool) -> String {
-        let mut state = self.lock();
-        let uuid = state.new_uuid();
-        state.networks.insert(
-            name.into(),
-            NetworkRecord {
-                uuid: uuid.clone(),
-                name: name.into(),
-                active,
-                autostart: false,
-                persistent: true,
-                connection: "nat".into(),
-                subnet: subnet.into(),
-                dhcp_start: String::new(),
-                dhcp_end: String::new(),
-                interfaces: Vec::new(),
-                vlan_id: 0,
-            },
-        );
+        let (network, prefix) = subnet.split_once('/').expect("a.b.c.d/p");
+        let network: std::net::Ipv4Addr = network.parse().expect("an IPv4 network");
+        let first = u32::from(network) + 1;
+        let address = NetworkAddress {
+            gateway: first.into(),
+            prefix: prefix.parse().expect("a prefix"),
+            dhcp: Some(((first + 1).into(), (first + 2).into())),
+        };
+        let def = NetworkDefinition {
+            name: name.into(),
+            uuid: None,
+            forward: Forward::Nat,
+            address: Some(address),
+        };
+        let uuid = self.define_network(&def).expect("a new sim network").uuid;
+        if active {
+            self.activate_network(name)
+                .expect("an inactive sim network");
+        }
         uuid
     }
 
