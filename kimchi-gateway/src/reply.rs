@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
@@ -76,6 +77,13 @@ impl Reply {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
         self.headers.append(name, value);
         self
+    }
+
+    /// `Location: uri`; `uri` comes from the router's builders, which percent-encode
+    /// every name, so it is always a valid header value.
+    pub fn with_location(self, uri: &str) -> Reply {
+        let value = HeaderValue::from_str(uri).expect("an encoded path is a valid header value");
+        self.with_header(LOCATION, value)
     }
 
     /// The HTTP response; for HEAD the body is left out but its length still announced.

@@ -4,7 +4,6 @@
 //! its guests forbid; here the JSON is parsed into types. A `PUT` sends kimchid only
 //! the fields it names, as an `a{sv}` of changes, so one call does it.
 
-use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
 use kimchi_dbus::{NetworkInfo, NetworkPatch, NetworkSpec, NetworkState};
 use serde::{Deserialize, Serialize};
@@ -219,15 +218,15 @@ pub async fn action(
 }
 
 fn with_location(status: StatusCode, info: NetworkInfo) -> Reply {
-    let location = HeaderValue::from_str(&router::network_uri(&info.name))
-        .expect("an encoded path is a valid header value");
-    Reply::json(status, &Network::from(info)).with_header(LOCATION, location)
+    let uri = router::network_uri(&info.name);
+    Reply::json(status, &Network::from(info)).with_location(&uri)
 }
 
 #[cfg(test)]
 mod tests {
 
     use super::*;
+    use hyper::header::LOCATION;
 
     fn info() -> NetworkInfo {
         NetworkInfo {

@@ -2,7 +2,6 @@
 //! types and paths, refuses the reserved `kimchi_isos` name and tells a duplicate;
 //! the router already refused writes to the `kimchi_isos` view.
 
-use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
 use kimchi_dbus::{PoolInfo, PoolSpec, PoolState};
 use serde::{Deserialize, Serialize};
@@ -115,9 +114,8 @@ pub async fn create(kimchid: &Kimchid, call: &Call<'_>, body: &[u8]) -> Result<R
         .await?
         .create_storage_pool(spec, call.options())
         .await?;
-    let location = HeaderValue::from_str(&router::pool_uri(&info.name))
-        .expect("an encoded path is a valid header value");
-    Ok(Reply::json(StatusCode::CREATED, &Pool::from(info)).with_header(LOCATION, location))
+    let uri = router::pool_uri(&info.name);
+    Ok(Reply::json(StatusCode::CREATED, &Pool::from(info)).with_location(&uri))
 }
 
 pub async fn delete(

@@ -2,7 +2,6 @@
 //! and wipe run as kimchid tasks, answered through [`tasks::reply`]; kimchid checks
 //! names, formats and sizes before it starts them.
 
-use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
 use kimchi_dbus::{VolumeInfo, VolumeSpec};
 use serde::{Deserialize, Serialize};
@@ -141,9 +140,8 @@ pub async fn create(
         .await;
     tasks::reply(respond, started, async |_| {
         let volume = volume(kimchid, call, pool, &name).await?;
-        let location = HeaderValue::from_str(&router::volume_uri(pool, &volume.name))
-            .expect("an encoded path is a valid header value");
-        Ok(Reply::json(StatusCode::CREATED, &volume).with_header(LOCATION, location))
+        let uri = router::volume_uri(pool, &volume.name);
+        Ok(Reply::json(StatusCode::CREATED, &volume).with_location(&uri))
     })
     .await
 }

@@ -2,7 +2,7 @@
 //! by default once the task has ended (as Kimchi's synchronous calls were), or at
 //! once with `202 Accepted` when the client sends `Prefer: respond-async`.
 
-use hyper::header::{HeaderName, HeaderValue, LOCATION};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, StatusCode};
 use kimchi_dbus::{TaskInfo, TaskState};
 use serde::Serialize;
@@ -120,9 +120,8 @@ pub async fn reply(
 
 /// 202 with the task and where to follow it.
 fn accepted(respond: Respond, info: TaskInfo) -> Reply {
-    let location = HeaderValue::from_str(&router::task_uri(info.id)).expect("digits only");
-    let reply =
-        Reply::json(StatusCode::ACCEPTED, &Task::from(info)).with_header(LOCATION, location);
+    let uri = router::task_uri(info.id);
+    let reply = Reply::json(StatusCode::ACCEPTED, &Task::from(info)).with_location(&uri);
     if respond == Respond::Async {
         reply.with_header(PREFERENCE_APPLIED, HeaderValue::from_static(RESPOND_ASYNC))
     } else {
@@ -133,6 +132,7 @@ fn accepted(respond: Respond, info: TaskInfo) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::LOCATION;
 
     fn info(state: TaskState, target_uri: &str) -> TaskInfo {
         TaskInfo {

@@ -6,7 +6,6 @@
 
 use std::num::{NonZeroU32, NonZeroU64};
 
-use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
 use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplatePatch, TemplateSpec};
 use serde::{Deserialize, Serialize};
@@ -198,9 +197,8 @@ pub async fn delete(
 }
 
 fn with_location(status: StatusCode, info: TemplateInfo) -> Reply {
-    let location = HeaderValue::from_str(&router::template_uri(&info.spec.name))
-        .expect("an encoded path is a valid header value");
-    Reply::json(status, &Template::from(info)).with_header(LOCATION, location)
+    let uri = router::template_uri(&info.spec.name);
+    Reply::json(status, &Template::from(info)).with_location(&uri)
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use hyper::header::{HeaderValue, LOCATION};
 use hyper::StatusCode;
 use kimchi_dbus::{VmInfo, VmState, VmStats};
 use serde::{Deserialize, Serialize};
@@ -213,9 +212,8 @@ pub async fn create(
             .strip_prefix("/vms/")
             .ok_or_else(|| Error::BadReply(format!("VM task has target '{}'", task.target_uri)))?;
         let vm = view.vm(vm(kimchid, call, name).await?);
-        let location = HeaderValue::from_str(&router::vm_uri(&vm.name))
-            .expect("an encoded path is a valid header value");
-        Ok(Reply::json(StatusCode::CREATED, &vm).with_header(LOCATION, location))
+        let uri = router::vm_uri(&vm.name);
+        Ok(Reply::json(StatusCode::CREATED, &vm).with_location(&uri))
     })
     .await
 }
