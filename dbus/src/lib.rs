@@ -1,6 +1,7 @@
 //! The D-Bus contract of kimchid, compiled by both sides: the daemon serves it, the
 //! gateway and the tests call it. Names, option keys and errors live here once.
 
+mod dict;
 mod error;
 mod network_patch;
 mod options;

@@ -1,13 +1,10 @@
 //! A change to a virtual network: only what it names, as an `a{sv}` dictionary
 //! (`name` s, `subnet` s, `autostart` b).
 
-use std::collections::HashMap;
+use zbus::Variant;
 
-use zbus::{OwnedVariant, Variant};
-
+use crate::dict::{put, read, Dict};
 use crate::Error;
-
-type Dict = HashMap<String, OwnedVariant>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkPatch {
@@ -22,18 +19,14 @@ impl NetworkPatch {
     /// The wire dictionary, as a client sends it.
     pub fn to_dict(&self) -> Dict {
         let mut dict = Dict::new();
-        let mut put = |key: &str, value: Variant<'_>| {
-            let owned = OwnedVariant::try_from(value).expect("network fields carry no fds");
-            dict.insert(key.to_owned(), owned);
-        };
         if let Some(name) = &self.name {
-            put("name", Variant::from(name.as_str()));
+            put(&mut dict, "name", Variant::from(name.as_str()));
         }
         if let Some(subnet) = &self.subnet {
-            put("subnet", Variant::from(subnet.as_str()));
+            put(&mut dict, "subnet", Variant::from(subnet.as_str()));
         }
         if let Some(autostart) = self.autostart {
-            put("autostart", Variant::from(autostart));
+            put(&mut dict, "autostart", Variant::from(autostart));
         }
         dict
     }
@@ -46,15 +39,11 @@ impl NetworkPatch {
             let bad = |sig: &str| {
                 Error::InvalidArgument(format!("network field '{key}' must be of type {sig}"))
             };
-            let text = || {
-                <&str>::try_from(value)
-                    .map(str::to_owned)
-                    .map_err(|_| bad("s"))
-            };
+            let text = || read(value, || bad("s")).map(str::to_owned);
             match key.as_str() {
                 "name" => patch.name = Some(text()?),
                 "subnet" => patch.subnet = Some(text()?),
-                "autostart" => patch.autostart = Some(bool::try_from(value).map_err(|_| bad("b"))?),
+                "autostart" => patch.autostart = Some(read(value, || bad("b"))?),
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown network field '{other}'"
@@ -84,19 +73,13 @@ mod tests {
     #[test]
     fn unknown_or_mistyped_fields_are_refused_by_name() {
         let mut dict = Dict::new();
-        dict.insert(
-            "mtu".into(),
-            OwnedVariant::try_from(Variant::from(9000u32)).unwrap(),
-        );
+        put(&mut dict, "mtu", Variant::from(9000u32));
         match NetworkPatch::from_dict(&dict) {
             Err(Error::InvalidArgument(m)) => assert_eq!(m, "unknown network field 'mtu'"),
             other => panic!("{other:?}"),
         }
         let mut dict = Dict::new();
-        dict.insert(
-            "autostart".into(),
-            OwnedVariant::try_from(Variant::from("yes")).unwrap(),
-        );
+        put(&mut dict, "autostart", Variant::from("yes"));
         match NetworkPatch::from_dict(&dict) {
             Err(Error::InvalidArgument(m)) => {
                 assert_eq!(m, "network field 'autostart' must be of type b")

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use zbus::{OwnedVariant, Variant};
 
+use crate::dict::{put, read, Dict};
 use crate::Error;
 
 /// `b`: do not let polkit ask the caller to authenticate interactively.
@@ -30,7 +31,7 @@ impl CallOptions {
     /// Parses the wire dictionary. Unknown `kimchi.*` keys and wrongly typed known keys
     /// are refused so that a typo never silently changes behaviour; other keys are
     /// ignored for forward compatibility.
-    pub fn from_dict(dict: &HashMap<String, OwnedVariant>) -> Result<Self, Error> {
+    pub fn from_dict(dict: &Dict) -> Result<Self, Error> {
         let mut opts = CallOptions::default();
         for (key, value) in dict {
             match key.as_str() {
@@ -39,7 +40,7 @@ impl CallOptions {
                 OPT_SESSION => opts.session = Some(string_option(key, value)?),
                 OPT_REQUEST_ID => opts.request_id = Some(string_option(key, value)?),
                 OPT_WAIT_TIMEOUT => {
-                    opts.wait_timeout_secs = Some(u32::try_from(&**value).map_err(|_| {
+                    opts.wait_timeout_secs = Some(read(value, || {
                         Error::InvalidArgument(format!("option '{key}' must be a u32 (u)"))
                     })?)
                 }
@@ -53,40 +54,38 @@ impl CallOptions {
     }
 
     /// The wire dictionary for these options, as a client sends it.
-    pub fn to_dict(&self) -> HashMap<String, OwnedVariant> {
-        let mut dict = HashMap::new();
-        let mut put = |key: &str, value: Variant<'_>| {
-            let owned = OwnedVariant::try_from(value).expect("basic values have no fds");
-            dict.insert(key.to_owned(), owned);
-        };
+    pub fn to_dict(&self) -> Dict {
+        let mut dict = Dict::new();
         if self.no_user_interaction {
-            put(OPT_NO_USER_INTERACTION, Variant::from(true));
+            put(&mut dict, OPT_NO_USER_INTERACTION, Variant::from(true));
         }
         if self.wait {
-            put(OPT_WAIT, Variant::from(true));
+            put(&mut dict, OPT_WAIT, Variant::from(true));
         }
         if let Some(s) = &self.session {
-            put(OPT_SESSION, Variant::from(s.as_str()));
+            put(&mut dict, OPT_SESSION, Variant::from(s.as_str()));
         }
         if let Some(r) = &self.request_id {
-            put(OPT_REQUEST_ID, Variant::from(r.as_str()));
+            put(&mut dict, OPT_REQUEST_ID, Variant::from(r.as_str()));
         }
         if let Some(t) = self.wait_timeout_secs {
-            put(OPT_WAIT_TIMEOUT, Variant::from(t));
+            put(&mut dict, OPT_WAIT_TIMEOUT, Variant::from(t));
         }
         dict
     }
 }
 
 fn bool_option(key: &str, value: &OwnedVariant) -> Result<bool, Error> {
-    bool::try_from(&**value)
-        .map_err(|_| Error::InvalidArgument(format!("option '{key}' must be a boolean (b)")))
+    read(value, || {
+        Error::InvalidArgument(format!("option '{key}' must be a boolean (b)"))
+    })
 }
 
 fn string_option(key: &str, value: &OwnedVariant) -> Result<String, Error> {
-    <&str>::try_from(&**value)
-        .map(str::to_owned)
-        .map_err(|_| Error::InvalidArgument(format!("option '{key}' must be a string (s)")))
+    read(value, || {
+        Error::InvalidArgument(format!("option '{key}' must be a string (s)"))
+    })
+    .map(str::to_owned)
 }
 
 #[cfg(test)]

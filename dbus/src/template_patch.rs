@@ -2,13 +2,10 @@
 //! by `TemplateSpec`'s field names, so kimchid merges it into the stored template
 //! under its own lock (two clients changing different fields both win).
 
-use std::collections::HashMap;
+use zbus::Variant;
 
-use zbus::{OwnedVariant, Variant};
-
+use crate::dict::{put, read, Dict};
 use crate::{Error, TemplateDisk, TemplateSpec};
-
-type Dict = HashMap<String, OwnedVariant>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TemplatePatch {
@@ -47,10 +44,6 @@ impl TemplatePatch {
     /// The wire dictionary, as a client sends it.
     pub fn to_dict(&self) -> Dict {
         let mut dict = Dict::new();
-        let mut put = |key: &str, value: Variant<'_>| {
-            let owned = OwnedVariant::try_from(value).expect("template fields carry no fds");
-            dict.insert(key.to_owned(), owned);
-        };
         for (key, value) in [
             ("name", &self.name),
             ("icon", &self.icon),
@@ -59,24 +52,24 @@ impl TemplatePatch {
             ("cdrom", &self.cdrom),
         ] {
             if let Some(v) = value {
-                put(key, Variant::from(v.as_str()));
+                put(&mut dict, key, Variant::from(v.as_str()));
             }
         }
         if let Some(folder) = &self.folder {
-            put("folder", Variant::from(folder.clone()));
+            put(&mut dict, "folder", Variant::from(folder.clone()));
         }
         if let Some(cpus) = self.cpus {
-            put("cpus", Variant::from(cpus));
+            put(&mut dict, "cpus", Variant::from(cpus));
         }
         if let Some(memory) = self.memory_mib {
-            put("memory_mib", Variant::from(memory));
+            put(&mut dict, "memory_mib", Variant::from(memory));
         }
         if let Some(disks) = &self.disks {
             let tuples: Vec<(u32, u64, String)> = disks
                 .iter()
                 .map(|d| (d.index, d.size_gb, d.volume.clone()))
                 .collect();
-            put("disks", Variant::from(tuples));
+            put(&mut dict, "disks", Variant::from(tuples));
         }
         dict
     }
@@ -90,11 +83,7 @@ impl TemplatePatch {
             let bad = |sig: &str| {
                 Error::InvalidArgument(format!("template field '{key}' must be of type {sig}"))
             };
-            let text = || {
-                <&str>::try_from(value)
-                    .map(str::to_owned)
-                    .map_err(|_| bad("s"))
-            };
+            let text = || read(value, || bad("s")).map(str::to_owned);
             match key.as_str() {
                 "name" => patch.name = Some(text()?),
                 "icon" => patch.icon = Some(text()?),
@@ -106,10 +95,8 @@ impl TemplatePatch {
                         .map_err(|_| bad("as"))?;
                     patch.folder = Some(folder);
                 }
-                "cpus" => patch.cpus = Some(u32::try_from(value).map_err(|_| bad("u"))?),
-                "memory_mib" => {
-                    patch.memory_mib = Some(u64::try_from(value).map_err(|_| bad("t"))?)
-                }
+                "cpus" => patch.cpus = Some(read(value, || bad("u"))?),
+                "memory_mib" => patch.memory_mib = Some(read(value, || bad("t"))?),
                 "disks" => {
                     let tuples = Vec::<(u32, u64, String)>::try_from(
                         value.try_clone().map_err(|_| bad("a(uts)"))?,
@@ -171,10 +158,7 @@ mod tests {
     #[test]
     fn unknown_field_is_refused_by_name() {
         let mut dict = TemplatePatch::default().to_dict();
-        dict.insert(
-            "memory".into(),
-            OwnedVariant::try_from(Variant::from(2048u64)).unwrap(),
-        );
+        put(&mut dict, "memory", Variant::from(2048u64));
         match TemplatePatch::from_dict(&dict) {
             Err(Error::InvalidArgument(m)) => assert_eq!(m, "unknown template field 'memory'"),
             other => panic!("{other:?}"),
@@ -184,10 +168,7 @@ mod tests {
     #[test]
     fn wrongly_typed_field_is_refused_with_its_type() {
         let mut dict = Dict::new();
-        dict.insert(
-            "cpus".into(),
-            OwnedVariant::try_from(Variant::from("2")).unwrap(),
-        );
+        put(&mut dict, "cpus", Variant::from("2"));
         match TemplatePatch::from_dict(&dict) {
             Err(Error::InvalidArgument(m)) => {
                 assert_eq!(m, "template field 'cpus' must be of type u")
