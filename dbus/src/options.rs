@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use zbus::{OwnedVariant, Variant};
 
 use crate::dict::{put, read, Dict};
@@ -117,7 +115,7 @@ mod tests {
 
     #[test]
     fn foreign_keys_are_ignored() {
-        let mut dict = HashMap::new();
+        let mut dict = Dict::new();
         dict.insert(
             "org.example.hint".into(),
             OwnedVariant::try_from(Variant::from(3u32)).unwrap(),
@@ -130,7 +128,7 @@ mod tests {
 
     #[test]
     fn wrongly_typed_known_key_is_refused() {
-        let mut dict = HashMap::new();
+        let mut dict = Dict::new();
         dict.insert(
             OPT_WAIT.into(),
             OwnedVariant::try_from(Variant::from("yes")).unwrap(),
