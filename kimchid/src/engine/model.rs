@@ -487,6 +487,10 @@ impl Model {
         networks
     }
 
+    pub fn network_by_uuid(&self, uuid: &str) -> Option<NetworkRecord> {
+        get(&self.networks, uuid)
+    }
+
     pub fn network_by_name(&self, name: &str) -> Result<NetworkRecord> {
         find(&self.networks, |n| n.name == name)
             .ok_or_else(|| Error::NotFound(format!("no network named '{name}'")))

@@ -48,9 +48,10 @@ impl Networks {
         Ok(self.info(&self.model.network_by_name(name)?))
     }
 
-    /// The network a bus object stands for (networks are few: a scan will do).
+    /// The network a bus object stands for.
     pub fn by_uuid(&self, uuid: &str) -> Option<NetworkInfo> {
-        self.list().into_iter().find(|n| n.uuid == uuid)
+        let network = self.model.network_by_uuid(uuid)?;
+        Some(self.info(&network))
     }
 
     fn info(&self, n: &NetworkRecord) -> NetworkInfo {
