@@ -186,6 +186,20 @@ impl Model {
         self.upsert_pool(pool);
     }
 
+    /// Records a pool as it is after its volume `name` was deleted (which leaves the
+    /// `kimchi_isos` view if it was an image).
+    pub fn forget_volume(&self, pool: PoolRecord, name: &str) {
+        if let Some(isos) = self
+            .isos
+            .write()
+            .expect("model lock poisoned")
+            .get_mut(&pool.name)
+        {
+            isos.retain(|v| v.name != name);
+        }
+        self.upsert_pool(pool);
+    }
+
     /// The ISO images of every active pool, as last listed, by pool and name.
     pub fn isos(&self) -> Vec<VolumeRecord> {
         self.isos

@@ -112,14 +112,12 @@ impl StorageVolumes {
         let uri = volume_uri(&pool, &spec.name);
         let id = self.tasks.start("storagevolume.create", uri, async move {
             let _guard = guard;
-            let record = backend
-                .run(move |hv| {
-                    let record = hv.create_volume(&pool, &spec)?;
-                    Ok((record, hv.pool_volumes(&pool)?))
-                })
-                .await;
-            let (record, (pool, volumes)) = record?;
-            model.record_volumes(pool, &volumes);
+            // A new volume is qcow2 or raw, never an ISO image: of the model, only the
+            // pool's sizes and count change.
+            let (record, pool) = backend
+                .run(move |hv| Ok((hv.create_volume(&pool, &spec)?, hv.pool_by_name(&pool)?)))
+                .await?;
+            model.upsert_pool(pool);
             Ok(format!("created {}", record.path))
         });
         self.tasks.reply(id, wait).await
@@ -183,15 +181,15 @@ impl StorageVolumes {
         let current = self.record(&self.pools.writable(pool)?, name).await?;
         self.refuse_in_use(&current)?;
         let _guard = self.claim(&current.pool, &current.name)?;
-        let (pool, name) = (current.pool, current.name);
-        let (record, volumes) = self
+        let (pool, name) = (current.pool.clone(), current.name.clone());
+        let record = self
             .backend
             .run(move |hv| {
                 hv.delete_volume(&pool, &name)?;
-                hv.pool_volumes(&pool)
+                hv.pool_by_name(&pool)
             })
             .await?;
-        self.model.record_volumes(record, &volumes);
+        self.model.forget_volume(record, &current.name);
         Ok(())
     }
 

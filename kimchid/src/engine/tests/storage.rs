@@ -554,6 +554,18 @@ async fn deactivating_a_pool_drops_its_images_from_the_iso_view() {
 }
 
 #[tokio::test]
+async fn deleting_an_image_drops_it_from_the_iso_view_and_creating_a_disk_adds_none() {
+    let h = with_volume("a.iso", "iso", 10).await;
+    h.engine.volumes.list("default").await.unwrap();
+    assert_eq!(iso_view_count(&h), 1);
+    let task = create_volume(&h, "default", volume("disk.img", 10, "qcow2")).await;
+    assert_eq!(task.unwrap().state, TaskState::Finished);
+    assert_eq!((iso_view_count(&h), counted(&h, "default")), (1, 2));
+    h.engine.volumes.delete("default", "a.iso").await.unwrap();
+    assert_eq!((iso_view_count(&h), counted(&h, "default")), (0, 1));
+}
+
+#[tokio::test]
 async fn the_iso_view_as_a_pool_is_answered_without_libvirt() {
     let h = harness().await;
     let before = total_calls(&h.sim);
