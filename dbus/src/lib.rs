@@ -9,6 +9,7 @@ mod proxy;
 mod states;
 mod template_patch;
 mod types;
+mod vm_patch;
 
 pub use error::Error;
 pub use network_patch::NetworkPatch;
@@ -20,9 +21,10 @@ pub use states::{NetworkState, PoolState, TaskState, VmState};
 pub use template_patch::TemplatePatch;
 pub use types::{
     Capabilities, InterfaceInfo, NetworkInfo, NetworkSpec, PoolInfo, PoolSpec, ScreenshotSupport,
-    SessionInfo, TaskInfo, TemplateDisk, TemplateInfo, TemplateSpec, VmInfo, VmStats, VolumeInfo,
-    VolumeSpec,
+    SessionInfo, TaskInfo, TemplateDisk, TemplateInfo, TemplateSpec, VmIface, VmIfaceSpec, VmInfo,
+    VmStats, VmStorage, VmStorageSpec, VolumeInfo, VolumeSpec,
 };
+pub use vm_patch::VmPatch;
 
 /// Sizes cross the bus in MiB; kimchid converts with this.
 pub const MIB: u64 = 1024 * 1024;

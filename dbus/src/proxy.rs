@@ -6,8 +6,8 @@ use zbus::{proxy, OwnedVariant};
 
 use crate::{
     Capabilities, Error, InterfaceInfo, NetworkInfo, NetworkSpec, PoolInfo, PoolSpec,
-    ScreenshotSupport, SessionInfo, TaskInfo, TemplateInfo, TemplateSpec, VmInfo, VolumeInfo,
-    VolumeSpec,
+    ScreenshotSupport, SessionInfo, TaskInfo, TemplateInfo, TemplateSpec, VmIface, VmIfaceSpec,
+    VmInfo, VmStorage, VmStorageSpec, VolumeInfo, VolumeSpec,
 };
 
 type Options = HashMap<String, OwnedVariant>;
@@ -51,6 +51,95 @@ pub trait Manager {
     /// Powers the VM off at once, like pulling the plug (action `org.kimchi.vm.lifecycle`).
     #[zbus(name = "StopVM")]
     fn stop_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Starts a task that asks the guest to shut down (ACPI power button) and ends when
+    /// it is off. After `timeout_sec` (0: 120 s) the task fails and the guest keeps
+    /// running, unless `force`, which powers it off then (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "ShutdownVM")]
+    fn shutdown_vm(
+        &self,
+        name: &str,
+        timeout_sec: u32,
+        force: bool,
+        options: Options,
+    ) -> Result<TaskInfo, Error>;
+
+    /// Asks the guest to reboot (ACPI); returns at once (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "RebootVM")]
+    fn reboot_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Resets the guest at once, like its reset button (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "ResetVM")]
+    fn reset_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Pauses the guest's CPUs; its memory stays allocated (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "SuspendVM")]
+    fn suspend_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Lets a paused guest run again (action `org.kimchi.vm.lifecycle`).
+    #[zbus(name = "ResumeVM")]
+    fn resume_vm(&self, name: &str, options: Options) -> Result<VmInfo, Error>;
+
+    /// Changes what `changes` names ([`crate::VmPatch`]); a `name` renames a shut-off
+    /// VM. CPUs and memory of a running VM change its stored definition, shown by
+    /// `pending_changes` until it is powered on again (action `org.kimchi.vm.manage`).
+    #[zbus(name = "UpdateVM")]
+    fn update_vm(&self, name: &str, changes: Options, options: Options) -> Result<VmInfo, Error>;
+
+    /// The VM's network interfaces with their DHCP addresses (action `org.kimchi.read`).
+    #[zbus(name = "ListVMIfaces")]
+    fn list_vm_ifaces(&self, name: &str, options: Options) -> Result<Vec<VmIface>, Error>;
+
+    /// Adds a NIC, live too when the VM runs (action `org.kimchi.vm.manage`).
+    #[zbus(name = "AttachVMIface")]
+    fn attach_vm_iface(
+        &self,
+        name: &str,
+        spec: VmIfaceSpec,
+        options: Options,
+    ) -> Result<VmIface, Error>;
+
+    /// Plugs the NIC `mac` into another `network` and/or changes its `model` (empty:
+    /// unchanged); a model change of a running VM waits for its next power-on.
+    #[zbus(name = "UpdateVMIface")]
+    fn update_vm_iface(
+        &self,
+        name: &str,
+        mac: &str,
+        network: &str,
+        model: &str,
+        options: Options,
+    ) -> Result<VmIface, Error>;
+
+    #[zbus(name = "DetachVMIface")]
+    fn detach_vm_iface(&self, name: &str, mac: &str, options: Options) -> Result<(), Error>;
+
+    /// The VM's disks and CD-ROM drives (action `org.kimchi.read`).
+    #[zbus(name = "ListVMStorages")]
+    fn list_vm_storages(&self, name: &str, options: Options) -> Result<Vec<VmStorage>, Error>;
+
+    /// Adds a CD-ROM or a disk ([`crate::VmStorageSpec`]) (action `org.kimchi.vm.manage`).
+    #[zbus(name = "AttachVMStorage")]
+    fn attach_vm_storage(
+        &self,
+        name: &str,
+        spec: VmStorageSpec,
+        options: Options,
+    ) -> Result<VmStorage, Error>;
+
+    /// Changes a CD-ROM's medium; an empty `path` ejects it.
+    #[zbus(name = "UpdateVMStorage")]
+    fn update_vm_storage(
+        &self,
+        name: &str,
+        dev: &str,
+        path: &str,
+        options: Options,
+    ) -> Result<VmStorage, Error>;
+
+    /// Detaches the drive; a volume kimchid made for this VM is deleted with it.
+    #[zbus(name = "DetachVMStorage")]
+    fn detach_vm_storage(&self, name: &str, dev: &str, options: Options) -> Result<(), Error>;
 
     /// Stops the VM if needed, undefines it and deletes the disks kimchid created for
     /// it (action `org.kimchi.vm.manage`).

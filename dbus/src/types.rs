@@ -55,6 +55,68 @@ pub struct VmInfo {
     /// The icon of the template the VM was created from, or empty.
     pub icon: String,
     pub stats: VmStats,
+    /// Virtual CPUs the guest has now.
+    pub cpus: u32,
+    /// Started when the host boots.
+    pub autostart: bool,
+    pub title: String,
+    pub description: String,
+    /// The stored definition differs from what the running guest has (CPUs, memory,
+    /// NICs or disks changed that could not be applied live); the next power-on
+    /// applies it.
+    pub pending_changes: bool,
+}
+
+/// One network interface of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VmIface {
+    pub mac: String,
+    /// libvirt's interface type: network, bridge, user, direct, …
+    pub iface_type: String,
+    /// The libvirt network of a `network` interface, else empty.
+    pub network: String,
+    /// The emulated NIC model (virtio, e1000, rtl8139, …), or empty when unset.
+    pub model: String,
+    /// IPv4 addresses from the network's DHCP leases; empty when unknown.
+    pub ips: Vec<String>,
+}
+
+/// A NIC to add to a VM: only `network` interfaces are made by kimchid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VmIfaceSpec {
+    /// `network` (the only type kimchid adds).
+    pub iface_type: String,
+    pub network: String,
+    /// Empty: the model of the VM's other NICs, else virtio.
+    pub model: String,
+}
+
+/// One disk or CD-ROM drive of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VmStorage {
+    /// The target device name (`vda`, `hdc`, …), which names it in the API.
+    pub dev: String,
+    /// disk or cdrom.
+    pub storage_type: String,
+    /// The host file or device; empty for an empty CD-ROM drive.
+    pub path: String,
+    /// virtio, ide, scsi, sata, …
+    pub bus: String,
+    /// The image format (qcow2, raw, …), or empty when unset.
+    pub format: String,
+}
+
+/// A drive to add to a VM: a CD-ROM (`path` names an ISO file or a `kimchi_isos`
+/// volume), an existing volume (`pool`, `volume`) or a new one of `size_mib` in `pool`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct VmStorageSpec {
+    /// disk or cdrom.
+    pub storage_type: String,
+    pub path: String,
+    pub pool: String,
+    pub volume: String,
+    /// MiB of a new volume made for the VM (and deleted with it); 0 otherwise.
+    pub size_mib: u64,
 }
 
 /// One disk of a template: a new empty disk of `size_gb`, or, when `volume` names a

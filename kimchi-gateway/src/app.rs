@@ -22,7 +22,7 @@ use crate::resources::tasks::Respond;
 use crate::resources::vms::{Consoles, View};
 use crate::resources::{
     config, console, interfaces, login, networks, screenshots, storage_pools, storage_volumes,
-    tasks, templates, vms,
+    tasks, templates, vm_ifaces, vm_storages, vms,
 };
 use crate::router::{Protected, Public, Route};
 
@@ -265,11 +265,28 @@ impl App {
             Protected::Logout => login::logout(k, request_id, session, body).await,
             Protected::Vms if post => vms::create(k, call, respond, view, body).await,
             Protected::Vms => vms::list(k, call, view).await,
+            Protected::Vm(name) if put => vms::update(k, call, view, name, body).await,
             Protected::Vm(name) if delete => vms::delete(k, call, name, body).await,
             Protected::Vm(name) => vms::get(k, call, view, name).await,
             Protected::VmAction(name, action) => {
-                vms::action(k, call, view, name, *action, body).await
+                vms::action(k, call, respond, view, name, *action, body).await
             }
+            Protected::VmIfaces(vm) if post => vm_ifaces::create(k, call, vm, body).await,
+            Protected::VmIfaces(vm) => vm_ifaces::list(k, call, vm).await,
+            Protected::VmIface(vm, mac) if put => vm_ifaces::update(k, call, vm, mac, body).await,
+            Protected::VmIface(vm, mac) if delete => {
+                vm_ifaces::delete(k, call, vm, mac, body).await
+            }
+            Protected::VmIface(vm, mac) => vm_ifaces::get(k, call, vm, mac).await,
+            Protected::VmStorages(vm) if post => vm_storages::create(k, call, vm, body).await,
+            Protected::VmStorages(vm) => vm_storages::list(k, call, vm).await,
+            Protected::VmStorage(vm, dev) if put => {
+                vm_storages::update(k, call, vm, dev, body).await
+            }
+            Protected::VmStorage(vm, dev) if delete => {
+                vm_storages::delete(k, call, vm, dev, body).await
+            }
+            Protected::VmStorage(vm, dev) => vm_storages::get(k, call, vm, dev).await,
             Protected::VmScreenshot(name) => {
                 screenshots::redirect(k, call, &self.screenshots, name).await
             }

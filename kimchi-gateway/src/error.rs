@@ -19,7 +19,7 @@ pub enum Error {
     #[error("no resource at '{0}'")]
     UnknownPath(String),
     /// Something the gateway looked for in what kimchid listed and did not find
-    /// (a host interface: kimchid has no call for a single one).
+    /// (a host interface, a VM's NIC or drive: kimchid has no call for a single one).
     #[error("{0}")]
     NotFound(String),
     #[error("{}", method_not_allowed(.method, .allow, *.note))]
@@ -55,6 +55,10 @@ pub enum Error {
     /// A task kimchid started (after checking the request) failed: the backend's fault.
     #[error("{message}")]
     TaskFailed { id: u32, message: String },
+    /// A shutdown task failed: the guest was still running when its timeout ran out
+    /// and no `force` was asked. See [`Error::of_shutdown`].
+    #[error("{message}")]
+    ShutdownFailed { id: u32, message: String },
     /// A call that waits for its task took longer than the bus call timeout; the
     /// task may still run, and its id is unknown to the gateway.
     #[error(
@@ -90,6 +94,17 @@ impl Error {
         }
     }
 
+    /// The error of a shutdown answered through `tasks::reply`, the one deliberate
+    /// remap of a failed task: kimchid fails a shutdown task when the guest ignored the
+    /// request within the timeout, which is the guest's state getting in the way (409,
+    /// as any power action the state refuses), not the backend failing (500).
+    pub fn of_shutdown(self) -> Error {
+        match self {
+            Error::TaskFailed { id, message } => Error::ShutdownFailed { id, message },
+            other => other,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidPath(_) | Error::InvalidBody(_) => StatusCode::BAD_REQUEST,
@@ -104,6 +119,7 @@ impl Error {
             Error::Kimchid(e) => bus_status(e),
             Error::BadReply(_) => StatusCode::BAD_GATEWAY,
             Error::TaskFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ShutdownFailed { .. } => StatusCode::CONFLICT,
             Error::TaskWaitTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -125,6 +141,7 @@ impl Error {
             Error::Kimchid(BusError::ZBus(z)) if unreachable(z) => "KimchidUnreachable",
             Error::Kimchid(BusError::ZBus(_)) | Error::BadReply(_) => "BadReply",
             Error::TaskFailed { .. } => "TaskFailed",
+            Error::ShutdownFailed { .. } => "ShutdownFailed",
             Error::TaskWaitTimedOut(_) => "TaskWaitTimedOut",
             Error::Kimchid(e) => return e.name().to_string(),
         };
@@ -142,7 +159,9 @@ impl Error {
             reason: self.to_string(),
             error: self.name(),
             task: match self {
-                Error::TaskFailed { id, .. } => Some(id.to_string()),
+                Error::TaskFailed { id, .. } | Error::ShutdownFailed { id, .. } => {
+                    Some(id.to_string())
+                }
                 _ => None,
             },
         }
@@ -351,6 +370,13 @@ mod tests {
                 500,
             ),
             (
+                Error::ShutdownFailed {
+                    id: 1,
+                    message: "x".into(),
+                },
+                409,
+            ),
+            (
                 Error::TaskWaitTimedOut(std::time::Duration::from_secs(60)),
                 504,
             ),
@@ -414,6 +440,32 @@ mod tests {
                 "task": "7",
             })
         );
+    }
+
+    #[test]
+    fn failed_shutdown_is_409_with_its_message_and_id() {
+        let err = Error::TaskFailed {
+            id: 9,
+            message: "VM 'web' did not shut down within 120 s".into(),
+        }
+        .of_shutdown();
+        let doc = serde_json::to_value(err.body()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "code": "409 Conflict",
+                "reason": "VM 'web' did not shut down within 120 s",
+                "error": "kimchi.gateway.ShutdownFailed",
+                "task": "9",
+            })
+        );
+        // Only a failed task is remapped; a refused call keeps its own status.
+        let refused = Error::from(BusError::InvalidState("VM 'web' is not running".into()));
+        assert_eq!(refused.of_shutdown().status(), StatusCode::CONFLICT);
+        let gone = Error::from(BusError::NotFound("no VM named 'web'".into()));
+        assert_eq!(gone.of_shutdown().status(), StatusCode::NOT_FOUND);
+        let timed_out = Error::TaskWaitTimedOut(CALL_TIMEOUT).of_shutdown();
+        assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
     }
 
     #[test]

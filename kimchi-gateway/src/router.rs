@@ -40,6 +40,14 @@ pub enum Protected {
     VmScreenshot(String),
     /// The websocket carrying the VM's VNC console.
     VmConsole(String),
+    /// The network interfaces of the named VM.
+    VmIfaces(String),
+    /// VM name and the interface's MAC address.
+    VmIface(String, String),
+    /// The disks and CD-ROM drives of the named VM.
+    VmStorages(String),
+    /// VM name and the drive's target device (`vda`, `hdc`, …).
+    VmStorage(String, String),
     /// A screenshot image the redirect pointed to (by its id).
     ScreenshotImage(String),
     Templates,
@@ -67,6 +75,14 @@ pub enum Protected {
 pub enum VmAction {
     Start,
     Stop,
+    /// The same as `stop` (Kimchi 2's name for it).
+    Poweroff,
+    /// Asks the guest to shut down; runs as a kimchid task.
+    Shutdown,
+    Reboot,
+    Reset,
+    Suspend,
+    Resume,
     /// Opens the console to websocket clients of this gateway (Kimchi's `connect`).
     Connect,
 }
@@ -116,7 +132,8 @@ const COLLECTION: Methods = Methods {
     allow: "GET, HEAD, POST",
     note: None,
 };
-/// A resource one can change and delete (templates, networks).
+/// A resource one can change and delete (VMs and their NICs and drives, templates,
+/// networks).
 const EDITABLE: Methods = Methods {
     list: &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
     allow: "GET, HEAD, PUT, DELETE",
@@ -173,6 +190,14 @@ pub fn vm_uri(name: &str) -> String {
     format!("/vms/{}", encode_segment(name))
 }
 
+pub fn vm_iface_uri(vm: &str, mac: &str) -> String {
+    format!("{}/ifaces/{}", vm_uri(vm), encode_segment(mac))
+}
+
+pub fn vm_storage_uri(vm: &str, dev: &str) -> String {
+    format!("{}/storages/{}", vm_uri(vm), encode_segment(dev))
+}
+
 pub fn template_uri(name: &str) -> String {
     format!("/templates/{}", encode_segment(name))
 }
@@ -198,10 +223,18 @@ impl Route {
             ["vms", name] => Route::Protected(Protected::Vm(owned(name))),
             ["vms", name, "screenshot"] => Route::Protected(Protected::VmScreenshot(owned(name))),
             ["vms", name, "console"] => Route::Protected(Protected::VmConsole(owned(name))),
+            ["vms", name, "ifaces"] => Route::Protected(Protected::VmIfaces(owned(name))),
+            ["vms", name, "storages"] => Route::Protected(Protected::VmStorages(owned(name))),
             ["vms", name, action] => match VmAction::parse(action) {
                 Some(action) => Route::Protected(Protected::VmAction(owned(name), action)),
                 None => return Err(Error::UnknownPath(path.to_owned())),
             },
+            ["vms", name, "ifaces", mac] => {
+                Route::Protected(Protected::VmIface(owned(name), owned(mac)))
+            }
+            ["vms", name, "storages", dev] => {
+                Route::Protected(Protected::VmStorage(owned(name), owned(dev)))
+            }
             ["data", "screenshots", file] => match file.strip_suffix(".png") {
                 Some(id) if !id.is_empty() => {
                     Route::Protected(Protected::ScreenshotImage(owned(id)))
@@ -265,9 +298,12 @@ impl Route {
             ) => &READ_ONLY,
             Route::Public(Public::Login)
             | Route::Protected(P::Logout | P::VmAction(..) | P::NetworkAction(..)) => &POST_ONLY,
-            Route::Protected(P::Vms | P::Templates | P::Networks) => &COLLECTION,
-            Route::Protected(P::Vm(_)) => &DELETABLE,
-            Route::Protected(P::Template(_) | P::Network(_)) => &EDITABLE,
+            Route::Protected(
+                P::Vms | P::VmIfaces(_) | P::VmStorages(_) | P::Templates | P::Networks,
+            ) => &COLLECTION,
+            Route::Protected(
+                P::Vm(_) | P::VmIface(..) | P::VmStorage(..) | P::Template(_) | P::Network(_),
+            ) => &EDITABLE,
             // kimchi_isos is decided here, before kimchid is asked to change it.
             Route::Protected(
                 P::StoragePool(pool) | P::StorageVolumes(pool) | P::StorageVolume(pool, _),
@@ -300,6 +336,12 @@ impl VmAction {
         match segment {
             "start" => Some(VmAction::Start),
             "stop" => Some(VmAction::Stop),
+            "poweroff" => Some(VmAction::Poweroff),
+            "shutdown" => Some(VmAction::Shutdown),
+            "reboot" => Some(VmAction::Reboot),
+            "reset" => Some(VmAction::Reset),
+            "suspend" => Some(VmAction::Suspend),
+            "resume" => Some(VmAction::Resume),
             "connect" => Some(VmAction::Connect),
             _ => None,
         }
@@ -520,12 +562,13 @@ mod tests {
             p(Protected::Template("t x".into()))
         );
         assert_eq!(status("/templates/t%2Fx"), 400);
-        assert_eq!(status("/vms/a/reboot"), 404);
+        assert_eq!(status("/vms/a/migrate"), 404);
         assert_eq!(status("/data/screenshots/x.jpg"), 404);
         assert_eq!(status("/data/screenshots/.png"), 404);
         assert!(route("/templates/t").check_method(&Method::PUT).is_ok());
         assert!(route("/templates").check_method(&Method::PUT).is_err());
         assert!(route("/vms/a").check_method(&Method::DELETE).is_ok());
+        assert!(route("/vms/a").check_method(&Method::PUT).is_ok());
         assert!(route("/vms/a").check_method(&Method::POST).is_err());
         assert!(route("/vms/a/start").check_method(&Method::GET).is_err());
         assert!(route("/vms/a/screenshot")
@@ -533,6 +576,117 @@ mod tests {
             .is_err());
         assert_eq!(vm_uri("a b"), "/vms/a%20b");
         assert_eq!(template_uri("t x&y"), "/templates/t%20x%26y");
+    }
+
+    #[test]
+    fn vm_power_actions() {
+        for (segment, action) in [
+            ("poweroff", VmAction::Poweroff),
+            ("shutdown", VmAction::Shutdown),
+            ("reboot", VmAction::Reboot),
+            ("reset", VmAction::Reset),
+            ("suspend", VmAction::Suspend),
+            ("resume", VmAction::Resume),
+        ] {
+            let path = format!("/vms/web/{segment}");
+            assert_eq!(
+                route(&path),
+                Route::Protected(Protected::VmAction("web".into(), action)),
+                "{path}"
+            );
+            assert_eq!(allowed(&path, Method::POST), Ok(()), "{path}");
+            assert_eq!(allowed(&path, Method::GET), Err(("POST", None)), "{path}");
+        }
+        for path in [
+            "/vms/web/Shutdown",
+            "/vms/web/shutdown/now",
+            "/vms/web/pause",
+        ] {
+            assert_eq!(status(path), 404, "{path}");
+        }
+    }
+
+    #[test]
+    fn vm_iface_and_storage_paths() {
+        use Protected as P;
+        let p = |r: Protected| Route::Protected(r);
+        assert_eq!(route("/vms/a%20b/ifaces"), p(P::VmIfaces("a b".into())));
+        assert_eq!(route("/vms/a/ifaces/"), p(P::VmIfaces("a".into())));
+        assert_eq!(
+            route("/vms/a/ifaces/52:54:00:12:34:56"),
+            p(P::VmIface("a".into(), "52:54:00:12:34:56".into()))
+        );
+        assert_eq!(
+            route("/vms/a/ifaces/52%3A54%3A00%3A12%3A34%3A56/"),
+            p(P::VmIface("a".into(), "52:54:00:12:34:56".into()))
+        );
+        assert_eq!(route("/vms/a/storages"), p(P::VmStorages("a".into())));
+        assert_eq!(
+            route("/vms/a/storages/vda"),
+            p(P::VmStorage("a".into(), "vda".into()))
+        );
+        for path in [
+            "/vms/a/ifaces/x/y",
+            "/vms/a/storages/vda/eject",
+            "/vms/a/iface",
+        ] {
+            assert_eq!(status(path), 404, "{path}");
+        }
+        for path in [
+            "/vms/a/ifaces/..",
+            "/vms/a/storages/a%2Fb",
+            "/vms/%2e/ifaces",
+        ] {
+            assert_eq!(status(path), 400, "{path}");
+        }
+        assert_eq!(
+            vm_iface_uri("web 1", "52:54:00:12:34:56"),
+            "/vms/web%201/ifaces/52%3A54%3A00%3A12%3A34%3A56"
+        );
+        assert_eq!(vm_storage_uri("web/1", "hdc"), "/vms/web%2F1/storages/hdc");
+        // What the gateway writes, it reads back as the same names.
+        assert_eq!(
+            route(&vm_iface_uri("w é", "52:54:00:AB:cd:ef")),
+            p(P::VmIface("w é".into(), "52:54:00:AB:cd:ef".into()))
+        );
+        assert_eq!(
+            route(&vm_storage_uri("w?", "sda")),
+            p(P::VmStorage("w?".into(), "sda".into()))
+        );
+    }
+
+    #[test]
+    fn vm_iface_and_storage_methods() {
+        let collection = [Method::GET, Method::HEAD, Method::POST];
+        let member = [Method::GET, Method::HEAD, Method::PUT, Method::DELETE];
+        for path in ["/vms/a/ifaces", "/vms/a/storages"] {
+            for method in collection.clone() {
+                assert_eq!(allowed(path, method.clone()), Ok(()), "{method} {path}");
+            }
+            for method in [Method::PUT, Method::DELETE, Method::PATCH] {
+                assert_eq!(
+                    allowed(path, method.clone()),
+                    Err(("GET, HEAD, POST", None)),
+                    "{method} {path}"
+                );
+            }
+        }
+        for path in [
+            "/vms/a",
+            "/vms/a/ifaces/52:54:00:12:34:56",
+            "/vms/a/storages/hdc",
+        ] {
+            for method in member.clone() {
+                assert_eq!(allowed(path, method.clone()), Ok(()), "{method} {path}");
+            }
+            for method in [Method::POST, Method::PATCH] {
+                assert_eq!(
+                    allowed(path, method.clone()),
+                    Err(("GET, HEAD, PUT, DELETE", None)),
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     fn pool(name: &str) -> Route {

@@ -11,4 +11,6 @@ pub mod storage_pools;
 pub mod storage_volumes;
 pub mod tasks;
 pub mod templates;
+pub mod vm_ifaces;
+pub mod vm_storages;
 pub mod vms;

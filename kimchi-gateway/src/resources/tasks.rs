@@ -100,7 +100,8 @@ impl Respond {
 /// kimchid answered. A finished task is answered by `done` (the resource's own
 /// success reply, given the task), a failed one with 500 and the task's message
 /// (kimchid checks requests before it starts tasks, so a failure is the backend's,
-/// not the client's), and a task still running with 202.
+/// not the client's; a shutdown's is remapped, see [`Error::of_shutdown`]), and a
+/// task still running with 202.
 pub async fn reply(
     respond: Respond,
     started: Result<TaskInfo, kimchi_dbus::Error>,

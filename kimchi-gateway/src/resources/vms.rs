@@ -1,15 +1,16 @@
 //! `/vms`, `/vms/:name` and its actions: virtual machines as Kimchi shows them.
-//! Creation runs as a kimchid task, answered through [`tasks::reply`].
+//! Creation and `shutdown` run as kimchid tasks, answered through [`tasks::reply`].
+//! A `PUT` sends kimchid only the fields it names ([`VmPatch`]); kimchid checks them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use hyper::StatusCode;
-use kimchi_dbus::{VmInfo, VmState, VmStats};
+use kimchi_dbus::{VmInfo, VmPatch, VmState, VmStats};
 use serde::{Deserialize, Serialize};
 
-use crate::body::{self, Text};
+use crate::body::{self, Integer, Text};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
@@ -28,6 +29,13 @@ struct Vm {
     screenshot: Option<String>,
     icon: Option<String>,
     graphics: Graphics,
+    cpus: u32,
+    autostart: bool,
+    /// "" when unset.
+    title: String,
+    description: String,
+    /// The stored definition differs from what the running guest has.
+    pending_changes: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +115,11 @@ impl View<'_> {
             state: info.state,
             stats: info.stats,
             memory: info.memory_mib,
+            cpus: info.cpus,
+            autostart: info.autostart,
+            title: info.title,
+            description: info.description,
+            pending_changes: info.pending_changes,
         }
     }
 }
@@ -121,6 +134,64 @@ struct NewVm {
     template: Text,
     /// `/storagepools/<name>`; the `default` pool when left out.
     storagepool: Option<Text>,
+}
+
+/// The body of `PUT /vms/:name`: strict, so a misspelt field is a 400 rather than a
+/// change silently not made. kimchid checks the values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    /// A new name: the VM is renamed (shut-off VMs only).
+    name: Option<Text>,
+    cpus: Option<Integer<u32>>,
+    /// MiB.
+    memory: Option<Integer<u64>>,
+    autostart: Option<bool>,
+    title: Option<Text>,
+    description: Option<Text>,
+}
+
+impl Changes {
+    /// `UpdateVM`'s change: the fields given here, and only those.
+    fn into_patch(self) -> VmPatch {
+        VmPatch {
+            name: self.name.map(String::from),
+            cpus: self.cpus.map(Integer::get),
+            memory_mib: self.memory.map(Integer::get),
+            autostart: self.autostart,
+            title: self.title.map(String::from),
+            description: self.description.map(String::from),
+        }
+    }
+}
+
+/// Longest wait for a guest to shut down that a client may ask for (seconds).
+const MAX_SHUTDOWN_TIMEOUT: u32 = 3600;
+
+/// `POST /vms/:name/shutdown`; other fields are ignored, as for every action.
+#[derive(Debug, Deserialize)]
+struct Shutdown {
+    /// Seconds, 1 to [`MAX_SHUTDOWN_TIMEOUT`]; kimchid's default when left out.
+    timeout: Option<Integer<u32>>,
+    /// Power the guest off if it is still running after `timeout`.
+    force: Option<bool>,
+}
+
+impl Shutdown {
+    /// `ShutdownVM`'s `timeout_sec` (0: kimchid's default) and `force`. The range is
+    /// checked here because 0 on the wire means the default, not "at once".
+    fn arguments(self) -> Result<(u32, bool), Error> {
+        let timeout = match self.timeout.map(Integer::get) {
+            None => 0,
+            Some(secs @ 1..=MAX_SHUTDOWN_TIMEOUT) => secs,
+            Some(secs) => {
+                return Err(Error::InvalidBody(format!(
+                    "timeout must be from 1 to {MAX_SHUTDOWN_TIMEOUT} seconds, not {secs}"
+                )))
+            }
+        };
+        Ok((timeout, self.force.unwrap_or(false)))
+    }
 }
 
 /// The arguments of `CreateVM`: names, where empty ones ask kimchid to choose (the
@@ -211,11 +282,34 @@ pub async fn create(
             .target_uri
             .strip_prefix("/vms/")
             .ok_or_else(|| Error::BadReply(format!("VM task has target '{}'", task.target_uri)))?;
-        let vm = view.vm(vm(kimchid, call, name).await?);
-        let uri = router::vm_uri(&vm.name);
-        Ok(Reply::json(StatusCode::CREATED, &vm).with_location(&uri))
+        Ok(with_location(
+            view,
+            StatusCode::CREATED,
+            vm(kimchid, call, name).await?,
+        ))
     })
     .await
+}
+
+/// 200 with the changed VM, or 303 to its new URI when it was renamed.
+pub async fn update(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    view: View<'_>,
+    name: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    let changes = body::json::<Changes>(body)?.into_patch().to_dict();
+    let info = kimchid
+        .manager()
+        .await?
+        .update_vm(name, changes, call.options())
+        .await?;
+    if info.name == name {
+        Ok(Reply::ok(&view.vm(info)))
+    } else {
+        Ok(with_location(view, StatusCode::SEE_OTHER, info))
+    }
 }
 
 /// 204 once kimchid deleted the VM; its console entry goes with the next listing
@@ -235,24 +329,33 @@ pub async fn delete(
     Ok(Reply::no_content())
 }
 
-/// 200 with the VM as the action left it.
+/// 200 with the VM as the action left it (`shutdown`: see [`shutdown`]).
 pub async fn action(
     kimchid: &Kimchid,
     call: &Call<'_>,
+    respond: Respond,
     view: View<'_>,
     name: &str,
     action: VmAction,
     body: &[u8],
 ) -> Result<Reply, Error> {
+    if action == VmAction::Shutdown {
+        return shutdown(kimchid, call, respond, view, name, body::action(body)?).await;
+    }
     body::action_without_parameters(body)?;
     let manager = kimchid.manager().await?;
     let info = match action {
         VmAction::Start => manager.start_vm(name, call.options()).await?,
-        VmAction::Stop => {
+        VmAction::Stop | VmAction::Poweroff => {
             let info = manager.stop_vm(name, call.options()).await?;
             view.consoles.set(&info.uuid, false);
             info
         }
+        VmAction::Reboot => manager.reboot_vm(name, call.options()).await?,
+        VmAction::Reset => manager.reset_vm(name, call.options()).await?,
+        VmAction::Suspend => manager.suspend_vm(name, call.options()).await?,
+        VmAction::Resume => manager.resume_vm(name, call.options()).await?,
+        VmAction::Shutdown => unreachable!("shutdown is answered above"),
         VmAction::Connect => {
             let info = manager.get_vm(name, call.options()).await?;
             // Opening (and closing) a console checks the caller may use it and that
@@ -265,9 +368,40 @@ pub async fn action(
     Ok(Reply::ok(&view.vm(info)))
 }
 
+/// 200 with the VM once it is off; 202 while the task runs; 409 when the guest
+/// was still running at the timeout ([`Error::of_shutdown`]).
+async fn shutdown(
+    kimchid: &Kimchid,
+    call: &Call<'_>,
+    respond: Respond,
+    view: View<'_>,
+    name: &str,
+    params: Shutdown,
+) -> Result<Reply, Error> {
+    let (timeout, force) = params.arguments()?;
+    let started = kimchid
+        .manager()
+        .await?
+        .shutdown_vm(name, timeout, force, call.task_options(respond.wait()))
+        .await;
+    tasks::reply(respond, started, async |_| {
+        let info = vm(kimchid, call, name).await?;
+        view.consoles.set(&info.uuid, false);
+        Ok(Reply::ok(&view.vm(info)))
+    })
+    .await
+    .map_err(Error::of_shutdown)
+}
+
+fn with_location(view: View<'_>, status: StatusCode, info: VmInfo) -> Reply {
+    let uri = router::vm_uri(&info.name);
+    Reply::json(status, &view.vm(info)).with_location(&uri)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kimchi_dbus::{TaskInfo, TaskState};
 
     fn info(state: VmState, graphics: &str) -> VmInfo {
         VmInfo {
@@ -279,6 +413,11 @@ mod tests {
             graphics_type: graphics.into(),
             icon: String::new(),
             stats: VmStats::default(),
+            cpus: 2,
+            autostart: false,
+            title: String::new(),
+            description: String::new(),
+            pending_changes: false,
         }
     }
 
@@ -299,9 +438,23 @@ mod tests {
                     "io_throughput": 0.0, "io_throughput_peak": 100.0
                 },
                 "screenshot": null, "icon": null,
-                "graphics": {"type": "vnc", "port": null, "path": null}
+                "graphics": {"type": "vnc", "port": null, "path": null},
+                "cpus": 2, "autostart": false, "title": "", "description": "",
+                "pending_changes": false
             })
         );
+        let edited = VmInfo {
+            autostart: true,
+            title: "Web".into(),
+            description: "line 1\nline 2".into(),
+            pending_changes: true,
+            ..info(VmState::Running, "vnc")
+        };
+        let doc = serde_json::to_value(view.vm(edited)).unwrap();
+        assert_eq!(doc["autostart"], true);
+        assert_eq!(doc["title"], "Web");
+        assert_eq!(doc["description"], "line 1\nline 2");
+        assert_eq!(doc["pending_changes"], true);
     }
 
     #[test]
@@ -425,6 +578,173 @@ mod tests {
             err.to_string().contains("missing field `template`"),
             "{err}"
         );
+    }
+
+    fn patch(body: &str) -> Result<VmPatch, Error> {
+        body::json::<Changes>(body.as_bytes()).map(Changes::into_patch)
+    }
+
+    #[test]
+    fn put_body_becomes_a_patch_of_only_its_fields() {
+        assert_eq!(
+            patch(
+                r#"{"name": "web 2", "cpus": 4, "memory": "2048", "autostart": true,
+                    "title": "Web", "description": "a\nb"}"#
+            )
+            .unwrap(),
+            VmPatch {
+                name: Some("web 2".into()),
+                cpus: Some(4),
+                memory_mib: Some(2048),
+                autostart: Some(true),
+                title: Some("Web".into()),
+                description: Some("a\nb".into()),
+            }
+        );
+        let only_cpus = patch(r#"{"cpus": "2"}"#).unwrap();
+        assert_eq!(
+            only_cpus,
+            VmPatch {
+                cpus: Some(2),
+                ..VmPatch::default()
+            }
+        );
+        assert_eq!(only_cpus.to_dict().keys().collect::<Vec<_>>(), ["cpus"]);
+        // Empty texts clear a title or description; values are kimchid's to check.
+        assert_eq!(
+            patch(r#"{"title": "", "cpus": 0}"#).unwrap(),
+            VmPatch {
+                title: Some(String::new()),
+                cpus: Some(0),
+                ..VmPatch::default()
+            }
+        );
+        assert!(patch("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_is_strict() {
+        for (body, what) in [
+            (
+                r#"{"cpus": 2, "state": "running"}"#,
+                "unknown field `state`",
+            ),
+            (r#"{"memory_mib": 2048}"#, "unknown field `memory_mib`"),
+            (r#"{"cpus": "two"}"#, "invalid value"),
+            (r#"{"cpus": -1}"#, "invalid value"),
+            (r#"{"cpus": 4294967296}"#, "invalid value"),
+            (r#"{"memory": 1.5}"#, "invalid type"),
+            (r#"{"autostart": "true"}"#, "invalid type"),
+            (r#"{"name": 7}"#, "invalid type"),
+            (r#"{"title": "a\u0000"}"#, "NUL"),
+            ("", "JSON object"),
+        ] {
+            let err = patch(body).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+            assert!(err.to_string().contains(what), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn rename_points_to_the_new_uri() {
+        let consoles = Consoles::default();
+        let view = View {
+            local_port: 1,
+            consoles: &consoles,
+        };
+        let r = with_location(view, StatusCode::SEE_OTHER, info(VmState::Shutoff, "vnc"))
+            .into_response(false);
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[hyper::header::LOCATION], "/vms/web%201");
+    }
+
+    fn shutdown(body: &str) -> Result<(u32, bool), Error> {
+        body::action::<Shutdown>(body.as_bytes()).and_then(Shutdown::arguments)
+    }
+
+    #[test]
+    fn shutdown_body_is_optional_and_lenient() {
+        for (body, arguments) in [
+            ("", (0, false)),
+            ("{}", (0, false)),
+            (r#"{"timeout": 30}"#, (30, false)),
+            (r#"{"timeout": "3600", "force": true}"#, (3600, true)),
+            (r#"{"timeout": 1, "force": false}"#, (1, false)),
+            (
+                r#"{"force": true, "name": "web", "state": "running"}"#,
+                (0, true),
+            ),
+            (r#"{"timeout": null, "force": null}"#, (0, false)),
+        ] {
+            assert_eq!(shutdown(body).unwrap(), arguments, "{body}");
+        }
+    }
+
+    #[test]
+    fn bad_shutdown_bodies_are_400() {
+        for (body, what) in [
+            (
+                r#"{"timeout": 0}"#,
+                "timeout must be from 1 to 3600 seconds, not 0",
+            ),
+            (
+                r#"{"timeout": 3601}"#,
+                "timeout must be from 1 to 3600 seconds, not 3601",
+            ),
+            (r#"{"timeout": -5}"#, "invalid value"),
+            (r#"{"timeout": 2.5}"#, "invalid type"),
+            (r#"{"timeout": "soon"}"#, "invalid value"),
+            (r#"{"force": "yes"}"#, "invalid type"),
+            (r#"{"force": 1}"#, "invalid type"),
+            ("[]", "JSON object"),
+        ] {
+            let err = shutdown(body).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{body}");
+            assert!(err.to_string().contains(what), "{body}: {err}");
+        }
+    }
+
+    fn task(state: TaskState) -> TaskInfo {
+        TaskInfo {
+            path: zbus::OwnedObjectPath::try_from(kimchi_dbus::task_path(3)).unwrap(),
+            id: 3,
+            operation: "vm.shutdown".into(),
+            state,
+            message: "VM 'web 1' did not shut down within 120 s".into(),
+            target_uri: "/vms/web 1".into(),
+            progress: 1.0,
+            start_usec: 1,
+            end_usec: 2,
+        }
+    }
+
+    /// What `shutdown` answers for kimchid's reply, with `done` standing in for the VM.
+    async fn shutdown_answer(respond: Respond, state: TaskState) -> Result<StatusCode, Error> {
+        let reply = tasks::reply(respond, Ok(task(state)), async |_| Ok(Reply::ok(&"the VM")))
+            .await
+            .map_err(Error::of_shutdown)?;
+        Ok(reply.status())
+    }
+
+    #[tokio::test]
+    async fn failed_shutdown_is_409_with_the_tasks_message() {
+        let err = shutdown_answer(Respond::Wait, TaskState::Failed)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::CONFLICT);
+        assert_eq!(err.to_string(), "VM 'web 1' did not shut down within 120 s");
+        assert_eq!(err.body().task.as_deref(), Some("3"));
+        for (respond, state, status) in [
+            (Respond::Wait, TaskState::Finished, StatusCode::OK),
+            (Respond::Wait, TaskState::Running, StatusCode::ACCEPTED),
+            (Respond::Async, TaskState::Failed, StatusCode::ACCEPTED),
+        ] {
+            assert_eq!(
+                shutdown_answer(respond, state).await.unwrap(),
+                status,
+                "{respond:?} {state}"
+            );
+        }
     }
 
     #[test]

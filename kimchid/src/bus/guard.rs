@@ -40,10 +40,17 @@ fn access(interface: &str, member: &str) -> Option<Access> {
             "ListVMs" | "GetVM" | "LookupVM" | "ListTemplates" | "GetTemplate" | "LookupTemplate"
             | "ListStoragePools" | "GetStoragePool" | "ListStorageVolumes" | "GetStorageVolume"
             | "ListTasks" | "GetTask" | "ListNetworks" | "GetNetwork" | "LookupNetwork"
-            | "ListInterfaces",
+            | "ListInterfaces" | "ListVMIfaces" | "ListVMStorages",
         ) => Polkit(Read),
-        (MANAGER_INTERFACE, "StartVM" | "StopVM") => Polkit(VmLifecycle),
-        (MANAGER_INTERFACE, "CreateVM" | "DeleteVM") => Polkit(VmManage),
+        (
+            MANAGER_INTERFACE,
+            "StartVM" | "StopVM" | "ShutdownVM" | "RebootVM" | "ResetVM" | "SuspendVM" | "ResumeVM",
+        ) => Polkit(VmLifecycle),
+        (
+            MANAGER_INTERFACE,
+            "CreateVM" | "DeleteVM" | "UpdateVM" | "AttachVMIface" | "UpdateVMIface"
+            | "DetachVMIface" | "AttachVMStorage" | "UpdateVMStorage" | "DetachVMStorage",
+        ) => Polkit(VmManage),
         (MANAGER_INTERFACE, "GetVMScreenshot") | (VM_INTERFACE, "OpenConsole") => Polkit(VmConsole),
         (MANAGER_INTERFACE, "CreateTemplate" | "UpdateTemplate" | "DeleteTemplate") => {
             Polkit(TemplateManage)

@@ -3,13 +3,14 @@ use std::sync::Arc;
 use kimchi_dbus::{
     Capabilities, Error as BusError, InterfaceInfo, NetworkInfo, NetworkPatch, NetworkSpec,
     PoolInfo, PoolSpec, ScreenshotSupport, TaskInfo, TemplateInfo, TemplatePatch, TemplateSpec,
-    VmInfo, VolumeInfo, VolumeSpec,
+    VmIface, VmIfaceSpec, VmInfo, VmPatch, VmStorage, VmStorageSpec, VolumeInfo, VolumeSpec,
 };
 use zbus::message::Header;
 use zbus::{interface, OwnedObjectPath};
 
 use super::guard::{wait, Guard, Object};
 use super::Options;
+use crate::engine::hypervisor::Power;
 use crate::engine::Engine;
 
 /// Every read and change, keyed by name so that one call does it.
@@ -21,6 +22,18 @@ pub struct Manager {
 impl Manager {
     pub fn new(engine: Arc<Engine>, guard: Arc<Guard>) -> Self {
         Manager { engine, guard }
+    }
+
+    /// The power actions that answer at once share one path.
+    async fn power(
+        &self,
+        hdr: &Header<'_>,
+        options: &Options,
+        name: &str,
+        power: Power,
+    ) -> Result<VmInfo, BusError> {
+        self.guard.check(hdr, options, Object::Vm(name)).await?;
+        Ok(self.engine.vms.power(name, power).await?)
     }
 }
 
@@ -85,8 +98,7 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
-        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
-        Ok(self.engine.vms.start(&name).await?)
+        self.power(&hdr, &options, &name, Power::On).await
     }
 
     #[zbus(name = "StopVM")]
@@ -96,8 +108,174 @@ impl Manager {
         options: Options,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<VmInfo, BusError> {
+        self.power(&hdr, &options, &name, Power::Off).await
+    }
+
+    /// Starts the task that asks the guest to shut down and ends when it is off.
+    #[zbus(name = "ShutdownVM")]
+    async fn shutdown_vm(
+        &self,
+        name: String,
+        timeout_sec: u32,
+        force: bool,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<TaskInfo, BusError> {
+        let opts = self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        let vms = &self.engine.vms;
+        Ok(vms.shutdown(&name, timeout_sec, force, wait(&opts)).await?)
+    }
+
+    #[zbus(name = "RebootVM")]
+    async fn reboot_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.power(&hdr, &options, &name, Power::Reboot).await
+    }
+
+    #[zbus(name = "ResetVM")]
+    async fn reset_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.power(&hdr, &options, &name, Power::Reset).await
+    }
+
+    #[zbus(name = "SuspendVM")]
+    async fn suspend_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.power(&hdr, &options, &name, Power::Suspend).await
+    }
+
+    #[zbus(name = "ResumeVM")]
+    async fn resume_vm(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
+        self.power(&hdr, &options, &name, Power::Resume).await
+    }
+
+    /// Changes the fields `changes` names (a `VmPatch`); `name` renames.
+    #[zbus(name = "UpdateVM")]
+    async fn update_vm(
+        &self,
+        name: String,
+        changes: Options,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmInfo, BusError> {
         self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
-        Ok(self.engine.vms.stop(&name).await?)
+        let patch = VmPatch::from_dict(&changes)?;
+        Ok(self.engine.vms.update(&name, patch).await?)
+    }
+
+    #[zbus(name = "ListVMIfaces")]
+    async fn list_vm_ifaces(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<VmIface>, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.ifaces(&name).await?)
+    }
+
+    #[zbus(name = "AttachVMIface")]
+    async fn attach_vm_iface(
+        &self,
+        name: String,
+        spec: VmIfaceSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmIface, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.attach_iface(&name, spec).await?)
+    }
+
+    #[zbus(name = "UpdateVMIface")]
+    async fn update_vm_iface(
+        &self,
+        name: String,
+        mac: String,
+        network: String,
+        model: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmIface, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        let vms = &self.engine.vms;
+        Ok(vms.update_iface(&name, &mac, &network, &model).await?)
+    }
+
+    #[zbus(name = "DetachVMIface")]
+    async fn detach_vm_iface(
+        &self,
+        name: String,
+        mac: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.detach_iface(&name, &mac).await?)
+    }
+
+    #[zbus(name = "ListVMStorages")]
+    async fn list_vm_storages(
+        &self,
+        name: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<Vec<VmStorage>, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.storages(&name)?)
+    }
+
+    #[zbus(name = "AttachVMStorage")]
+    async fn attach_vm_storage(
+        &self,
+        name: String,
+        spec: VmStorageSpec,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmStorage, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.attach_storage(&name, spec).await?)
+    }
+
+    #[zbus(name = "UpdateVMStorage")]
+    async fn update_vm_storage(
+        &self,
+        name: String,
+        dev: String,
+        path: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<VmStorage, BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.update_storage(&name, &dev, &path).await?)
+    }
+
+    #[zbus(name = "DetachVMStorage")]
+    async fn detach_vm_storage(
+        &self,
+        name: String,
+        dev: String,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<(), BusError> {
+        self.guard.check(&hdr, &options, Object::Vm(&name)).await?;
+        Ok(self.engine.vms.detach_storage(&name, &dev).await?)
     }
 
     #[zbus(name = "DeleteVM")]

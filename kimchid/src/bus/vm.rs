@@ -82,6 +82,34 @@ impl Vm {
         self.read(|vm| vm.icon)
     }
 
+    /// Virtual CPUs the guest has now.
+    #[zbus(property, name = "CPUs")]
+    fn cpus(&self) -> u32 {
+        self.read(|vm| vm.cpus)
+    }
+
+    #[zbus(property)]
+    fn autostart(&self) -> bool {
+        self.read(|vm| vm.autostart)
+    }
+
+    #[zbus(property)]
+    fn title(&self) -> String {
+        self.read(|vm| vm.title)
+    }
+
+    #[zbus(property)]
+    fn description(&self) -> String {
+        self.read(|vm| vm.description)
+    }
+
+    /// The stored definition differs from the running guest; the next power-on
+    /// applies it.
+    #[zbus(property)]
+    fn pending_changes(&self) -> bool {
+        self.read(|vm| vm.pending_changes)
+    }
+
     /// CPU %, network and disk KB/s with their recent peaks; changes every few
     /// seconds, so it is read, not announced.
     #[zbus(property(emits_changed_signal = "false"))]
@@ -91,4 +119,15 @@ impl Vm {
 }
 
 /// What `PropertiesChanged` reports when the VM changes (stats change too often).
-pub const ANNOUNCED: &[&str] = &["State", "Name", "Memory", "GraphicsType", "Icon"];
+pub const ANNOUNCED: &[&str] = &[
+    "State",
+    "Name",
+    "Memory",
+    "GraphicsType",
+    "Icon",
+    "CPUs",
+    "Autostart",
+    "Title",
+    "Description",
+    "PendingChanges",
+];

@@ -23,16 +23,100 @@ pub struct DomainRecord {
     pub name: String,
     pub state: VmState,
     pub memory_mib: u64,
+    pub cpus: u32,
+    pub autostart: bool,
+    pub title: String,
+    pub description: String,
+    /// The stored definition differs from the running guest in CPUs, memory, NICs or
+    /// drives: the next power-on changes it.
+    pub pending_changes: bool,
     /// `vnc`, or empty when the guest has no VNC display.
     pub graphics_type: String,
-    /// Host paths of the guest's disks and CD-ROMs.
-    pub disk_paths: Vec<String>,
+    /// The guest's NICs and drives as it has them now (live when it runs).
+    pub nics: Vec<Nic>,
+    pub drives: Vec<Drive>,
     /// From kimchi's metadata: the template's icon (or empty) …
     pub icon: String,
     /// … and the volumes kimchid created for the guest.
     pub created_volumes: Vec<String>,
-    /// The libvirt networks its NICs are plugged into.
-    pub networks: Vec<String>,
+}
+
+impl DomainRecord {
+    /// Host paths of the guest's disks and CD-ROM media.
+    pub fn disk_paths(&self) -> impl Iterator<Item = &str> {
+        self.drives
+            .iter()
+            .map(|d| d.path.as_str())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The libvirt networks its NICs are plugged into, each once, in order.
+    pub fn networks(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for nic in &self.nics {
+            if !nic.network.is_empty() && !names.contains(&nic.network) {
+                names.push(nic.network.clone());
+            }
+        }
+        names
+    }
+
+    pub fn nic(&self, mac: &str) -> Option<&Nic> {
+        self.nics.iter().find(|n| n.mac.eq_ignore_ascii_case(mac))
+    }
+
+    pub fn drive(&self, dev: &str) -> Option<&Drive> {
+        self.drives.iter().find(|d| d.dev == dev)
+    }
+}
+
+/// A guest's network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub mac: String,
+    /// libvirt's interface type: network, bridge, user, …
+    pub kind: String,
+    /// The libvirt network of a `network` interface, else empty.
+    pub network: String,
+    /// The emulated model, or empty when unset.
+    pub model: String,
+}
+
+/// A NIC to plug in: always into a libvirt network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicDefinition {
+    pub mac: String,
+    pub network: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriveKind {
+    Disk,
+    Cdrom,
+}
+
+impl DriveKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            DriveKind::Disk => "disk",
+            DriveKind::Cdrom => "cdrom",
+        }
+    }
+}
+
+/// A guest's disk or CD-ROM drive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// Target device name (`vda`, `hdc`), unique in the guest.
+    pub dev: String,
+    pub kind: DriveKind,
+    /// Host file or block device; empty for an empty CD-ROM drive.
+    pub path: String,
+    /// virtio, ide, scsi, sata, …
+    pub bus: String,
+    /// Image format, or empty when unset.
+    pub format: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +124,34 @@ pub enum Power {
     On,
     /// At once, like pulling the plug (libvirt's destroy).
     Off,
+    /// Asks the guest to power off (ACPI power button); returns at once.
+    Shutdown,
+    /// Asks the guest to reboot (ACPI); returns at once.
+    Reboot,
+    /// At once, like the reset button.
+    Reset,
+    /// Pauses the guest's CPUs.
+    Suspend,
+    Resume,
+}
+
+/// Where a device change goes: the stored definition only, or the running guest too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Stored,
+    LiveAndStored,
+}
+
+/// A change to a guest's settings; what is `None` stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainChange {
+    pub name: Option<String>,
+    /// CPUs and memory change the stored definition only.
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub autostart: Option<bool>,
+    pub title: Option<String>,
+    pub description: Option<String>,
 }
 
 /// The bus of a guest's hard disks; the CD-ROM is always IDE (`hdc`).
@@ -63,16 +175,21 @@ impl DiskBus {
             DiskBus::Virtio => "vd",
             DiskBus::Ide => "hd",
         };
-        // a..z, then aa, ab, … as Linux names devices past the 26th.
-        let mut n = index + 1;
-        let mut letters = Vec::new();
-        while n > 0 {
-            let rem = (n - 1) % 26;
-            letters.push(char::from(b'a' + rem as u8));
-            n = (n - 1) / 26;
-        }
-        format!("{prefix}{}", letters.iter().rev().collect::<String>())
+        target_name(prefix, index)
     }
+}
+
+/// The Linux-style name of the drive at `index` after `prefix` (`vd`, `hd`, `sd`):
+/// a..z, then aa, ab, … as Linux names devices past the 26th.
+pub fn target_name(prefix: &str, index: u32) -> String {
+    let mut n = index + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        let rem = (n - 1) % 26;
+        letters.push(char::from(b'a' + rem as u8));
+        n = (n - 1) / 26;
+    }
+    format!("{prefix}{}", letters.iter().rev().collect::<String>())
 }
 
 /// Where the installation medium comes from.
@@ -302,6 +419,20 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Defines a new persistent guest (not started).
     fn define_guest(&self, def: &GuestDefinition) -> Result<DomainRecord>;
     fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord>;
+    /// Applies `change` in the order name, CPUs, memory, autostart, title, description.
+    fn change_domain(&self, uuid: &str, change: &DomainChange) -> Result<DomainRecord>;
+    /// Rewrites kimchi's metadata (icon, created volumes) in the stored definition.
+    fn set_metadata(&self, uuid: &str, icon: &str, created_volumes: &[String]) -> Result<()>;
+    /// The IPv4 addresses the networks' DHCP leases give each MAC of a running guest.
+    fn nic_addresses(&self, uuid: &str) -> Result<Vec<(String, Vec<String>)>>;
+    fn attach_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord>;
+    /// Replaces the NIC with the same MAC.
+    fn update_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord>;
+    fn detach_nic(&self, uuid: &str, nic: &Nic, apply: Apply) -> Result<DomainRecord>;
+    fn attach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord>;
+    /// Changes a CD-ROM's medium (`drive.path`, empty: none).
+    fn change_media(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord>;
+    fn detach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord>;
     /// Stops the guest if it runs and removes its definition with everything libvirt
     /// keeps for it (saved state, snapshot metadata, firmware variables).
     fn undefine(&self, uuid: &str) -> Result<()>;

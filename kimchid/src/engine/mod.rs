@@ -92,7 +92,13 @@ impl Engine {
             changes,
         )?);
         let networks = Networks::new(backend.clone(), model.clone());
-        let vms = Vms::new(backend, model.clone(), tasks.clone(), templates.clone());
+        let vms = Vms::new(
+            backend,
+            model.clone(),
+            tasks.clone(),
+            templates.clone(),
+            isos,
+        );
         let sessions = Arc::new(Sessions::new(
             settings.session_idle,
             settings.session_max,

@@ -156,7 +156,7 @@ impl Model {
             .read()
             .expect("model lock poisoned")
             .values()
-            .any(|v| v.disk_paths.iter().any(|p| p == path))
+            .any(|v| v.disk_paths().any(|p| p == path))
     }
 
     /// Storage pools sorted by name.
@@ -465,10 +465,11 @@ impl Model {
         if let Some(change) = change {
             let added = matches!(change, Change::VmAdded(_));
             let _ = self.changes.send(change);
-            let before = old.map(|o| o.networks).unwrap_or_default();
-            if before != record.networks {
+            let before = old.map(|o| o.networks()).unwrap_or_default();
+            let after = record.networks();
+            if before != after {
                 self.networks_used_by(&before);
-                self.networks_used_by(&record.networks);
+                self.networks_used_by(&after);
             }
             if added {
                 self.report_status();
@@ -480,7 +481,7 @@ impl Model {
         let removed = self.vms.write().expect("model lock poisoned").remove(uuid);
         if let Some(vm) = removed {
             let _ = self.changes.send(Change::VmRemoved(uuid.to_owned()));
-            self.networks_used_by(&vm.networks);
+            self.networks_used_by(&vm.networks());
             self.report_status();
         }
     }
@@ -517,7 +518,7 @@ impl Model {
             .read()
             .expect("model lock poisoned")
             .values()
-            .filter(|v| v.networks.iter().any(|n| n == name))
+            .filter(|v| v.nics.iter().any(|n| n.network == name))
             .map(|v| v.name.clone())
             .collect();
         vms.sort();

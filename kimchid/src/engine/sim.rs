@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use kimchi_dbus::{PoolState, VmState, VolumeSpec, MIB};
 
 use super::hypervisor::{
-    DomainCounters, DomainRecord, Forward, GuestDefinition, HostCapabilities, HostInterface,
-    Hypervisor, NetworkAddress, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord,
-    Power, VolumeRecord,
+    Apply, Cdrom, DomainChange, DomainCounters, DomainRecord, Drive, DriveKind, Forward,
+    GuestDefinition, HostCapabilities, HostInterface, Hypervisor, NetworkAddress,
+    NetworkDefinition, NetworkRecord, Nic, NicDefinition, PoolDefinition, PoolRecord, Power,
+    VolumeRecord,
 };
 use crate::error::{Error, Result};
 
@@ -37,6 +38,8 @@ struct State {
     next_uuid: u32,
     calls: Vec<&'static str>,
     failures: HashMap<&'static str, Error>,
+    /// Guests that ignore the ACPI power button.
+    deaf: Vec<String>,
 }
 
 struct SimPool {
@@ -68,6 +71,7 @@ impl Sim {
                 next_uuid: 1,
                 calls: Vec::new(),
                 failures: HashMap::new(),
+                deaf: Vec::new(),
             }),
         };
         sim.add_pool("default", "dir", true);
@@ -172,24 +176,43 @@ impl Sim {
                 name: name.into(),
                 state: vm_state,
                 memory_mib: 512,
+                cpus: 1,
+                autostart: false,
+                title: String::new(),
+                description: String::new(),
+                pending_changes: false,
                 graphics_type: "vnc".into(),
-                disk_paths: Vec::new(),
+                nics: Vec::new(),
+                drives: Vec::new(),
                 icon: String::new(),
                 created_volumes: Vec::new(),
-                networks: Vec::new(),
             },
         );
         uuid
     }
 
-    /// A NIC on `network` plugged into a guest behind the engine's back.
-    pub fn attach(&self, uuid: &str, network: &str) {
-        self.lock()
+    /// A virtio NIC on `network` plugged into a guest behind the engine's back; its MAC.
+    pub fn attach(&self, uuid: &str, network: &str) -> String {
+        let mut state = self.lock();
+        let mac = format!("52:54:00:00:00:{:02x}", state.next_uuid);
+        state.next_uuid += 1;
+        state
             .domains
             .get_mut(uuid)
             .expect("no such sim domain")
-            .networks
-            .push(network.into());
+            .nics
+            .push(Nic {
+                mac: mac.clone(),
+                kind: "network".into(),
+                network: network.into(),
+                model: "virtio".into(),
+            });
+        mac
+    }
+
+    /// Makes the guest ignore the ACPI power button, as a guest without an OS does.
+    pub fn ignore_acpi(&self, uuid: &str) {
+        self.lock().deaf.push(uuid.to_owned());
     }
 
     /// A guest changing state behind the engine's back (as `virsh destroy` would).
@@ -208,6 +231,35 @@ impl Sim {
     /// The names of the volumes in `pool`.
     pub fn volume_names(&self, pool: &str) -> Vec<String> {
         self.lock().pools[pool].volumes.keys().cloned().collect()
+    }
+}
+
+impl Sim {
+    /// A device change: the sim keeps one view of a guest, so a change a running
+    /// guest gets only at its next power-on shows as pending.
+    fn change_devices(
+        &self,
+        method: &'static str,
+        uuid: &str,
+        apply: Apply,
+        change: impl FnOnce(&mut DomainRecord) -> Result<()>,
+    ) -> Result<DomainRecord> {
+        let mut state = self.enter(method)?;
+        let dom = state.domain(uuid)?;
+        change(dom)?;
+        if apply == Apply::Stored && dom.state != VmState::Shutoff {
+            dom.pending_changes = true;
+        }
+        Ok(dom.clone())
+    }
+}
+
+fn sim_nic(nic: &NicDefinition) -> Nic {
+    Nic {
+        mac: nic.mac.clone(),
+        kind: "network".into(),
+        network: nic.network.clone(),
+        model: nic.model.clone(),
     }
 }
 
@@ -336,43 +388,195 @@ impl Hypervisor for Sim {
             )));
         }
         let uuid = state.new_uuid();
-        let mut disk_paths: Vec<String> = def.disks.iter().map(|d| d.path.clone()).collect();
-        if let Some(super::hypervisor::Cdrom::File(path)) = &def.cdrom {
-            disk_paths.push(path.clone());
+        let mut drives: Vec<Drive> = def
+            .disks
+            .iter()
+            .map(|d| Drive {
+                dev: def.disk_bus.target(d.index),
+                kind: DriveKind::Disk,
+                path: d.path.clone(),
+                bus: def.disk_bus.word().into(),
+                format: d.format.clone(),
+            })
+            .collect();
+        if let Some(Cdrom::File(path)) = &def.cdrom {
+            drives.push(Drive {
+                dev: "hdc".into(),
+                kind: DriveKind::Cdrom,
+                path: path.clone(),
+                bus: "ide".into(),
+                format: "raw".into(),
+            });
         }
         let record = DomainRecord {
             uuid: uuid.clone(),
             name: def.name.clone(),
             state: VmState::Shutoff,
             memory_mib: def.memory_mib,
+            cpus: def.cpus,
+            autostart: false,
+            title: String::new(),
+            description: String::new(),
+            pending_changes: false,
             graphics_type: "vnc".into(),
-            disk_paths,
+            nics: def
+                .network
+                .iter()
+                .map(|network| Nic {
+                    mac: format!("52:54:00:00:01:{:02x}", state.next_uuid),
+                    kind: "network".into(),
+                    network: network.clone(),
+                    model: def.nic_model.clone(),
+                })
+                .collect(),
+            drives,
             icon: def.icon.clone(),
             created_volumes: def.created_volumes.clone(),
-            networks: def.network.iter().cloned().collect(),
         };
         state.domains.insert(uuid, record.clone());
         Ok(record)
     }
 
     fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord> {
+        use VmState::*;
         let mut state = self.enter("power")?;
+        let deaf = state.deaf.iter().any(|d| d == uuid);
         let dom = state.domain(uuid)?;
-        match (power, dom.state) {
-            (Power::On, VmState::Shutoff | VmState::Crashed) => dom.state = VmState::Running,
-            (Power::On, _) => {
-                return Err(Error::InvalidState(
-                    "Requested operation is not valid: domain is already running".into(),
-                ))
+        let refuse = |why: &str| {
+            Err(Error::InvalidState(format!(
+                "Requested operation is not valid: {why}"
+            )))
+        };
+        dom.state = match (power, dom.state) {
+            (Power::On, Shutoff | Crashed) => {
+                dom.pending_changes = false;
+                Running
             }
-            (Power::Off, VmState::Shutoff) => {
-                return Err(Error::InvalidState(
-                    "Requested operation is not valid: domain is not running".into(),
-                ))
+            (Power::On, _) => return refuse("domain is already running"),
+            (_, Shutoff) => return refuse("domain is not running"),
+            (Power::Off, _) => Shutoff,
+            (Power::Shutdown, _) if deaf => dom.state,
+            (Power::Shutdown, _) => Shutoff,
+            (Power::Reboot | Power::Reset, s) => s,
+            (Power::Suspend, Running) => Paused,
+            (Power::Suspend, _) => return refuse("domain is already suspended"),
+            (Power::Resume, Paused) => Running,
+            (Power::Resume, _) => return refuse("domain is not paused"),
+        };
+        Ok(dom.clone())
+    }
+
+    fn change_domain(&self, uuid: &str, change: &DomainChange) -> Result<DomainRecord> {
+        let mut state = self.enter("change_domain")?;
+        if let Some(name) = &change.name {
+            if state.domains.values().any(|d| d.name == *name) {
+                return Err(Error::AlreadyExists(format!(
+                    "domain '{name}' already exists"
+                )));
             }
-            (Power::Off, _) => dom.state = VmState::Shutoff,
+        }
+        let dom = state.domain(uuid)?;
+        let running = dom.state != VmState::Shutoff;
+        if let Some(name) = &change.name {
+            dom.name = name.clone();
+        }
+        // A running sim guest keeps its CPUs and memory until it is powered on again.
+        if let Some(cpus) = change.cpus {
+            if running {
+                dom.pending_changes |= cpus != dom.cpus;
+            } else {
+                dom.cpus = cpus;
+            }
+        }
+        if let Some(memory) = change.memory_mib {
+            if running {
+                dom.pending_changes |= memory != dom.memory_mib;
+            } else {
+                dom.memory_mib = memory;
+            }
+        }
+        if let Some(autostart) = change.autostart {
+            dom.autostart = autostart;
+        }
+        if let Some(title) = &change.title {
+            dom.title = title.clone();
+        }
+        if let Some(description) = &change.description {
+            dom.description = description.clone();
         }
         Ok(dom.clone())
+    }
+
+    fn set_metadata(&self, uuid: &str, icon: &str, created_volumes: &[String]) -> Result<()> {
+        let mut state = self.enter("set_metadata")?;
+        let dom = state.domain(uuid)?;
+        dom.icon = icon.to_owned();
+        dom.created_volumes = created_volumes.to_vec();
+        Ok(())
+    }
+
+    /// A running sim guest has one lease per NIC on `192.168.122.0/24`.
+    fn nic_addresses(&self, uuid: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let mut state = self.enter("nic_addresses")?;
+        let dom = state.domain(uuid)?;
+        Ok(dom
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, nic)| (nic.mac.clone(), vec![format!("192.168.122.{}", i + 10)]))
+            .collect())
+    }
+
+    fn attach_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("attach_nic", uuid, apply, |dom| {
+            dom.nics.push(sim_nic(nic));
+            Ok(())
+        })
+    }
+
+    fn update_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("update_nic", uuid, apply, |dom| {
+            let old = dom
+                .nics
+                .iter_mut()
+                .find(|n| n.mac == nic.mac)
+                .ok_or_else(|| Error::NotFound(format!("no device with MAC {}", nic.mac)))?;
+            *old = sim_nic(nic);
+            Ok(())
+        })
+    }
+
+    fn detach_nic(&self, uuid: &str, nic: &Nic, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("detach_nic", uuid, apply, |dom| {
+            dom.nics.retain(|n| n.mac != nic.mac);
+            Ok(())
+        })
+    }
+
+    fn attach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("attach_drive", uuid, apply, |dom| {
+            dom.drives.push(drive.clone());
+            Ok(())
+        })
+    }
+
+    fn change_media(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("change_media", uuid, apply, |dom| {
+            let old = dom
+                .drives
+                .iter_mut()
+                .find(|d| d.dev == drive.dev)
+                .ok_or_else(|| Error::NotFound(format!("no drive {}", drive.dev)))?;
+            *old = drive.clone();
+            Ok(())
+        })
+    }
+
+    fn detach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        self.change_devices("detach_drive", uuid, apply, |dom| {
+            dom.drives.retain(|d| d.dev != drive.dev);
+            Ok(())
+        })
     }
 
     fn undefine(&self, uuid: &str) -> Result<()> {

@@ -1,20 +1,26 @@
 //! Virtual machines as Kimchi manages them: creation from a template in a task
 //! (disks first, removed again when the define fails), power actions that say why
-//! they cannot run, deletion together with the disks kimchid made, cached
-//! screenshots and console sockets.
+//! they cannot run, graceful shutdown as a task, edits, deletion together with the
+//! disks kimchid made, cached screenshots and console sockets. NICs and drives are
+//! in `ifaces.rs` and `storages.rs`.
+
+mod ifaces;
+mod storages;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmState, VolumeSpec, ISO_POOL};
+use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmPatch, VmState, VolumeSpec, ISO_POOL};
 use zbus::OwnedObjectPath;
 
 use super::claims::{Claim, Claims};
 use super::hypervisor::{
-    Backend, Cdrom, DomainRecord, GuestDefinition, GuestDisk, Hypervisor, Power,
+    Apply, Backend, Cdrom, DomainChange, DomainRecord, GuestDefinition, GuestDisk, Hypervisor,
+    Power,
 };
+use super::isos::Isos;
 use super::model::{Model, DEFAULT_POOL};
 use super::tasks::{Tasks, Wait};
 use super::templates::{Template, Templates};
@@ -28,6 +34,19 @@ const NETWORK: &str = "default";
 const SCREENSHOT_FRESH: Duration = Duration::from_secs(5);
 /// Generated names are `<template>-vm-<n>` with n up to this.
 const MAX_GENERATED: u32 = 9999;
+/// How long a shutdown waits for the guest when the caller names no time.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest a caller may have a shutdown wait.
+const MAX_SHUTDOWN_TIMEOUT_SECS: u32 = 3600;
+/// How often a shutdown task looks whether the guest is off yet (the model follows
+/// libvirt's events).
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// Virtual CPUs a guest may be given: QEMU's i440fx limit.
+const MAX_CPUS: u32 = 255;
+/// Less memory than this boots no current operating system.
+const MIN_MEMORY_MIB: u64 = 64;
+const MAX_TITLE_CHARS: usize = 256;
+const MAX_DESCRIPTION_CHARS: usize = 4096;
 
 type Screenshot = Option<(Instant, Arc<Vec<u8>>)>;
 
@@ -47,6 +66,7 @@ pub struct Vms {
     model: Arc<Model>,
     tasks: Arc<Tasks>,
     templates: Arc<Templates>,
+    isos: Arc<Isos>,
     /// Names of VMs being created, so that two requests cannot take the same one.
     creating: Claims<String>,
     /// Latest screenshot per VM UUID; the async lock makes concurrent requests for one
@@ -60,12 +80,14 @@ impl Vms {
         model: Arc<Model>,
         tasks: Arc<Tasks>,
         templates: Arc<Templates>,
+        isos: Arc<Isos>,
     ) -> Self {
         Vms {
             backend,
             model,
             tasks,
             templates,
+            isos,
             creating: Claims::new(),
             screenshots: Mutex::new(HashMap::new()),
         }
@@ -102,6 +124,11 @@ impl Vms {
             graphics_type: r.graphics_type.clone(),
             icon: r.icon.clone(),
             stats: self.model.vm_stats(&r.uuid),
+            cpus: r.cpus,
+            autostart: r.autostart,
+            title: r.title.clone(),
+            description: r.description.clone(),
+            pending_changes: r.pending_changes,
         }
     }
 
@@ -258,17 +285,10 @@ impl Vms {
         })
     }
 
-    pub async fn start(&self, name: &str) -> Result<VmInfo> {
-        self.power(name, Power::On).await
-    }
-
-    pub async fn stop(&self, name: &str) -> Result<VmInfo> {
-        self.power(name, Power::Off).await
-    }
-
-    /// Runs a power action if the VM's state allows it; libvirt refusing it because
-    /// the state changed meanwhile gives the same sentence.
-    async fn power(&self, name: &str, power: Power) -> Result<VmInfo> {
+    /// Runs a power action that returns at once (all but shutdown), if the VM's state
+    /// allows it; libvirt refusing it because the state changed meanwhile gives the
+    /// same sentence.
+    pub async fn power(&self, name: &str, power: Power) -> Result<VmInfo> {
         let vm = self.model.vm_by_name(name)?;
         check_power(&vm, power)?;
         let uuid = vm.uuid.clone();
@@ -281,6 +301,150 @@ impl Vms {
         };
         self.model.upsert(record.clone());
         Ok(self.info(&record))
+    }
+
+    /// Asks the guest to shut down, in a task that ends when it is off. After
+    /// `timeout_secs` (0: the default) a guest still running is powered off if `force`,
+    /// else left running and the task fails.
+    pub async fn shutdown(
+        &self,
+        name: &str,
+        timeout_secs: u32,
+        force: bool,
+        wait: Wait,
+    ) -> Result<TaskInfo> {
+        if timeout_secs > MAX_SHUTDOWN_TIMEOUT_SECS {
+            return Err(Error::InvalidArgument(format!(
+                "a shutdown waits at most {MAX_SHUTDOWN_TIMEOUT_SECS} s, not {timeout_secs}"
+            )));
+        }
+        let timeout = match timeout_secs {
+            0 => SHUTDOWN_TIMEOUT,
+            secs => Duration::from_secs(secs.into()),
+        };
+        let vm = self.model.vm_by_name(name)?;
+        check_power(&vm, Power::Shutdown)?;
+        let uuid = vm.uuid.clone();
+        match self
+            .backend
+            .run(move |hv| hv.power(&uuid, Power::Shutdown))
+            .await
+        {
+            Ok(record) => self.model.upsert(record),
+            Err(refusal @ Error::InvalidState(_)) => {
+                return Err(self.power_refused(vm, Power::Shutdown, refusal).await)
+            }
+            Err(e) => return Err(e),
+        }
+        let (backend, model) = (self.backend.clone(), self.model.clone());
+        let id = self
+            .tasks
+            .start("vm.shutdown", format!("/vms/{name}"), async move {
+                let deadline = Instant::now() + timeout;
+                while Instant::now() < deadline {
+                    match model.vm_by_uuid(&vm.uuid) {
+                        Some(now) if now.state != VmState::Shutoff => {}
+                        _ => return Ok(format!("VM '{}' shut down", vm.name)),
+                    }
+                    tokio::time::sleep(SHUTDOWN_POLL).await;
+                }
+                let secs = timeout.as_secs();
+                if !force {
+                    return Err(Error::InvalidState(format!(
+                        "VM '{}' did not shut down within {secs} s; it is still running",
+                        vm.name
+                    )));
+                }
+                let uuid = vm.uuid.clone();
+                match backend.run(move |hv| hv.power(&uuid, Power::Off)).await {
+                    Ok(record) => model.upsert(record),
+                    // Off by itself in the last moment.
+                    Err(Error::InvalidState(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(format!(
+                    "VM '{}' did not shut down within {secs} s and was powered off",
+                    vm.name
+                ))
+            });
+        self.tasks.reply(id, wait).await
+    }
+
+    /// Changes what `patch` names, all checked before anything changes.
+    pub async fn update(&self, name: &str, patch: VmPatch) -> Result<VmInfo> {
+        let vm = self.model.vm_by_name(name)?;
+        let change = self.check_change(&vm, patch)?;
+        if change == DomainChange::default() {
+            return Ok(self.info(&vm));
+        }
+        // A new name is held like a creation's, so neither can take it meanwhile.
+        let _claim = match &change.name {
+            Some(new) => Some(self.creating.claim_with(|creating| {
+                if creating.contains(new) || self.model.vm_by_name(new).is_ok() {
+                    return Err(Error::AlreadyExists(format!("VM '{new}' already exists")));
+                }
+                Ok(new.clone())
+            })?),
+            None => None,
+        };
+        let uuid = vm.uuid.clone();
+        let record = self
+            .backend
+            .run(move |hv| hv.change_domain(&uuid, &change))
+            .await?;
+        self.model.upsert(record.clone());
+        Ok(self.info(&record))
+    }
+
+    fn check_change(&self, vm: &DomainRecord, patch: VmPatch) -> Result<DomainChange> {
+        let bad = |why: String| Err(Error::InvalidArgument(why));
+        let name = patch.name.filter(|n| *n != vm.name);
+        if let Some(new) = &name {
+            check_vm_name(new)?;
+            if vm.state != VmState::Shutoff {
+                return Err(Error::InvalidState(format!(
+                    "VM '{}' is {}; only a shut-off VM can be renamed",
+                    vm.name, vm.state
+                )));
+            }
+        }
+        if let Some(cpus) = patch.cpus {
+            if !(1..=MAX_CPUS).contains(&cpus) {
+                return bad(format!("cpus must be 1 to {MAX_CPUS}, not {cpus}"));
+            }
+        }
+        if let Some(memory) = patch.memory_mib {
+            let host = self.model.host().memory_mib;
+            if memory < MIN_MEMORY_MIB {
+                return bad(format!(
+                    "memory must be at least {MIN_MEMORY_MIB} MiB, not {memory}"
+                ));
+            }
+            if host > 0 && memory > host {
+                return bad(format!(
+                    "memory of {memory} MiB is more than the host's {host} MiB"
+                ));
+            }
+        }
+        if let Some(title) = &patch.title {
+            check_text("title", title, MAX_TITLE_CHARS, &[])?;
+        }
+        if let Some(description) = &patch.description {
+            check_text(
+                "description",
+                description,
+                MAX_DESCRIPTION_CHARS,
+                &['\n', '\r', '\t'],
+            )?;
+        }
+        Ok(DomainChange {
+            name,
+            cpus: patch.cpus,
+            memory_mib: patch.memory_mib,
+            autostart: patch.autostart,
+            title: patch.title,
+            description: patch.description,
+        })
     }
 
     /// libvirt refused `power` for the guest's state: if it changed since the model
@@ -398,24 +562,60 @@ impl Vms {
 }
 
 /// Whether the VM's state allows `power`: a guest starts from shut off or crashed,
-/// and anything but a shut-off guest can be pulled the plug on.
+/// anything but a shut-off guest can be pulled the plug on, a running one asked to
+/// shut down, reboot or pause, a paused one resumed, and either reset.
 fn check_power(vm: &DomainRecord, power: Power) -> Result<()> {
+    use VmState::*;
+    let running = matches!(vm.state, Running | Blocked);
     let may = match power {
-        Power::On => matches!(vm.state, VmState::Shutoff | VmState::Crashed),
-        Power::Off => vm.state != VmState::Shutoff,
+        Power::On => matches!(vm.state, Shutoff | Crashed),
+        Power::Off => vm.state != Shutoff,
+        Power::Shutdown | Power::Reboot | Power::Suspend => running,
+        Power::Reset => running || vm.state == Paused,
+        Power::Resume => vm.state == Paused,
     };
     if may {
-        Ok(())
+        return Ok(());
+    }
+    let name = &vm.name;
+    Err(Error::InvalidState(match (power, vm.state) {
+        (Power::On, state) => format!("VM '{name}' is already {state}"),
+        (Power::Suspend, Paused) => format!("VM '{name}' is already paused"),
+        (Power::Shutdown | Power::Reboot, Paused) => {
+            format!("VM '{name}' is paused; resume it first")
+        }
+        (Power::Resume, _) => format!("VM '{name}' is not paused"),
+        _ => format!("VM '{name}' is not running"),
+    }))
+}
+
+/// Whether the guest runs, so device changes reach it live too.
+fn live(vm: &DomainRecord) -> Apply {
+    if matches!(vm.state, VmState::Shutoff | VmState::Crashed) {
+        Apply::Stored
     } else {
-        Err(Error::InvalidState(wrong_state(vm, power)))
+        Apply::LiveAndStored
     }
 }
 
-fn wrong_state(vm: &DomainRecord, power: Power) -> String {
-    match power {
-        Power::On => format!("VM '{}' is already {}", vm.name, vm.state),
-        Power::Off => format!("VM '{}' is not running", vm.name),
+/// A title or description: at most `max` characters, no control characters but
+/// those `allowed`.
+fn check_text(field: &str, text: &str, max: usize, allowed: &[char]) -> Result<()> {
+    if text.chars().count() > max {
+        return Err(Error::InvalidArgument(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() && !allowed.contains(c))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{field} contains the control character U+{:04X}",
+            u32::from(c)
+        )));
+    }
+    Ok(())
 }
 
 /// Makes the disks in `pool`, then defines the guest; removes the disks again if any

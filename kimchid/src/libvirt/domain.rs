@@ -1,17 +1,19 @@
-//! Domains in libvirt: reading them into records, defining, power, undefining,
-//! screenshots and console descriptors.
+//! Domains in libvirt: reading them into records, defining, power, settings,
+//! devices, undefining, screenshots and console descriptors.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use kimchi_dbus::VmState;
+use kimchi_dbus::{VmState, MIB};
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
 use virt::stream::Stream;
 use virt::sys;
 
-use super::domain_xml;
-use crate::engine::hypervisor::{DomainRecord, GuestDefinition, Power};
+use super::domain_xml::{self, Namespace, METADATA_KEY, METADATA_NS};
+use crate::engine::hypervisor::{
+    Apply, DomainChange, DomainRecord, Drive, DriveKind, GuestDefinition, Nic, NicDefinition, Power,
+};
 use crate::error::{Error, Result};
 
 /// Screenshots are small; anything bigger than this is not a sane screen.
@@ -61,8 +63,208 @@ pub fn power(conn: &Connect, uuid: &str, power: Power) -> Result<DomainRecord> {
     match power {
         Power::On => dom.create()?,
         Power::Off => dom.destroy()?,
+        Power::Shutdown => dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)?,
+        Power::Reboot => dom.reboot(sys::VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)?,
+        Power::Reset => dom.reset()?,
+        Power::Suspend => dom.suspend()?,
+        Power::Resume => dom.resume()?,
     }
     read(&dom)
+}
+
+pub fn change(conn: &Connect, uuid: &str, change: &DomainChange) -> Result<DomainRecord> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    if let Some(name) = &change.name {
+        dom.rename(name, 0)?;
+    }
+    let config = sys::VIR_DOMAIN_AFFECT_CONFIG;
+    // The maximum first: it bounds the current value (and lowering it lowers that).
+    if let Some(cpus) = change.cpus {
+        dom.set_vcpus_flags(cpus, config | sys::VIR_DOMAIN_VCPU_MAXIMUM)?;
+        dom.set_vcpus_flags(cpus, config)?;
+    }
+    if let Some(memory_mib) = change.memory_mib {
+        let kib = memory_mib * (MIB / 1024);
+        dom.set_memory_flags(kib, config | sys::VIR_DOMAIN_MEM_MAXIMUM)?;
+        dom.set_memory_flags(kib, config)?;
+    }
+    if let Some(autostart) = change.autostart {
+        dom.set_autostart(autostart)?;
+    }
+    let now = settings_flags(&dom)?;
+    for (kind, text) in [
+        (sys::VIR_DOMAIN_METADATA_TITLE, &change.title),
+        (sys::VIR_DOMAIN_METADATA_DESCRIPTION, &change.description),
+    ] {
+        if let Some(text) = text {
+            let text = (!text.is_empty()).then_some(text.as_str());
+            dom.set_metadata(kind as i32, text, None, None, now)?;
+        }
+    }
+    read(&dom)
+}
+
+pub fn set_metadata(
+    conn: &Connect,
+    uuid: &str,
+    icon: &str,
+    created_volumes: &[String],
+) -> Result<()> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    let xml = domain_xml::metadata_xml(Namespace::Injected, icon, created_volumes).render();
+    dom.set_metadata(
+        sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        Some(&xml),
+        Some(METADATA_KEY),
+        Some(METADATA_NS),
+        settings_flags(&dom)?,
+    )?;
+    Ok(())
+}
+
+/// Settings that need no restart go to the stored definition and, when the guest
+/// runs, to it too.
+fn settings_flags(dom: &Domain) -> Result<u32> {
+    let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+    if dom.is_active()? {
+        flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    Ok(flags)
+}
+
+/// The IPv4 addresses of each MAC of a running guest, from the DHCP leases of the
+/// libvirt networks it is plugged into.
+pub fn nic_addresses(conn: &Connect, uuid: &str) -> Result<Vec<(String, Vec<String>)>> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    let ifaces = dom.interface_addresses(sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)?;
+    Ok(ifaces
+        .into_iter()
+        .filter_map(|iface| {
+            let mac = iface.hwaddr?;
+            let ips = iface
+                .addrs
+                .into_iter()
+                .filter(|a| a.typed == i64::from(sys::VIR_IP_ADDR_TYPE_IPV4))
+                .map(|a| a.addr)
+                .collect();
+            Some((mac, ips))
+        })
+        .collect())
+}
+
+pub fn attach_nic(
+    conn: &Connect,
+    uuid: &str,
+    nic: &NicDefinition,
+    apply: Apply,
+) -> Result<DomainRecord> {
+    let xml = domain_xml::nic_xml(nic).render();
+    device(conn, uuid, apply, |dom, flags| {
+        dom.attach_device_flags(&xml, flags)
+    })
+}
+
+pub fn update_nic(
+    conn: &Connect,
+    uuid: &str,
+    nic: &NicDefinition,
+    apply: Apply,
+) -> Result<DomainRecord> {
+    let xml = domain_xml::nic_xml(nic).render();
+    device(conn, uuid, apply, |dom, flags| {
+        dom.update_device_flags(&xml, flags)
+    })
+}
+
+pub fn detach_nic(conn: &Connect, uuid: &str, nic: &Nic, apply: Apply) -> Result<DomainRecord> {
+    let mac = nic.mac.to_ascii_lowercase();
+    device(conn, uuid, apply, |dom, flags| {
+        let xml = stored_element(dom, |n| {
+            n.has_tag_name("interface")
+                && n.children().any(|c| {
+                    c.has_tag_name("mac")
+                        && c.attribute("address")
+                            .is_some_and(|a| a.eq_ignore_ascii_case(&mac))
+                })
+        })?;
+        dom.detach_device_flags(&xml, flags)
+    })
+}
+
+pub fn attach_drive(
+    conn: &Connect,
+    uuid: &str,
+    drive: &Drive,
+    apply: Apply,
+) -> Result<DomainRecord> {
+    let xml = domain_xml::drive_xml(drive).render();
+    device(conn, uuid, apply, |dom, flags| {
+        dom.attach_device_flags(&xml, flags)
+    })
+}
+
+pub fn change_media(
+    conn: &Connect,
+    uuid: &str,
+    drive: &Drive,
+    apply: Apply,
+) -> Result<DomainRecord> {
+    let xml = domain_xml::drive_xml(drive).render();
+    device(conn, uuid, apply, |dom, flags| {
+        dom.update_device_flags(&xml, flags)
+    })
+}
+
+pub fn detach_drive(
+    conn: &Connect,
+    uuid: &str,
+    drive: &Drive,
+    apply: Apply,
+) -> Result<DomainRecord> {
+    device(conn, uuid, apply, |dom, flags| {
+        let xml = stored_element(dom, |n| {
+            n.has_tag_name("disk")
+                && n.children().any(|c| {
+                    c.has_tag_name("target") && c.attribute("dev") == Some(drive.dev.as_str())
+                })
+        })?;
+        dom.detach_device_flags(&xml, flags)
+    })
+}
+
+/// Runs one device call with the flags `apply` stands for, then reads the guest.
+fn device(
+    conn: &Connect,
+    uuid: &str,
+    apply: Apply,
+    call: impl FnOnce(&Domain, u32) -> std::result::Result<(), virt::error::Error>,
+) -> Result<DomainRecord> {
+    let dom = conn.lookup_domain_by_uuid_string(uuid)?;
+    let flags = match apply {
+        Apply::Stored => sys::VIR_DOMAIN_AFFECT_CONFIG,
+        Apply::LiveAndStored => sys::VIR_DOMAIN_AFFECT_CONFIG | sys::VIR_DOMAIN_AFFECT_LIVE,
+    };
+    call(&dom, flags)?;
+    read(&dom)
+}
+
+/// The device element of the stored definition that `matches`, as libvirt wrote it: a
+/// detach names the device exactly as the definition has it (type, source, address).
+fn stored_element(
+    dom: &Domain,
+    matches: impl Fn(&roxmltree::Node) -> bool,
+) -> std::result::Result<String, virt::error::Error> {
+    let xml = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?;
+    let doc = match roxmltree::Document::parse(&xml) {
+        Ok(doc) => doc,
+        // Cannot happen with libvirt's own XML; the detach then fails naming no device.
+        Err(_) => return Ok(String::new()),
+    };
+    Ok(doc
+        .descendants()
+        .find(|n| n.parent().is_some_and(|p| p.has_tag_name("devices")) && matches(n))
+        .map(|n| xml[n.range()].to_owned())
+        .unwrap_or_default())
 }
 
 /// Stops the guest if it runs and removes its definition, with any saved state,
@@ -120,20 +322,45 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
     // info() reports a vanished domain as an error, unlike state() (virt 0.5 drops it).
     let info = dom.info()?;
     let xml = dom.xml_desc(0)?;
-    let doc = roxmltree::Document::parse(&xml)
-        .map_err(|e| Error::Internal(format!("libvirt sent unreadable domain XML: {e}")))?;
+    let doc = parse(&xml)?;
+    let state = vm_state(info.state);
+    // A running guest's stored definition may already say what its next boot has.
+    let pending_changes = if dom.is_active()? {
+        let stored = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?;
+        hardware(&doc) != hardware(&parse(&stored)?)
+    } else {
+        false
+    };
     let (icon, created_volumes) = domain_xml::read_metadata(&doc);
+    let text = |tag: &str| {
+        doc.root_element()
+            .children()
+            .find(|n| n.has_tag_name(tag))
+            .and_then(|n| n.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
     Ok(DomainRecord {
         uuid: dom.uuid_string()?,
         name: dom.name()?,
-        state: vm_state(info.state),
+        state,
         memory_mib: info.memory / 1024,
+        cpus: info.nr_virt_cpu,
+        autostart: dom.autostart()?,
+        title: text("title"),
+        description: text("description"),
+        pending_changes,
         graphics_type: graphics_type(&doc),
-        disk_paths: disk_paths(&doc),
+        nics: nics(&doc),
+        drives: drives(&doc),
         icon,
         created_volumes,
-        networks: networks(&doc),
     })
+}
+
+fn parse(xml: &str) -> Result<roxmltree::Document<'_>> {
+    roxmltree::Document::parse(xml)
+        .map_err(|e| Error::Internal(format!("libvirt sent unreadable domain XML: {e}")))
 }
 
 fn vm_state(state: DomainStateEnum) -> VmState {
@@ -158,28 +385,103 @@ fn graphics_type(doc: &roxmltree::Document) -> String {
         .to_owned()
 }
 
-fn disk_paths(doc: &roxmltree::Document) -> Vec<String> {
-    doc.descendants()
-        .filter(|n| n.has_tag_name("source") && n.parent().is_some_and(|p| p.has_tag_name("disk")))
-        .filter_map(|n| n.attribute("file").or_else(|| n.attribute("dev")))
-        .map(str::to_owned)
+/// The devices of `<devices>` with this tag.
+fn devices<'a, 'i>(
+    doc: &'a roxmltree::Document<'i>,
+    tag: &'static str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    doc.root_element()
+        .children()
+        .filter(|n| n.has_tag_name("devices"))
+        .flat_map(|d| d.children())
+        .filter(move |n| n.has_tag_name(tag))
+}
+
+/// An attribute of the first child element named `tag`, or empty.
+fn child_attr(node: roxmltree::Node, tag: &str, attr: &str) -> String {
+    node.children()
+        .find(|c| c.has_tag_name(tag))
+        .and_then(|c| c.attribute(attr))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn nics(doc: &roxmltree::Document) -> Vec<Nic> {
+    devices(doc, "interface")
+        .map(|n| {
+            let kind = n.attribute("type").unwrap_or_default().to_owned();
+            Nic {
+                mac: child_attr(n, "mac", "address"),
+                network: if kind == "network" {
+                    child_attr(n, "source", "network")
+                } else {
+                    String::new()
+                },
+                model: child_attr(n, "model", "type"),
+                kind,
+            }
+        })
         .collect()
 }
 
-/// The libvirt networks the guest's NICs are plugged into, each once, in order.
-fn networks(doc: &roxmltree::Document) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let sources = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("interface") && n.attribute("type") == Some("network"))
-        .filter_map(|n| n.children().find(|c| c.has_tag_name("source")))
-        .filter_map(|s| s.attribute("network"));
-    for name in sources {
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_owned());
-        }
+/// Disks and CD-ROM drives (floppies and LUN passthrough are not shown).
+fn drives(doc: &roxmltree::Document) -> Vec<Drive> {
+    devices(doc, "disk")
+        .filter_map(|n| {
+            let kind = match n.attribute("device").unwrap_or("disk") {
+                "disk" => DriveKind::Disk,
+                "cdrom" => DriveKind::Cdrom,
+                _ => return None,
+            };
+            let source = n.children().find(|c| c.has_tag_name("source"));
+            let path = source
+                .and_then(|s| {
+                    s.attribute("file")
+                        .or_else(|| s.attribute("dev"))
+                        .or_else(|| s.attribute("name"))
+                })
+                .unwrap_or_default()
+                .to_owned();
+            Some(Drive {
+                dev: child_attr(n, "target", "dev"),
+                kind,
+                path,
+                bus: child_attr(n, "target", "bus"),
+                format: child_attr(n, "driver", "type"),
+            })
+        })
+        .collect()
+}
+
+/// What a restart would change: memory, CPUs, NICs and drives.
+#[derive(Debug, PartialEq, Eq)]
+struct Hardware {
+    memory: String,
+    vcpu: String,
+    vcpu_current: String,
+    nics: Vec<(String, String, String)>,
+    drives: Vec<(String, String)>,
+}
+
+fn hardware(doc: &roxmltree::Document) -> Hardware {
+    let root = doc.root_element();
+    let text = |tag: &str| {
+        root.children()
+            .find(|n| n.has_tag_name(tag))
+            .and_then(|n| n.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Hardware {
+        memory: text("memory"),
+        vcpu: text("vcpu"),
+        vcpu_current: child_attr(root, "vcpu", "current"),
+        nics: nics(doc)
+            .into_iter()
+            .map(|n| (n.mac, n.network, n.model))
+            .collect(),
+        drives: drives(doc).into_iter().map(|d| (d.dev, d.path)).collect(),
     }
-    names
 }
 
 #[cfg(test)]
@@ -189,41 +491,94 @@ mod tests {
     #[test]
     fn graphics_type_finds_vnc_among_displays() {
         let xml = "<domain><devices><graphics type='spice'/><graphics type='vnc' port='-1'/></devices></domain>";
-        assert_eq!(graphics_type(&parse(xml)), "vnc");
+        assert_eq!(graphics_type(&doc(xml)), "vnc");
     }
 
     #[test]
-    fn disk_paths_cover_files_and_block_devices() {
+    fn drives_cover_files_block_devices_and_empty_cdroms() {
         let xml = "<domain><devices>\
-            <disk type='file'><source file='/p/a.qcow2'/><target dev='vda'/></disk>\
-            <disk type='block'><source dev='/dev/vg/b'/></disk>\
-            <disk type='file' device='cdrom'><target dev='hdc'/></disk>\
+            <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+              <source file='/p/a.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+            <disk type='block'><source dev='/dev/vg/b'/><target dev='vdb' bus='virtio'/></disk>\
+            <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>\
+            <disk type='file' device='floppy'><target dev='fda' bus='fdc'/></disk>\
             <interface type='network'><source network='default'/></interface>\
             </devices></domain>";
-        assert_eq!(disk_paths(&parse(xml)), ["/p/a.qcow2", "/dev/vg/b"]);
+        let drives = drives(&doc(xml));
+        let summary: Vec<_> = drives
+            .iter()
+            .map(|d| {
+                (
+                    d.dev.as_str(),
+                    d.kind,
+                    d.path.as_str(),
+                    d.bus.as_str(),
+                    d.format.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("vda", DriveKind::Disk, "/p/a.qcow2", "virtio", "qcow2"),
+                ("vdb", DriveKind::Disk, "/dev/vg/b", "virtio", ""),
+                ("hdc", DriveKind::Cdrom, "", "ide", ""),
+            ]
+        );
     }
 
     #[test]
-    fn networks_are_those_of_network_interfaces() {
+    fn nics_keep_type_mac_network_and_model() {
         let xml = "<domain><devices>\
-            <disk type='file'><source file='/p/a.qcow2'/></disk>\
-            <interface type='network'><source network='default'/><model type='virtio'/></interface>\
-            <interface type='bridge'><source bridge='br0'/></interface>\
-            <interface type='network'>\
-              <source network='lab&amp;1' portid='1b2c' bridge='virbr1'/></interface>\
-            <interface type='network'><source network='default'/></interface>\
+            <interface type='network'><mac address='52:54:00:00:00:01'/>\
+              <source network='lab&amp;1' portid='1b2c' bridge='virbr1'/><model type='virtio'/></interface>\
+            <interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/></interface>\
             <interface type='user'/>\
             </devices></domain>";
-        assert_eq!(networks(&parse(xml)), ["default", "lab&1"]);
-        assert!(networks(&parse("<domain><devices/></domain>")).is_empty());
+        let nics = nics(&doc(xml));
+        let summary: Vec<_> = nics
+            .iter()
+            .map(|n| {
+                (
+                    n.mac.as_str(),
+                    n.kind.as_str(),
+                    n.network.as_str(),
+                    n.model.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("52:54:00:00:00:01", "network", "lab&1", "virtio"),
+                ("52:54:00:00:00:02", "bridge", "", ""),
+                ("", "user", "", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn hardware_differs_in_what_a_restart_changes_only() {
+        let live = "<domain><memory unit='KiB'>524288</memory><vcpu current='1'>2</vcpu>\
+            <devices><interface type='network'><mac address='52:54:00:00:00:01'/>\
+            <source network='default' portid='x' bridge='virbr0'/><alias name='net0'/></interface>\
+            </devices></domain>";
+        let same = "<domain><memory unit='KiB'>524288</memory><vcpu current='1'>2</vcpu>\
+            <devices><interface type='network'><mac address='52:54:00:00:00:01'/>\
+            <source network='default'/></interface></devices></domain>";
+        assert_eq!(hardware(&doc(live)), hardware(&doc(same)));
+        let more_cpus = same.replace("current='1'>2", "current='2'>2");
+        assert_ne!(hardware(&doc(live)), hardware(&doc(&more_cpus)));
+        let other_network = same.replace("network='default'", "network='lab'");
+        assert_ne!(hardware(&doc(live)), hardware(&doc(&other_network)));
     }
 
     #[test]
     fn graphics_type_is_empty_without_vnc() {
-        assert_eq!(graphics_type(&parse("<domain><devices/></domain>")), "");
+        assert_eq!(graphics_type(&doc("<domain><devices/></domain>")), "");
     }
 
-    fn parse(xml: &str) -> roxmltree::Document<'_> {
+    fn doc(xml: &str) -> roxmltree::Document<'_> {
         roxmltree::Document::parse(xml).unwrap()
     }
 

@@ -1,43 +1,44 @@
-//! The libvirt definition of a new guest, written with the escaping XML writer, and
-//! the kimchi metadata read back from a domain's XML.
+//! Domain XML written with the escaping XML writer: a new guest's definition, the
+//! devices added to or changed in a guest, kimchi's metadata; and that metadata read
+//! back from a domain's XML.
 
 use super::xml::Element;
-use crate::engine::hypervisor::{Cdrom, GuestDefinition};
+use crate::engine::hypervisor::{Cdrom, Drive, DriveKind, GuestDefinition, NicDefinition};
 
 /// Namespace of kimchi's `<metadata>` element in domain XML.
 pub const METADATA_NS: &str = "https://kimchi-project.github.io/kimchi/metadata/vm/1";
+/// The prefix libvirt gives that namespace when kimchid sets the metadata.
+pub const METADATA_KEY: &str = "kimchi";
 
 /// The libvirt definition of `def`.
 pub fn guest_xml(def: &GuestDefinition) -> String {
     let mut devices = Element::new("devices");
     for disk in &def.disks {
-        devices = devices.child(
-            Element::new("disk")
-                .attr("type", "file")
-                .attr("device", "disk")
-                .child(
-                    Element::new("driver")
-                        .attr("name", "qemu")
-                        .attr("type", disk.format.as_str()),
-                )
-                .child(Element::new("source").attr("file", disk.path.as_str()))
-                .child(
-                    Element::new("target")
-                        .attr("dev", def.disk_bus.target(disk.index))
-                        .attr("bus", def.disk_bus.word()),
-                ),
-        );
+        devices = devices.child(drive_xml(&Drive {
+            dev: def.disk_bus.target(disk.index),
+            kind: DriveKind::Disk,
+            path: disk.path.clone(),
+            bus: def.disk_bus.word().to_owned(),
+            format: disk.format.clone(),
+        }));
     }
-    if let Some(cdrom) = &def.cdrom {
-        devices = devices.child(cdrom_xml(cdrom));
+    match &def.cdrom {
+        Some(Cdrom::File(path)) => devices = devices.child(drive_xml(&cdrom(path))),
+        Some(Cdrom::Remote {
+            protocol,
+            host,
+            port,
+            path,
+        }) => devices = devices.child(remote_cdrom_xml(protocol, host, *port, path)),
+        None => {}
     }
     if let Some(network) = &def.network {
-        devices = devices.child(
-            Element::new("interface")
-                .attr("type", "network")
-                .child(Element::new("source").attr("network", network.as_str()))
-                .child(Element::new("model").attr("type", def.nic_model.as_str())),
-        );
+        devices = devices.child(nic_xml(&NicDefinition {
+            // libvirt chooses the MAC of a new guest's NIC.
+            mac: String::new(),
+            network: network.clone(),
+            model: def.nic_model.clone(),
+        }));
     }
     // The console reaches VNC through virDomainOpenGraphicsFD only: no TCP port.
     devices = devices
@@ -54,17 +55,14 @@ pub fn guest_xml(def: &GuestDefinition) -> String {
         )
         .child(Element::new("memballoon").attr("model", "virtio"));
 
-    let mut metadata = Element::new("kimchi:vm")
-        .attr("xmlns:kimchi", METADATA_NS)
-        .child(Element::leaf("kimchi:icon", def.icon.as_str()));
-    for volume in &def.created_volumes {
-        metadata = metadata.child(Element::leaf("kimchi:created-volume", volume.as_str()));
-    }
-
     Element::new("domain")
         .attr("type", if def.kvm { "kvm" } else { "qemu" })
         .child(Element::leaf("name", def.name.as_str()))
-        .child(Element::new("metadata").child(metadata))
+        .child(Element::new("metadata").child(metadata_xml(
+            Namespace::Declared,
+            &def.icon,
+            &def.created_volumes,
+        )))
         .child(Element::leaf("memory", def.memory_mib.to_string()).attr("unit", "MiB"))
         .child(Element::leaf("vcpu", def.cpus.to_string()))
         .child(
@@ -86,35 +84,107 @@ pub fn guest_xml(def: &GuestDefinition) -> String {
         .render()
 }
 
-fn cdrom_xml(cdrom: &Cdrom) -> Element {
-    let disk = match cdrom {
-        Cdrom::File(path) => Element::new("disk")
-            .attr("type", "file")
-            .child(Element::new("source").attr("file", path.as_str())),
-        Cdrom::Remote {
-            protocol,
-            host,
-            port,
-            path,
-        } => Element::new("disk").attr("type", "network").child(
-            Element::new("source")
-                .attr("protocol", protocol.as_str())
-                .attr("name", path.as_str())
-                .child(
-                    Element::new("host")
-                        .attr("name", host.as_str())
-                        .attr("port", port.to_string()),
-                ),
-        ),
-    };
-    disk.attr("device", "cdrom")
+/// The CD-ROM drive of a new guest: IDE `hdc`, as Kimchi made them.
+fn cdrom(path: &str) -> Drive {
+    Drive {
+        dev: "hdc".into(),
+        kind: DriveKind::Cdrom,
+        path: path.to_owned(),
+        bus: "ide".into(),
+        format: "raw".into(),
+    }
+}
+
+/// A `network` NIC; an empty MAC or model is left to libvirt.
+pub fn nic_xml(nic: &NicDefinition) -> Element {
+    let mut element = Element::new("interface").attr("type", "network");
+    if !nic.mac.is_empty() {
+        element = element.child(Element::new("mac").attr("address", nic.mac.as_str()));
+    }
+    element = element.child(Element::new("source").attr("network", nic.network.as_str()));
+    if !nic.model.is_empty() {
+        element = element.child(Element::new("model").attr("type", nic.model.as_str()));
+    }
+    element
+}
+
+/// A disk or CD-ROM drive; a path under `/dev/` is a block device, an empty one an
+/// empty CD-ROM drive.
+pub fn drive_xml(drive: &Drive) -> Element {
+    let block = drive.path.starts_with("/dev/");
+    let mut element = Element::new("disk")
+        .attr("type", if block { "block" } else { "file" })
+        .attr("device", drive.kind.word());
+    if !drive.format.is_empty() {
+        element = element.child(
+            Element::new("driver")
+                .attr("name", "qemu")
+                .attr("type", drive.format.as_str()),
+        );
+    }
+    if !drive.path.is_empty() {
+        let attr = if block { "dev" } else { "file" };
+        element = element.child(Element::new("source").attr(attr, drive.path.as_str()));
+    }
+    element = element.child(
+        Element::new("target")
+            .attr("dev", drive.dev.as_str())
+            .attr("bus", drive.bus.as_str()),
+    );
+    if drive.kind == DriveKind::Cdrom {
+        element = element.child(Element::new("readonly"));
+    }
+    element
+}
+
+/// A CD-ROM QEMU streams over the network.
+fn remote_cdrom_xml(protocol: &str, host: &str, port: u16, path: &str) -> Element {
+    Element::new("disk")
+        .attr("type", "network")
+        .attr("device", "cdrom")
         .child(
             Element::new("driver")
                 .attr("name", "qemu")
                 .attr("type", "raw"),
         )
+        .child(
+            Element::new("source")
+                .attr("protocol", protocol)
+                .attr("name", path)
+                .child(
+                    Element::new("host")
+                        .attr("name", host)
+                        .attr("port", port.to_string()),
+                ),
+        )
         .child(Element::new("target").attr("dev", "hdc").attr("bus", "ide"))
         .child(Element::new("readonly"))
+}
+
+/// How kimchi's metadata element names its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Declared on the element, for a whole domain definition.
+    Declared,
+    /// Left out: `virDomainSetMetadata` puts it on every element itself.
+    Injected,
+}
+
+/// Kimchi's metadata: the template's icon and the volumes made for the guest.
+pub fn metadata_xml(ns: Namespace, icon: &str, created_volumes: &[String]) -> Element {
+    let (vm, icon_tag, volume_tag) = match ns {
+        Namespace::Declared => ("kimchi:vm", "kimchi:icon", "kimchi:created-volume"),
+        Namespace::Injected => ("vm", "icon", "created-volume"),
+    };
+    let mut metadata = Element::new(vm);
+    if ns == Namespace::Declared {
+        metadata = metadata.attr("xmlns:kimchi", METADATA_NS);
+    }
+    metadata = metadata.child(Element::leaf(icon_tag, icon));
+    for volume in created_volumes {
+        metadata = metadata.child(Element::leaf(volume_tag, volume.as_str()));
+    }
+    metadata
 }
 
 /// Kimchi's metadata in a domain's XML: the icon and the volumes it created.
@@ -252,6 +322,51 @@ mod tests {
         assert_eq!(source.attribute("name"), Some("/d/x.iso?a=1&b=2"));
         let host = source.first_element_child().unwrap();
         assert_eq!(host.attribute("port"), Some("443"));
+    }
+
+    #[test]
+    fn device_elements_escape_values_and_leave_empty_ones_to_libvirt() {
+        let nic = nic_xml(&NicDefinition {
+            mac: "52:54:00:00:00:01".into(),
+            network: "lab'<1>".into(),
+            model: String::new(),
+        })
+        .render();
+        let doc = roxmltree::Document::parse(&nic).unwrap();
+        let source = doc.descendants().find(|n| n.has_tag_name("source")).unwrap();
+        assert_eq!(source.attribute("network"), Some("lab'<1>"));
+        assert!(!doc.descendants().any(|n| n.has_tag_name("model")));
+
+        let block = drive_xml(&Drive {
+            dev: "vdb".into(),
+            kind: DriveKind::Disk,
+            path: "/dev/vg/data".into(),
+            bus: "virtio".into(),
+            format: "raw".into(),
+        })
+        .render();
+        let doc = roxmltree::Document::parse(&block).unwrap();
+        assert_eq!(doc.root_element().attribute("type"), Some("block"));
+        let source = doc.descendants().find(|n| n.has_tag_name("source")).unwrap();
+        assert_eq!(source.attribute("dev"), Some("/dev/vg/data"));
+
+        let empty = drive_xml(&Drive {
+            path: String::new(),
+            ..cdrom("x")
+        })
+        .render();
+        let doc = roxmltree::Document::parse(&empty).unwrap();
+        assert!(!doc.descendants().any(|n| n.has_tag_name("source")));
+        assert!(doc.descendants().any(|n| n.has_tag_name("readonly")));
+    }
+
+    #[test]
+    fn metadata_for_libvirt_to_namespace_has_no_prefix() {
+        let xml = metadata_xml(Namespace::Injected, "i.png", &["/p/v.img".into()]).render();
+        assert_eq!(
+            xml,
+            "<vm><icon>i.png</icon><created-volume>/p/v.img</created-volume></vm>"
+        );
     }
 
     #[test]

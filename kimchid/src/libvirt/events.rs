@@ -136,8 +136,67 @@ pub fn open(
             return Err(Error::from(virt::error::Error::last_error()));
         }
     }
+    register_domain_changes(&conn, &events_for_networks)?;
     register_network_lifecycle(&conn, events_for_networks)?;
     Ok((conn, closed_rx))
+}
+
+/// Sends `HostEvent::Domain` with `Changed` when a device is hot-plugged or unplugged
+/// (the guest may finish an unplug long after the call) and when a title, description
+/// or other metadata changes: no lifecycle event tells of these.
+fn register_domain_changes(
+    conn: &Connect,
+    events: &mpsc::UnboundedSender<HostEvent>,
+) -> Result<()> {
+    // Device events pass the device's alias, metadata events the kind and namespace:
+    // a callback that reads only the domain serves all three.
+    type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
+    type Device =
+        unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *const c_char, *mut c_void);
+    type Metadata = unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        c_int,
+        *const c_char,
+        *mut c_void,
+    );
+    let device: Device = on_domain_device;
+    let metadata: Metadata = on_domain_metadata;
+    // SAFETY: as in `open`; each registration gets its own box, freed by `free_boxed`.
+    unsafe {
+        let callbacks: [(u32, Generic); 3] = [
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                std::mem::transmute::<Device, Generic>(device),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                std::mem::transmute::<Device, Generic>(device),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+                std::mem::transmute::<Metadata, Generic>(metadata),
+            ),
+        ];
+        for (id, callback) in callbacks {
+            let opaque = Box::into_raw(Box::new(events.clone())) as *mut c_void;
+            if sys::virConnectDomainEventRegisterAny(
+                conn.as_ptr(),
+                std::ptr::null_mut(),
+                id as c_int,
+                Some(callback),
+                opaque,
+                Some(free_boxed::<mpsc::UnboundedSender<HostEvent>>),
+            ) < 0
+            {
+                drop(Box::from_raw(
+                    opaque as *mut mpsc::UnboundedSender<HostEvent>,
+                ));
+                return Err(Error::from(virt::error::Error::last_error()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends `HostEvent::Network` for every network defined, undefined, started or stopped.
@@ -211,6 +270,40 @@ unsafe extern "C" fn on_lifecycle(
         let _ = tx.send(HostEvent::Domain { uuid, event });
     }
     0
+}
+
+unsafe extern "C" fn on_domain_device(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _alias: *const c_char,
+    opaque: *mut c_void,
+) {
+    unsafe { send_changed(dom, opaque) }
+}
+
+unsafe extern "C" fn on_domain_metadata(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _kind: c_int,
+    _nsuri: *const c_char,
+    opaque: *mut c_void,
+) {
+    unsafe { send_changed(dom, opaque) }
+}
+
+/// Tells the model to re-read the domain.
+unsafe fn send_changed(dom: sys::virDomainPtr, opaque: *mut c_void) {
+    let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } == 0 {
+        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        let _ = tx.send(HostEvent::Domain {
+            uuid,
+            event: DomainEvent::Changed,
+        });
+    }
 }
 
 unsafe extern "C" fn on_pool_lifecycle(

@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 use virt::connect::Connect;
 
 use crate::engine::hypervisor::{
-    DomainCounters, DomainRecord, GuestDefinition, HostCapabilities, HostEvent, HostInterface,
-    Hypervisor, NetworkDefinition, NetworkRecord, PoolDefinition, PoolRecord, Power, VolumeRecord,
+    Apply, DomainChange, DomainCounters, DomainRecord, Drive, GuestDefinition, HostCapabilities,
+    HostEvent, HostInterface, Hypervisor, NetworkDefinition, NetworkRecord, Nic, NicDefinition,
+    PoolDefinition, PoolRecord, Power, VolumeRecord,
 };
 use crate::error::{Error, Result};
 
@@ -120,6 +121,42 @@ impl Hypervisor for Libvirt {
 
     fn power(&self, uuid: &str, power: Power) -> Result<DomainRecord> {
         domain::power(&*self.conn()?, uuid, power)
+    }
+
+    fn change_domain(&self, uuid: &str, change: &DomainChange) -> Result<DomainRecord> {
+        domain::change(&*self.conn()?, uuid, change)
+    }
+
+    fn set_metadata(&self, uuid: &str, icon: &str, created_volumes: &[String]) -> Result<()> {
+        domain::set_metadata(&*self.conn()?, uuid, icon, created_volumes)
+    }
+
+    fn nic_addresses(&self, uuid: &str) -> Result<Vec<(String, Vec<String>)>> {
+        domain::nic_addresses(&*self.conn()?, uuid)
+    }
+
+    fn attach_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
+        domain::attach_nic(&*self.conn()?, uuid, nic, apply)
+    }
+
+    fn update_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
+        domain::update_nic(&*self.conn()?, uuid, nic, apply)
+    }
+
+    fn detach_nic(&self, uuid: &str, nic: &Nic, apply: Apply) -> Result<DomainRecord> {
+        domain::detach_nic(&*self.conn()?, uuid, nic, apply)
+    }
+
+    fn attach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        domain::attach_drive(&*self.conn()?, uuid, drive, apply)
+    }
+
+    fn change_media(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        domain::change_media(&*self.conn()?, uuid, drive, apply)
+    }
+
+    fn detach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
+        domain::detach_drive(&*self.conn()?, uuid, drive, apply)
     }
 
     fn undefine(&self, uuid: &str) -> Result<()> {

@@ -6,6 +6,7 @@ mod model;
 mod networks;
 mod storage;
 mod templates;
+mod vm_ops;
 mod vms;
 
 use std::path::Path;
@@ -52,11 +53,20 @@ macro_rules! assert_error {
 pub(crate) use assert_error;
 
 /// Every method of the `Hypervisor` trait, as the sim logs them.
-const HYPERVISOR_METHODS: [&str; 36] = [
+const HYPERVISOR_METHODS: [&str; 45] = [
     "list_domains",
     "domain",
     "define_guest",
     "power",
+    "change_domain",
+    "set_metadata",
+    "nic_addresses",
+    "attach_nic",
+    "update_nic",
+    "detach_nic",
+    "attach_drive",
+    "change_media",
+    "detach_drive",
     "undefine",
     "screenshot",
     "open_console",

@@ -9,7 +9,7 @@ use super::{
     template, template_from, total_calls, with_cdrom, with_new_vm, with_template, with_vm,
 };
 use crate::engine::hypervisor::{
-    DiskBus, DomainEvent, DomainRecord, GuestDefinition, GuestDisk, HostEvent, Hypervisor,
+    DiskBus, DomainEvent, DomainRecord, GuestDefinition, GuestDisk, HostEvent, Hypervisor, Power,
 };
 use crate::engine::sim::{harness, Harness, Sim, SCREEN};
 use crate::engine::tasks::Wait;
@@ -18,27 +18,18 @@ use crate::error::{Error, Result};
 
 // ---- power ----
 
-#[derive(Clone, Copy, Debug)]
-enum Power {
-    Start,
-    Stop,
-}
-
 /// `action` asked of the engine for the VM named `name`.
 async fn power(h: &Harness, action: Power, name: &str) -> Result<VmInfo> {
-    match action {
-        Power::Start => h.engine.vms.start(name).await,
-        Power::Stop => h.engine.vms.stop(name).await,
-    }
+    h.engine.vms.power(name, action).await
 }
 
 #[tokio::test]
 async fn a_power_action_the_state_allows_reaches_the_new_state() {
     for (action, from, to) in [
-        (Power::Start, VmState::Shutoff, VmState::Running),
-        (Power::Start, VmState::Crashed, VmState::Running),
-        (Power::Stop, VmState::Running, VmState::Shutoff),
-        (Power::Stop, VmState::Paused, VmState::Shutoff),
+        (Power::On, VmState::Shutoff, VmState::Running),
+        (Power::On, VmState::Crashed, VmState::Running),
+        (Power::Off, VmState::Running, VmState::Shutoff),
+        (Power::Off, VmState::Paused, VmState::Shutoff),
     ] {
         let (h, _) = with_vm(from).await;
         let vm = power(&h, action, "web").await.unwrap();
@@ -56,35 +47,35 @@ async fn a_power_action_the_state_allows_reaches_the_new_state() {
 async fn a_power_action_the_real_state_forbids_is_invalid_state_naming_that_state() {
     for (action, seen, real, asked, message) in [
         (
-            Power::Start,
+            Power::On,
             VmState::Running,
             VmState::Running,
             0,
             "VM 'web' is already running",
         ),
         (
-            Power::Start,
+            Power::On,
             VmState::Paused,
             VmState::Paused,
             0,
             "VM 'web' is already paused",
         ),
         (
-            Power::Stop,
+            Power::Off,
             VmState::Shutoff,
             VmState::Shutoff,
             0,
             "VM 'web' is not running",
         ),
         (
-            Power::Start,
+            Power::On,
             VmState::Shutoff,
             VmState::Running,
             1,
             "VM 'web' is already running",
         ),
         (
-            Power::Stop,
+            Power::Off,
             VmState::Running,
             VmState::Shutoff,
             1,
@@ -108,12 +99,12 @@ async fn a_power_action_the_real_state_forbids_is_invalid_state_naming_that_stat
 async fn a_power_action_libvirt_refuses_for_another_reason_gives_libvirts_reason() {
     for (action, from, reason) in [
         (
-            Power::Start,
+            Power::On,
             VmState::Shutoff,
             "Requested operation is not valid: network 'default' is not active",
         ),
         (
-            Power::Stop,
+            Power::Off,
             VmState::Running,
             "Requested operation is not valid: domain is locked",
         ),
@@ -133,7 +124,7 @@ async fn a_power_action_libvirt_refuses_for_another_reason_gives_libvirts_reason
 async fn actions_on_an_unknown_vm_are_not_found_without_asking_libvirt() {
     let h = harness().await;
     let before = total_calls(&h.sim);
-    for action in [Power::Start, Power::Stop] {
+    for action in [Power::On, Power::Off] {
         let refused = power(&h, action, "ghost").await;
         assert_error!(refused, NotFound, "no VM named 'ghost'", "{action:?}");
     }
@@ -150,7 +141,7 @@ async fn other_libvirt_failures_of_a_power_action_pass_through_unchanged() {
     h.sim
         .fail_next("power", libvirt("internal error: qemu died"));
     assert_libvirt_error(
-        power(&h, Power::Start, "web").await,
+        power(&h, Power::On, "web").await,
         "internal error: qemu died",
     );
     assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Shutoff);
@@ -305,7 +296,10 @@ async fn creation_makes_the_disks_and_the_guest_in_a_task_targeting_the_vm() {
     assert_eq!(task.message, "created VM 'web'");
     let vm = h.engine.model.vm_by_name("web").unwrap();
     assert_eq!(vm.state, VmState::Shutoff);
-    assert_eq!(vm.disk_paths, ["/sim/default/web-0.img"]);
+    assert_eq!(
+        vm.disk_paths().collect::<Vec<_>>(),
+        ["/sim/default/web-0.img"]
+    );
     assert_eq!(vm.created_volumes, ["/sim/default/web-0.img"]);
     assert_eq!(h.sim.volume_names("default"), ["web-0.img"]);
 }
@@ -317,7 +311,10 @@ async fn creation_attaches_the_templates_cdrom_without_claiming_it() {
     template_from(&h, with_cdrom("t", &iso)).await;
     new_vm(&h, "t", "web", "").await;
     let vm = h.engine.model.vm_by_name("web").unwrap();
-    assert_eq!(vm.disk_paths, ["/sim/default/web-0.img".to_owned(), iso]);
+    assert_eq!(
+        vm.disk_paths().collect::<Vec<_>>(),
+        ["/sim/default/web-0.img", iso.as_str()]
+    );
     assert_eq!(vm.created_volumes, ["/sim/default/web-0.img"]);
 }
 
@@ -504,7 +501,7 @@ fn a_successful_creation_records_the_created_volumes_in_the_domain() {
     let record = result.unwrap();
     let paths = ["/sim/default/web-0.img", "/sim/default/web-1.img"];
     assert_eq!(record.created_volumes, paths);
-    assert_eq!(record.disk_paths, paths);
+    assert_eq!(record.disk_paths().collect::<Vec<_>>(), paths);
     let disk = |index: u32| GuestDisk {
         index,
         path: paths[index as usize].into(),
