@@ -339,12 +339,14 @@ pub async fn action(
     action: VmAction,
     body: &[u8],
 ) -> Result<Reply, Error> {
-    if action == VmAction::Shutdown {
-        return shutdown(kimchid, call, respond, view, name, body::action(body)?).await;
+    if action != VmAction::Shutdown {
+        body::action_without_parameters(body)?;
     }
-    body::action_without_parameters(body)?;
     let manager = kimchid.manager().await?;
     let info = match action {
+        VmAction::Shutdown => {
+            return shutdown(kimchid, call, respond, view, name, body::action(body)?).await
+        }
         VmAction::Start => manager.start_vm(name, call.options()).await?,
         VmAction::Stop | VmAction::Poweroff => {
             let info = manager.stop_vm(name, call.options()).await?;
@@ -355,7 +357,6 @@ pub async fn action(
         VmAction::Reset => manager.reset_vm(name, call.options()).await?,
         VmAction::Suspend => manager.suspend_vm(name, call.options()).await?,
         VmAction::Resume => manager.resume_vm(name, call.options()).await?,
-        VmAction::Shutdown => unreachable!("shutdown is answered above"),
         VmAction::Connect => {
             let info = manager.get_vm(name, call.options()).await?;
             // Opening (and closing) a console checks the caller may use it and that

@@ -248,23 +248,27 @@ fn device(
     read(&dom)
 }
 
-/// The device element of the stored definition that `matches`, as libvirt wrote it: a
-/// detach names the device exactly as the definition has it (type, source, address).
+/// The device element that `matches`, as libvirt wrote it in the stored definition
+/// (or, for a device only the running guest has, in the live one): a detach names the
+/// device exactly as libvirt has it (type, source, address).
 fn stored_element(
     dom: &Domain,
     matches: impl Fn(&roxmltree::Node) -> bool,
 ) -> std::result::Result<String, virt::error::Error> {
-    let xml = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?;
-    let doc = match roxmltree::Document::parse(&xml) {
-        Ok(doc) => doc,
-        // Cannot happen with libvirt's own XML; the detach then fails naming no device.
-        Err(_) => return Ok(String::new()),
-    };
-    Ok(doc
-        .descendants()
-        .find(|n| n.parent().is_some_and(|p| p.has_tag_name("devices")) && matches(n))
-        .map(|n| xml[n.range()].to_owned())
-        .unwrap_or_default())
+    for flags in [sys::VIR_DOMAIN_XML_INACTIVE, 0] {
+        let xml = dom.xml_desc(flags)?;
+        let Ok(doc) = roxmltree::Document::parse(&xml) else {
+            continue;
+        };
+        let found = doc
+            .descendants()
+            .find(|n| n.parent().is_some_and(|p| p.has_tag_name("devices")) && matches(n));
+        if let Some(node) = found {
+            return Ok(xml[node.range()].to_owned());
+        }
+    }
+    // The engine looked the device up in the model first; libvirt names what is wrong.
+    Ok(String::new())
 }
 
 /// Stops the guest if it runs and removes its definition, with any saved state,

@@ -333,7 +333,10 @@ mod tests {
         })
         .render();
         let doc = roxmltree::Document::parse(&nic).unwrap();
-        let source = doc.descendants().find(|n| n.has_tag_name("source")).unwrap();
+        let source = doc
+            .descendants()
+            .find(|n| n.has_tag_name("source"))
+            .unwrap();
         assert_eq!(source.attribute("network"), Some("lab'<1>"));
         assert!(!doc.descendants().any(|n| n.has_tag_name("model")));
 
@@ -347,7 +350,10 @@ mod tests {
         .render();
         let doc = roxmltree::Document::parse(&block).unwrap();
         assert_eq!(doc.root_element().attribute("type"), Some("block"));
-        let source = doc.descendants().find(|n| n.has_tag_name("source")).unwrap();
+        let source = doc
+            .descendants()
+            .find(|n| n.has_tag_name("source"))
+            .unwrap();
         assert_eq!(source.attribute("dev"), Some("/dev/vg/data"));
 
         let empty = drive_xml(&Drive {
