@@ -3,6 +3,7 @@
 //! `virsh` to change VMs behind kimchi's back. Everything here runs as root.
 
 pub mod daemons;
+pub mod guest;
 pub mod websocket;
 
 use std::io::Write;
