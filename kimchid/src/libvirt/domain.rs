@@ -11,8 +11,9 @@ use virt::stream::Stream;
 use virt::sys;
 
 use super::domain_xml::{self, Namespace, METADATA_KEY, METADATA_NS};
+use super::xml::Element;
 use crate::engine::hypervisor::{
-    Apply, DomainChange, DomainRecord, Drive, DriveKind, GuestDefinition, Nic, NicDefinition, Power,
+    Apply, DomainChange, DomainRecord, Drive, DriveKind, GuestDefinition, Nic, Power,
 };
 use crate::error::{Error, Result};
 
@@ -152,25 +153,17 @@ pub fn nic_addresses(conn: &Connect, uuid: &str) -> Result<Vec<(String, Vec<Stri
         .collect())
 }
 
-pub fn attach_nic(
-    conn: &Connect,
-    uuid: &str,
-    nic: &NicDefinition,
-    apply: Apply,
-) -> Result<DomainRecord> {
-    let xml = domain_xml::nic_xml(nic).render();
+/// Adds the device `xml` describes.
+pub fn attach(conn: &Connect, uuid: &str, xml: &Element, apply: Apply) -> Result<DomainRecord> {
+    let xml = xml.render();
     device(conn, uuid, apply, |dom, flags| {
         dom.attach_device_flags(&xml, flags)
     })
 }
 
-pub fn update_nic(
-    conn: &Connect,
-    uuid: &str,
-    nic: &NicDefinition,
-    apply: Apply,
-) -> Result<DomainRecord> {
-    let xml = domain_xml::nic_xml(nic).render();
+/// Replaces the device `xml` names (a NIC by MAC, a drive by target) with it.
+pub fn update(conn: &Connect, uuid: &str, xml: &Element, apply: Apply) -> Result<DomainRecord> {
+    let xml = xml.render();
     device(conn, uuid, apply, |dom, flags| {
         dom.update_device_flags(&xml, flags)
     })
@@ -188,30 +181,6 @@ pub fn detach_nic(conn: &Connect, uuid: &str, nic: &Nic, apply: Apply) -> Result
                 })
         })?;
         dom.detach_device_flags(&xml, flags)
-    })
-}
-
-pub fn attach_drive(
-    conn: &Connect,
-    uuid: &str,
-    drive: &Drive,
-    apply: Apply,
-) -> Result<DomainRecord> {
-    let xml = domain_xml::drive_xml(drive).render();
-    device(conn, uuid, apply, |dom, flags| {
-        dom.attach_device_flags(&xml, flags)
-    })
-}
-
-pub fn change_media(
-    conn: &Connect,
-    uuid: &str,
-    drive: &Drive,
-    apply: Apply,
-) -> Result<DomainRecord> {
-    let xml = domain_xml::drive_xml(drive).render();
-    device(conn, uuid, apply, |dom, flags| {
-        dom.update_device_flags(&xml, flags)
     })
 }
 

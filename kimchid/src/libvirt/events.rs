@@ -261,15 +261,21 @@ unsafe extern "C" fn on_lifecycle(
     opaque: *mut c_void,
 ) -> c_int {
     let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
-    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
-    if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } == 0 {
-        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+    if let Some(uuid) = unsafe { domain_uuid(dom) } {
         let event = domain_event(event as u32);
         let _ = tx.send(HostEvent::Domain { uuid, event });
     }
     0
+}
+
+/// The UUID of the domain an event is about.
+unsafe fn domain_uuid(dom: sys::virDomainPtr) -> Option<String> {
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    Some(uuid.to_string_lossy().into_owned())
 }
 
 unsafe extern "C" fn on_domain_device(
@@ -294,11 +300,7 @@ unsafe extern "C" fn on_domain_metadata(
 /// Tells the model to re-read the domain.
 unsafe fn send_changed(dom: sys::virDomainPtr, opaque: *mut c_void) {
     let tx = unsafe { &*(opaque as *const mpsc::UnboundedSender<HostEvent>) };
-    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
-    if unsafe { sys::virDomainGetUUIDString(dom, buf.as_mut_ptr()) } == 0 {
-        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+    if let Some(uuid) = unsafe { domain_uuid(dom) } {
         let _ = tx.send(HostEvent::Domain {
             uuid,
             event: DomainEvent::Changed,

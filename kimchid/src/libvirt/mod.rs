@@ -136,11 +136,11 @@ impl Hypervisor for Libvirt {
     }
 
     fn attach_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
-        domain::attach_nic(&*self.conn()?, uuid, nic, apply)
+        domain::attach(&*self.conn()?, uuid, &domain_xml::nic_xml(nic), apply)
     }
 
     fn update_nic(&self, uuid: &str, nic: &NicDefinition, apply: Apply) -> Result<DomainRecord> {
-        domain::update_nic(&*self.conn()?, uuid, nic, apply)
+        domain::update(&*self.conn()?, uuid, &domain_xml::nic_xml(nic), apply)
     }
 
     fn detach_nic(&self, uuid: &str, nic: &Nic, apply: Apply) -> Result<DomainRecord> {
@@ -148,11 +148,11 @@ impl Hypervisor for Libvirt {
     }
 
     fn attach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
-        domain::attach_drive(&*self.conn()?, uuid, drive, apply)
+        domain::attach(&*self.conn()?, uuid, &domain_xml::drive_xml(drive), apply)
     }
 
     fn change_media(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
-        domain::change_media(&*self.conn()?, uuid, drive, apply)
+        domain::update(&*self.conn()?, uuid, &domain_xml::drive_xml(drive), apply)
     }
 
     fn detach_drive(&self, uuid: &str, drive: &Drive, apply: Apply) -> Result<DomainRecord> {
