@@ -33,14 +33,19 @@ const DEFAULT_POOL_DIR: &str = "/var/lib/libvirt/images";
 const GIB: u64 = 1024 * 1024 * 1024;
 
 /// The keys of a VM document, sorted.
-const VM_KEYS: [&str; 8] = [
+const VM_KEYS: [&str; 13] = [
+    "autostart",
+    "cpus",
+    "description",
     "graphics",
     "icon",
     "memory",
     "name",
+    "pending_changes",
     "screenshot",
     "state",
     "stats",
+    "title",
     "uuid",
 ];
 /// The keys of `stats`, sorted.
@@ -770,7 +775,7 @@ fn duplicate_name_post_to_a_vm_and_console_without_websocket_are_refused() {
     // POST to the VM itself: no such action.
     let resp = web.post(&vm.uri(), &json!({}));
     reason(&resp, 405, &["POST"]);
-    assert_eq!(resp.header("allow"), Some("GET, HEAD, DELETE"), "{resp:?}");
+    assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"), "{resp:?}");
 
     // The console is a websocket only.
     let resp = web.get(&format!("{}/console", vm.uri()));

@@ -291,18 +291,22 @@ pub fn open_console(conn: &Connect, uuid: &str) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A guest's record: its state, screen and metadata as it runs now, its devices as
+/// its stored definition has them (what changes are made against, and what its next
+/// boot has; `pending_changes` tells when the running guest differs).
 fn read(dom: &Domain) -> Result<DomainRecord> {
     // info() reports a vanished domain as an error, unlike state() (virt 0.5 drops it).
     let info = dom.info()?;
     let xml = dom.xml_desc(0)?;
     let doc = parse(&xml)?;
-    let state = vm_state(info.state);
-    // A running guest's stored definition may already say what its next boot has.
-    let pending_changes = if dom.is_active()? {
-        let stored = dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?;
-        hardware(&doc) != hardware(&parse(&stored)?)
+    let stored_xml = if dom.is_active()? {
+        Some(dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?)
     } else {
-        false
+        None
+    };
+    let stored = match &stored_xml {
+        Some(xml) => parse(xml)?,
+        None => parse(&xml)?,
     };
     let (icon, created_volumes) = domain_xml::read_metadata(&doc);
     let text = |tag: &str| {
@@ -316,16 +320,16 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
     Ok(DomainRecord {
         uuid: dom.uuid_string()?,
         name: dom.name()?,
-        state,
+        state: vm_state(info.state),
         memory_mib: info.memory / 1024,
         cpus: info.nr_virt_cpu,
         autostart: dom.autostart()?,
         title: text("title"),
         description: text("description"),
-        pending_changes,
+        pending_changes: hardware(&doc) != hardware(&stored),
         graphics_type: graphics_type(&doc),
-        nics: nics(&doc),
-        drives: drives(&doc),
+        nics: nics(&stored),
+        drives: drives(&stored),
         icon,
         created_volumes,
     })

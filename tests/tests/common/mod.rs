@@ -470,3 +470,83 @@ pub async fn manager(conn: &zbus::Connection) -> ManagerProxy<'static> {
 pub fn no_options() -> HashMap<String, OwnedVariant> {
     HashMap::new()
 }
+
+// ---------------------------------------------------------------------------------
+// A domain's definition, as libvirt keeps it
+
+/// The domain's XML (`virsh dumpxml`): the stored definition with `inactive`, else
+/// what runs.
+#[track_caller]
+pub fn dumpxml(name: &str, inactive: bool) -> String {
+    let mut args = vec!["dumpxml", name];
+    if inactive {
+        args.push("--inactive");
+    }
+    virsh(&args).expect_ok().stdout
+}
+
+/// What a domain's XML says of the fields a VM edit changes.
+#[derive(Debug, PartialEq)]
+pub struct Definition {
+    /// The vCPUs the guest has (`<vcpu current=…>`, else the maximum).
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub current_memory_mib: Option<u64>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Reads [`Definition`] from a domain's XML.
+#[track_caller]
+pub fn definition(xml: &str) -> Definition {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("bad XML ({e}): {xml}"));
+    let root = doc.root_element();
+    let child = |tag: &str| root.children().find(|n| n.has_tag_name(tag));
+    let text = |tag: &str| child(tag).map(|n| n.text().unwrap_or_default().to_owned());
+    let vcpu = child("vcpu").unwrap_or_else(|| panic!("no <vcpu>: {xml}"));
+    let vcpus = vcpu
+        .attribute("current")
+        .or(vcpu.text())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unreadable <vcpu>: {xml}"));
+    let mib = |tag: &str| {
+        child(tag).map(|n| {
+            let value: u64 = n.text().unwrap_or_default().trim().parse().expect("a size");
+            match n.attribute("unit").unwrap_or("KiB") {
+                "b" | "bytes" => value / MIB,
+                "k" | "KiB" => value / 1024,
+                "M" | "MiB" => value,
+                "G" | "GiB" => value * 1024,
+                other => panic!("unit {other} of <{tag}>: {xml}"),
+            }
+        })
+    };
+    Definition {
+        vcpus,
+        memory_mib: mib("memory").unwrap_or_else(|| panic!("no <memory>: {xml}")),
+        current_memory_mib: mib("currentMemory"),
+        title: text("title"),
+        description: text("description"),
+    }
+}
+
+/// A directory of [`kimchi_tests::scratch_dir`] (QEMU can read it), removed with all
+/// it holds on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(what: &str) -> ScratchDir {
+        ScratchDir(kimchi_tests::scratch_dir(what))
+    }
+
+    /// `name` in the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
