@@ -775,7 +775,11 @@ fn duplicate_name_post_to_a_vm_and_console_without_websocket_are_refused() {
     // POST to the VM itself: no such action.
     let resp = web.post(&vm.uri(), &json!({}));
     reason(&resp, 405, &["POST"]);
-    assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"), "{resp:?}");
+    assert_eq!(
+        resp.header("allow"),
+        Some("GET, HEAD, PUT, DELETE"),
+        "{resp:?}"
+    );
 
     // The console is a websocket only.
     let resp = web.get(&format!("{}/console", vm.uri()));
