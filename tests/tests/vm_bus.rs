@@ -771,16 +771,26 @@ async fn running_vm_object_shows_its_properties_and_console_method() {
     assert_eq!(
         names,
         BTreeSet::from([
+            "Autostart",
+            "CPUs",
+            "Description",
             "GraphicsType",
             "Icon",
             "Memory",
             "Name",
+            "PendingChanges",
             "State",
             "Stats",
+            "Title",
             "UUID"
         ]),
         "{props:?}"
     );
+    assert_eq!(props["Autostart"], json!({"type": "b", "data": false}));
+    assert_eq!(props["CPUs"]["type"], "u", "{}", props["CPUs"]);
+    assert_eq!(props["Title"], json!({"type": "s", "data": ""}));
+    assert_eq!(props["Description"], json!({"type": "s", "data": ""}));
+    assert_eq!(props["PendingChanges"], json!({"type": "b", "data": false}));
     assert_eq!(props["Name"], json!({"type": "s", "data": vm.name}));
     assert_eq!(props["UUID"], json!({"type": "s", "data": uuid}));
     assert_eq!(props["State"], json!({"type": "s", "data": "running"}));
