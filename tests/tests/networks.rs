@@ -17,21 +17,15 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{
-    expect, keys, manager_call, object_path_reply, TemplateNames, TestNetwork, VmCleanup, Web,
-};
+use common::{expect, keys, manager_call, object_path_reply, TemplateVm, TestNetwork, Web};
 use futures_util::StreamExt;
 use kimchi_dbus::{network_path, BUS_NAME, NETWORK_INTERFACE};
-use kimchi_tests::{
-    busctl, poll, run, scratch_dir, system_bus, unique_name, virsh, write_iso, Ran, Response,
-    READER, UBUNTU_VOLUME_ID,
-};
+use kimchi_tests::{busctl, poll, run, system_bus, unique_name, virsh, Ran, Response, READER};
 use serde_json::{json, Value};
 use zbus::message::Type as MessageType;
 use zbus::{MatchRule, MessageStream, OwnedVariant};
@@ -465,56 +459,16 @@ fn network_property(path: &str, property: &str) -> String {
 // ---------------------------------------------------------------------------------
 // A guest to attach
 
-/// A small stopped VM created from a template over REST (128 MiB, one 1 GB disk, a
-/// do-nothing ISO); VM, template and ISO removed on drop.
-struct Guest {
-    vm: VmCleanup,
-    _template: TemplateNames,
-    dir: PathBuf,
-}
-
-impl Guest {
-    #[track_caller]
-    fn create(web: &Web, what: &str) -> Guest {
-        let template = TemplateNames::one(what);
-        let dir = scratch_dir(what);
-        let vm = VmCleanup::fresh(what);
-        let iso = dir.join("x.iso");
-        write_iso(UBUNTU_VOLUME_ID, true, &iso);
-        let body = json!({
-            "name": template.name(), "cdrom": iso, "memory": 128, "disks": [{"size": 1}]
-        });
-        expect(web.post("/templates", &body), 201, "create the template");
-        let body = json!({"name": vm.name, "template": template.uri()});
-        expect(web.post("/vms", &body), 201, "create the VM");
-        Guest {
-            vm,
-            _template: template,
-            dir,
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.vm.name
-    }
-
-    /// The MAC of the guest's interface on `network` (`virsh domiflist`).
-    #[track_caller]
-    fn mac_on(&self, network: &str) -> String {
-        let list = virsh(&["domiflist", self.name()]).expect_ok().stdout;
-        // Interface  Type  Source  Model  MAC
-        list.lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.len() >= 5 && cols[1] == "network" && cols[2] == network)
-            .map(|cols| cols[cols.len() - 1].to_owned())
-            .unwrap_or_else(|| panic!("no interface on {network}:\n{list}"))
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The MAC of `vm`'s interface on `network` (`virsh domiflist`).
+#[track_caller]
+fn mac_on(vm: &str, network: &str) -> String {
+    let list = virsh(&["domiflist", vm]).expect_ok().stdout;
+    // Interface  Type  Source  Model  MAC
+    list.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.len() >= 5 && cols[1] == "network" && cols[2] == network)
+        .map(|cols| cols[cols.len() - 1].to_owned())
+        .unwrap_or_else(|| panic!("no interface on {network}:\n{list}"))
 }
 
 /// Polls `GET` until `check` holds (5 s); the last document.
@@ -665,7 +619,7 @@ fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
     let web = Web::admin();
     let net = TestNetwork::planned("net-guest");
     create_routed(&web, &net, "isolated");
-    let guest = Guest::create(&web, "net-guest");
+    let guest = TemplateVm::create(&web, "net-guest");
     virsh(&[
         "attach-interface",
         "--domain",
@@ -687,7 +641,7 @@ fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
     refused(&web.delete(&net.uri()), 409, &[guest.name(), "use"]);
     assert!(virsh(&["net-info", net.name()]).ok, "deleted while in use");
 
-    let mac = guest.mac_on(net.name());
+    let mac = mac_on(guest.name(), net.name());
     virsh(&[
         "detach-interface",
         "--domain",

@@ -28,13 +28,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    definition, dumpxml, expect, keys, ScratchDir, TemplateNames, TestNetwork, TestPool, VmCleanup,
-    Web, DEFAULT_POOL_DIR,
+    definition, dumpxml, expect, keys, ScratchDir, TemplateVm, TestNetwork, TestPool, Web,
+    DEFAULT_POOL_DIR,
 };
 use kimchi_tests::guest;
 use kimchi_tests::{
     manager_call, scratch_dir, unique_name, virsh, write_iso, Response, DATA_VOLUME_ID, READER,
-    UBUNTU_VOLUME_ID,
 };
 use serde_json::{json, Value};
 
@@ -424,52 +423,9 @@ fn wait_until_listed(web: &Web, name: &str) {
     );
 }
 
-/// A shut-off VM created from a template over REST: 128 MiB, one 1 GB virtio disk
-/// kimchid made (`<name>-0.img` in the default pool), a generated ISO on an IDE
-/// CD-ROM (`hdc`) and a NIC on `default`. VM, template and ISO removed on drop.
-struct TemplateVm {
-    vm: VmCleanup,
-    _template: TemplateNames,
-    dir: PathBuf,
-    iso: PathBuf,
-}
-
-impl TemplateVm {
-    #[track_caller]
-    fn create(web: &Web, what: &str) -> TemplateVm {
-        let template = TemplateNames::one(what);
-        let dir = scratch_dir(what);
-        let vm = VmCleanup::fresh(what);
-        let iso = dir.join("install.iso");
-        write_iso(UBUNTU_VOLUME_ID, true, &iso);
-        let body = json!({
-            "name": template.name(), "cdrom": iso, "memory": 128, "disks": [{"size": 1}]
-        });
-        expect(web.post("/templates", &body), 201, "create the template");
-        let body = json!({"name": vm.name, "template": template.uri()});
-        expect(web.post("/vms", &body), 201, "create the VM");
-        TemplateVm {
-            vm,
-            _template: template,
-            dir,
-            iso,
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.vm.name
-    }
-
-    /// The volume kimchid made for it in the default pool.
-    fn disk_volume(&self) -> String {
-        format!("{}-0.img", self.name())
-    }
-}
-
-impl Drop for TemplateVm {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The volume kimchid made for `vm` in the default pool.
+fn disk_volume(vm: &TemplateVm) -> String {
+    format!("{}-0.img", vm.name())
 }
 
 /// The test guest of `kimchi_tests::guest` (a kernel that powers off on the ACPI
@@ -1342,7 +1298,7 @@ fn cdroms_of_a_shut_off_vm_are_attached_changed_ejected_and_detached() {
     assert_eq!(
         disk["path"],
         Path::new(DEFAULT_POOL_DIR)
-            .join(vm.disk_volume())
+            .join(disk_volume(&vm))
             .to_str()
             .unwrap(),
         "{disk}"
@@ -1549,7 +1505,7 @@ fn disks_of_a_shut_off_vm_from_volumes_or_by_size_and_what_detach_deletes() {
             "a volume another VM uses",
             web.post(
                 &storages_uri(other.name()),
-                &json!({"type": "disk", "pool": "default", "vol": vm.disk_volume()}),
+                &json!({"type": "disk", "pool": "default", "vol": disk_volume(&vm)}),
             ),
             409,
         ),

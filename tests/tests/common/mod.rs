@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use kimchi_dbus::ManagerProxy;
 pub use kimchi_tests::manager_call;
-use kimchi_tests::{login, poll, request, run, unique_name, virsh, Ran, Request};
+use kimchi_tests::{
+    login, poll, request, run, scratch_dir, unique_name, virsh, write_iso, Ran, Request,
+    UBUNTU_VOLUME_ID,
+};
 use kimchi_tests::{Response, Session, TestUser, ADMIN};
 use serde_json::{json, Value};
 use zbus::OwnedVariant;
@@ -333,6 +336,50 @@ impl Drop for VmCleanup {
             let _ = virsh(&["undefine", &self.name]);
         }
         let _ = std::fs::remove_file(&self.disk);
+    }
+}
+
+/// A shut-off VM created from a template over REST: 128 MiB, one 1 GB virtio disk
+/// kimchid made (`<name>-0.img` in the default pool), a generated ISO on an IDE
+/// CD-ROM (`hdc`) and a NIC on `default`. VM, template and ISO removed on drop.
+pub struct TemplateVm {
+    pub vm: VmCleanup,
+    _template: TemplateNames,
+    /// A scratch directory of its own, with the ISO.
+    pub dir: PathBuf,
+    pub iso: PathBuf,
+}
+
+impl TemplateVm {
+    #[track_caller]
+    pub fn create(web: &Web, what: &str) -> TemplateVm {
+        let template = TemplateNames::one(what);
+        let dir = scratch_dir(what);
+        let vm = VmCleanup::fresh(what);
+        let iso = dir.join("install.iso");
+        write_iso(UBUNTU_VOLUME_ID, true, &iso);
+        let body = json!({
+            "name": template.name(), "cdrom": iso, "memory": 128, "disks": [{"size": 1}]
+        });
+        expect(web.post("/templates", &body), 201, "create the template");
+        let body = json!({"name": vm.name, "template": template.uri()});
+        expect(web.post("/vms", &body), 201, "create the VM");
+        TemplateVm {
+            vm,
+            _template: template,
+            dir,
+            iso,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.vm.name
+    }
+}
+
+impl Drop for TemplateVm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
