@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::{poll, run, virsh};
+use crate::{define_domain, poll, run, virsh, xml_escape};
 
 /// Printed once per boot, when the guest answers the power button and runs DHCP:
 /// count it to see a reboot.
@@ -58,12 +58,18 @@ pub fn define(name: &str, network: Option<&str>) -> String {
     remove_if_present(&log);
     let nic = network
         .map(|net| {
-            format!("<interface type='network'><source network='{net}'/><model type='virtio'/></interface>")
+            [
+                "<interface type='network'><source network='",
+                &xml_escape(net),
+                "'/><model type='virtio'/></interface>",
+            ]
+            .concat()
         })
         .unwrap_or_default();
+    let escaped_name = xml_escape(name);
     let xml = format!(
         "<domain type='qemu'>\
-           <name>{name}</name>\
+           <name>{escaped_name}</name>\
            <memory unit='MiB'>{MEMORY_MIB}</memory>\
            <vcpu>1</vcpu>\
            <os>\
@@ -83,11 +89,7 @@ pub fn define(name: &str, network: Option<&str>) -> String {
            </devices>\
          </domain>"
     );
-    let file = std::env::temp_dir().join(format!("{name}.xml"));
-    std::fs::write(&file, xml).expect("write domain XML");
-    let ran = virsh(&["define", file.to_str().expect("utf-8 temp path")]);
-    let _ = std::fs::remove_file(&file);
-    ran.expect_ok();
+    define_domain(&xml);
     log
 }
 

@@ -264,6 +264,25 @@ pub fn virsh(args: &[&str]) -> Ran {
         .args(args))
 }
 
+/// `virsh define`s the domain `xml` (virsh reads it from a file); panics with virsh's
+/// reason when libvirt refuses it.
+pub fn define_domain(xml: &str) {
+    let file = std::env::temp_dir().join(format!("{}.xml", unique_name("domain")));
+    std::fs::write(&file, xml).expect("write domain XML");
+    let ran = virsh(&["define", file.to_str().expect("utf-8 temp path")]);
+    let _ = std::fs::remove_file(&file);
+    ran.expect_ok();
+}
+
+/// `text` with XML's special characters escaped, for names put into test domain XML.
+pub fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
 // ---------------------------------------------------------------------------------
 // D-Bus
 
@@ -338,11 +357,7 @@ impl TestVm {
                <devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/></devices>\
              </domain>"
         );
-        let file = std::env::temp_dir().join(format!("{name}.xml"));
-        std::fs::write(&file, xml).expect("write domain XML");
-        let ran = virsh(&["define", file.to_str().expect("utf-8 temp path")]);
-        let _ = std::fs::remove_file(&file);
-        ran.expect_ok();
+        define_domain(&xml);
         TestVm { name }
     }
 

@@ -255,11 +255,7 @@ impl VmWithDisk {
              <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
             disk.display()
         );
-        let file = std::env::temp_dir().join(format!("{name}.xml"));
-        std::fs::write(&file, xml).unwrap();
-        let ran = virsh(&["define", file.to_str().unwrap()]);
-        let _ = std::fs::remove_file(&file);
-        ran.expect_ok();
+        kimchi_tests::define_domain(&xml);
         let vm = VmWithDisk { name };
         // kimchid knows of it (and of its disk) once it can be looked up.
         lookup_vm_path(&vm.name);

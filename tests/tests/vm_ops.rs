@@ -33,7 +33,7 @@ use common::{
 };
 use kimchi_tests::guest;
 use kimchi_tests::{
-    manager_call, scratch_dir, unique_name, virsh, write_iso, Response, DATA_VOLUME_ID, READER,
+    define_domain, manager_call, unique_name, virsh, write_iso, Response, DATA_VOLUME_ID, READER,
 };
 use serde_json::{json, Value};
 
@@ -375,12 +375,7 @@ impl BareVm {
                </devices>\
              </domain>"
         );
-        let dir = scratch_dir(what);
-        let file = dir.join("domain.xml");
-        std::fs::write(&file, xml).expect("write the domain XML");
-        let ran = virsh(&["define", file.to_str().expect("utf-8 path")]);
-        let _ = std::fs::remove_dir_all(&dir);
-        ran.expect_ok();
+        define_domain(&xml);
         let vm = BareVm { names: vec![name] };
         wait_until_listed(web, vm.name());
         vm

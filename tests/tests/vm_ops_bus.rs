@@ -20,8 +20,8 @@ use kimchi_dbus::{
     TASK_INTERFACE,
 };
 use kimchi_tests::{
-    busctl, guest, manager_call, manager_call_with, poll, system_bus, task_from_busctl,
-    unique_name, virsh, write_iso, Ran, TestVm, DATA_VOLUME_ID,
+    busctl, define_domain, guest, manager_call, manager_call_with, poll, system_bus,
+    task_from_busctl, unique_name, virsh, write_iso, Ran, TestVm, DATA_VOLUME_ID,
 };
 use serde_json::Value;
 use zbus::{DBusError, OwnedVariant, Variant};
@@ -595,10 +595,7 @@ async fn changes_made_with_virsh_show_over_rest_and_on_the_bus() {
         edited.contains("'static'>2</vcpu>") && edited.contains("131072</memory>"),
         "the definition is not as this test expects: {edited}"
     );
-    let scratch = ScratchDir::new("opsbus-virsh");
-    let file = scratch.0.join("edited.xml");
-    std::fs::write(&file, &edited).expect("write the edited definition");
-    virsh(&["define", file.to_str().expect("UTF-8 path")]).expect_ok();
+    define_domain(&edited);
     wait_rest(
         &[("cpus", 2.into()), ("memory", 128.into())],
         "virsh define of an edited definition",

@@ -994,9 +994,7 @@ fn running_vm_without_vnc_has_no_console_to_connect() {
         "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
          <vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"
     );
-    let file = scratch_dir("vm-novnc").join("domain.xml");
-    std::fs::write(&file, xml).unwrap();
-    virsh(&["define", file.to_str().unwrap()]).expect_ok();
+    kimchi_tests::define_domain(&xml);
     // Undefined on drop, like every guest the tests define with virsh.
     let vm = kimchi_tests::TestVm { name };
     vm.start();
@@ -1018,5 +1016,4 @@ fn running_vm_without_vnc_has_no_console_to_connect() {
         "org.kimchi.Kimchi1.Error.InvalidState"
     );
     assert_eq!(web.get(&uri).json()["graphics"]["port"], Value::Null);
-    let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
