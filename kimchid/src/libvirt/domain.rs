@@ -299,24 +299,15 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
     let info = dom.info()?;
     let xml = dom.xml_desc(0)?;
     let doc = parse(&xml)?;
+    // A shut-off guest's XML is its stored definition; only a running one has two.
     let stored_xml = if dom.is_active()? {
         Some(dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)?)
     } else {
         None
     };
-    let stored = match &stored_xml {
-        Some(xml) => parse(xml)?,
-        None => parse(&xml)?,
-    };
+    let stored_doc = stored_xml.as_deref().map(parse).transpose()?;
+    let stored = stored_doc.as_ref().unwrap_or(&doc);
     let (icon, created_volumes) = domain_xml::read_metadata(&doc);
-    let text = |tag: &str| {
-        doc.root_element()
-            .children()
-            .find(|n| n.has_tag_name(tag))
-            .and_then(|n| n.text())
-            .unwrap_or_default()
-            .to_owned()
-    };
     Ok(DomainRecord {
         uuid: dom.uuid_string()?,
         name: dom.name()?,
@@ -324,12 +315,12 @@ fn read(dom: &Domain) -> Result<DomainRecord> {
         memory_mib: info.memory / 1024,
         cpus: info.nr_virt_cpu,
         autostart: dom.autostart()?,
-        title: text("title"),
-        description: text("description"),
-        pending_changes: hardware(&doc) != hardware(&stored),
+        title: root_text(&doc, "title"),
+        description: root_text(&doc, "description"),
+        pending_changes: stored_doc.is_some() && hardware(&doc) != hardware(stored),
         graphics_type: graphics_type(&doc),
-        nics: nics(&stored),
-        drives: drives(&stored),
+        nics: nics(stored),
+        drives: drives(stored),
         icon,
         created_volumes,
     })
@@ -372,6 +363,16 @@ fn devices<'a, 'i>(
         .filter(|n| n.has_tag_name("devices"))
         .flat_map(|d| d.children())
         .filter(move |n| n.has_tag_name(tag))
+}
+
+/// The text of the domain's top-level element `tag` (`<title>`, `<memory>`), or empty.
+fn root_text(doc: &roxmltree::Document, tag: &str) -> String {
+    doc.root_element()
+        .children()
+        .find(|n| n.has_tag_name(tag))
+        .and_then(|n| n.text())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// An attribute of the first child element named `tag`, or empty.
@@ -441,18 +442,10 @@ struct Hardware {
 }
 
 fn hardware(doc: &roxmltree::Document) -> Hardware {
-    let root = doc.root_element();
-    let text = |tag: &str| {
-        root.children()
-            .find(|n| n.has_tag_name(tag))
-            .and_then(|n| n.text())
-            .unwrap_or_default()
-            .to_owned()
-    };
     Hardware {
-        memory: text("memory"),
-        vcpu: text("vcpu"),
-        vcpu_current: child_attr(root, "vcpu", "current"),
+        memory: root_text(doc, "memory"),
+        vcpu: root_text(doc, "vcpu"),
+        vcpu_current: child_attr(doc.root_element(), "vcpu", "current"),
         nics: nics(doc)
             .into_iter()
             .map(|n| (n.mac, n.network, n.model))
