@@ -29,6 +29,10 @@ pub use vm_patch::VmPatch;
 /// Sizes cross the bus in MiB; kimchid converts with this.
 pub const MIB: u64 = 1024 * 1024;
 
+/// The longest `ShutdownVM` may be asked to wait for a guest, seconds (0 asks for
+/// kimchid's default).
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u32 = 3600;
+
 /// Well-known bus name owned by kimchid.
 pub const BUS_NAME: &str = "org.kimchi.Kimchi1";
 /// Root of the object tree; the ObjectManager lives here.

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use hyper::StatusCode;
-use kimchi_dbus::{VmInfo, VmPatch, VmState, VmStats};
+use kimchi_dbus::{VmInfo, VmPatch, VmState, VmStats, MAX_SHUTDOWN_TIMEOUT_SECS};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Integer, Text};
@@ -165,13 +165,10 @@ impl Changes {
     }
 }
 
-/// Longest wait for a guest to shut down that a client may ask for (seconds).
-const MAX_SHUTDOWN_TIMEOUT: u32 = 3600;
-
 /// `POST /vms/:name/shutdown`; other fields are ignored, as for every action.
 #[derive(Debug, Deserialize)]
 struct Shutdown {
-    /// Seconds, 1 to [`MAX_SHUTDOWN_TIMEOUT`]; kimchid's default when left out.
+    /// Seconds, 1 to [`MAX_SHUTDOWN_TIMEOUT_SECS`]; kimchid's default when left out.
     timeout: Option<Integer<u32>>,
     /// Power the guest off if it is still running after `timeout`.
     force: Option<bool>,
@@ -183,10 +180,10 @@ impl Shutdown {
     fn arguments(self) -> Result<(u32, bool), Error> {
         let timeout = match self.timeout.map(Integer::get) {
             None => 0,
-            Some(secs @ 1..=MAX_SHUTDOWN_TIMEOUT) => secs,
+            Some(secs @ 1..=MAX_SHUTDOWN_TIMEOUT_SECS) => secs,
             Some(secs) => {
                 return Err(Error::InvalidBody(format!(
-                    "timeout must be from 1 to {MAX_SHUTDOWN_TIMEOUT} seconds, not {secs}"
+                    "timeout must be from 1 to {MAX_SHUTDOWN_TIMEOUT_SECS} seconds, not {secs}"
                 )))
             }
         };

@@ -12,7 +12,9 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::{vm_path, TaskInfo, VmInfo, VmPatch, VmState, VolumeSpec, ISO_POOL};
+use kimchi_dbus::{
+    vm_path, TaskInfo, VmInfo, VmPatch, VmState, VolumeSpec, ISO_POOL, MAX_SHUTDOWN_TIMEOUT_SECS,
+};
 use zbus::OwnedObjectPath;
 
 use super::claims::{Claim, Claims};
@@ -36,8 +38,6 @@ const SCREENSHOT_FRESH: Duration = Duration::from_secs(5);
 const MAX_GENERATED: u32 = 9999;
 /// How long a shutdown waits for the guest when the caller names no time.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest a caller may have a shutdown wait.
-const MAX_SHUTDOWN_TIMEOUT_SECS: u32 = 3600;
 /// How often a shutdown task looks whether the guest is off yet (the model follows
 /// libvirt's events).
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -192,7 +192,7 @@ impl Vms {
     }
 
     /// Holds the requested name, or the first free `<template>-vm-<n>`, while the VM
-    /// is created.
+    /// is created (or renamed).
     fn reserve(&self, requested: &str, template: &str) -> Result<Claim<String>> {
         self.creating.claim_with(|creating| {
             let taken = |n: &str| creating.contains(n) || self.model.vm_by_name(n).is_ok();
@@ -379,12 +379,7 @@ impl Vms {
         }
         // A new name is held like a creation's, so neither can take it meanwhile.
         let _claim = match &change.name {
-            Some(new) => Some(self.creating.claim_with(|creating| {
-                if creating.contains(new) || self.model.vm_by_name(new).is_ok() {
-                    return Err(Error::AlreadyExists(format!("VM '{new}' already exists")));
-                }
-                Ok(new.clone())
-            })?),
+            Some(new) => Some(self.reserve(new, &vm.name)?),
             None => None,
         };
         let uuid = vm.uuid.clone();

@@ -8,7 +8,7 @@ use std::path::Path;
 use kimchi_dbus::{VmStorage, VmStorageSpec, VolumeSpec, ISO_POOL};
 
 use super::{live, Vms};
-use crate::engine::hypervisor::{target_name, Apply, DomainRecord, Drive, DriveKind};
+use crate::engine::hypervisor::{target_name, Apply, DomainRecord, Drive, DriveKind, PoolRecord};
 use crate::error::{Error, Result};
 use crate::iso::{self, IsoError};
 use crate::names::check_absolute_path;
@@ -265,7 +265,7 @@ impl Vms {
     }
 
     /// A pool a disk may come from: it exists, is active and is not the ISO view.
-    fn check_pool(&self, pool: &str) -> Result<crate::engine::hypervisor::PoolRecord> {
+    fn check_pool(&self, pool: &str) -> Result<PoolRecord> {
         if pool == ISO_POOL {
             return Err(Error::InvalidArgument(format!(
                 "{ISO_POOL} holds ISO images only; attach them as a cdrom"
