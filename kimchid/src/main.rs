@@ -1,3 +1,4 @@
+mod allocator;
 mod authority;
 mod bus;
 mod cli;
@@ -34,8 +35,18 @@ use crate::logging::LogControl;
 /// Where osinfo-db keeps its operating system descriptions.
 const OSINFO_DIR: &str = "/usr/share/osinfo";
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    allocator::limit_arenas();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(start()),
+        Err(e) => {
+            eprintln!("kimchid: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start() -> std::process::ExitCode {
     let args = cli::Args::parse();
     let config = match Config::load(&args) {
         Ok(c) => c,
@@ -95,6 +106,7 @@ async fn run(
 
     let conn = zbus::connection::Builder::system().build().await?;
     let authority = Arc::new(Authority::new(&conn, engine.sessions.clone()).await?);
+    authority.clone().follow_changes().await?;
     let bus = Bus::new(engine.clone(), authority);
     bus.export(&conn).await?;
     // The name is taken only once the tree is exported: whoever sees it can use it.
@@ -118,6 +130,8 @@ async fn run(
     engine.follow(host_rx);
     tokio::spawn(bus.follow(conn.clone(), changes_rx));
     tokio::spawn(notify::watchdog());
+    tokio::spawn(engine.tasks.clone().prune_periodically());
+    tokio::spawn(allocator::trim_periodically());
 
     loop {
         tokio::select! {

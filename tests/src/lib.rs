@@ -96,7 +96,8 @@ pub fn ensure_test_users() {
     });
 }
 
-fn ensure_user(user: TestUser) {
+/// Creates `user` (or adds it to its group) and sets its password.
+pub fn ensure_user(user: TestUser) {
     if !run(Command::new("id").arg(user.name)).ok {
         let mut useradd = Command::new("useradd");
         useradd.arg("-m");

@@ -5,6 +5,7 @@
 //! authorizes, delegates and converts.
 
 mod claims;
+mod credentials;
 pub mod hypervisor;
 pub mod isos;
 pub mod model;

@@ -11,18 +11,20 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::pam;
 
 /// PAM logins running at once; more wait their turn. Each holds a blocking thread
 /// (a refused password sleeps ~2 s), so this bounds threads and memory under a burst
-/// of Basic-auth requests or password guessing.
-const CONCURRENT_LOGINS: usize = 4;
+/// of password guessing; Basic-auth requests with a remembered password take none.
+const CONCURRENT_LOGINS: usize = 16;
 
 /// The login service: sessions exist for the gateway; root may log in too (for
 /// administration scripts); nobody else gets to try passwords through kimchid.
 pub struct Sessions {
     store: SessionStore,
+    credentials: Credentials,
     logins: Semaphore,
     gateway_uid: Option<u32>,
 }
@@ -31,6 +33,7 @@ impl Sessions {
     pub fn new(idle: Duration, max: Duration, gateway_uid: Option<u32>) -> Self {
         Sessions {
             store: SessionStore::new(idle, max),
+            credentials: Credentials::default(),
             logins: Semaphore::new(CONCURRENT_LOGINS),
             gateway_uid,
         }
@@ -55,7 +58,8 @@ impl Sessions {
         }
     }
 
-    /// Checks the password with PAM (service `kimchi`) and mints a token.
+    /// Checks the password with PAM (service `kimchi`), unless PAM accepted the same
+    /// one seconds ago, and mints a token.
     pub async fn login(
         &self,
         caller_uid: u32,
@@ -63,20 +67,41 @@ impl Sessions {
         password: String,
     ) -> Result<(String, SessionInfo)> {
         self.check_caller(caller_uid)?;
-        let who = user.clone();
+        let info = match self.credentials.recall(&user, &password) {
+            Some(info) => info,
+            None => self.verify(user, password).await?,
+        };
+        tracing::debug!(user = %info.user, groups = ?info.groups, "web session opened");
+        Ok((self.store.create(info.clone()), info))
+    }
+
+    async fn verify(&self, user: String, password: String) -> Result<SessionInfo> {
+        let _check = self.credentials.check(&user, &password).await;
+        if let Some(info) = self.credentials.recall(&user, &password) {
+            return Ok(info);
+        }
         let _turn = self
             .logins
             .acquire()
             .await
             .map_err(|_| Error::Internal("login queue closed".into()))?;
-        let outcome = tokio::task::spawn_blocking(move || pam::login(&user, &password))
+        let (who, secret) = (user.clone(), password.clone());
+        let outcome = tokio::task::spawn_blocking(move || pam::login(&who, &secret))
             .await
             .map_err(|e| Error::Internal(format!("PAM task failed: {e}")))??;
-        let info = outcome.ok_or_else(|| {
-            Error::AuthenticationFailed(format!("authentication failed for user '{who}'"))
-        })?;
-        tracing::info!(user = %info.user, groups = ?info.groups, "web session opened");
-        Ok((self.store.create(info.clone()), info))
+        match outcome {
+            Some(info) => {
+                tracing::info!(user = %info.user, groups = ?info.groups, "PAM accepted a login");
+                self.credentials.remember(&user, &password, info.clone());
+                Ok(info)
+            }
+            None => {
+                self.credentials.forget(&user);
+                Err(Error::AuthenticationFailed(format!(
+                    "authentication failed for user '{user}'"
+                )))
+            }
+        }
     }
 
     /// Ends the session of `token`; unknown tokens are not an error (logout is

@@ -14,8 +14,14 @@ use zbus::OwnedObjectPath;
 use super::model::Change;
 use crate::error::{Error, Result};
 
-/// How long an ended task stays listed.
-const RETENTION: Duration = Duration::from_secs(3600);
+/// How long an ended task stays listed: long enough for a client to fetch the
+/// outcome of the task it started.
+const RETENTION: Duration = Duration::from_secs(600);
+/// Ended tasks kept at most (the oldest go first): a burst of short tasks must not keep
+/// a record and a bus object each for the whole retention.
+const MAX_ENDED: usize = 500;
+/// How often ended tasks are looked at for removal when nothing else happens.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a caller that starts a task waits for it to end before the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,22 +222,27 @@ impl Tasks {
             task.ended = Some(SystemTime::now());
         }
         let _ = self.changes.send(Change::TaskEnded(id));
+        self.prune();
+    }
+
+    /// Removes ended tasks past their retention, every [`PRUNE_EVERY`], for as long
+    /// as kimchid runs.
+    pub async fn prune_periodically(self: Arc<Self>) {
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            every.tick().await;
+            self.prune();
+        }
     }
 
     fn prune(&self) {
-        let now = SystemTime::now();
-        let expired: Vec<u32> = {
+        self.prune_at(SystemTime::now());
+    }
+
+    fn prune_at(&self, now: SystemTime) {
+        let expired = {
             let mut inner = self.inner.lock().expect("task lock poisoned");
-            let expired: Vec<u32> = inner
-                .tasks
-                .values()
-                .filter(|t| {
-                    t.ended
-                        .and_then(|e| now.duration_since(e).ok())
-                        .is_some_and(|age| age > RETENTION)
-                })
-                .map(|t| t.id)
-                .collect();
+            let expired = expired(inner.tasks.values(), now);
             for id in &expired {
                 inner.tasks.remove(id);
                 inner.done.remove(id);
@@ -242,6 +253,23 @@ impl Tasks {
             let _ = self.changes.send(Change::TaskRemoved(id));
         }
     }
+}
+
+/// The ended tasks to remove at `now`: those older than [`RETENTION`], and the
+/// oldest beyond [`MAX_ENDED`].
+fn expired<'a>(tasks: impl Iterator<Item = &'a TaskRecord>, now: SystemTime) -> Vec<u32> {
+    let mut ended: Vec<(SystemTime, u32)> =
+        tasks.filter_map(|t| t.ended.map(|at| (at, t.id))).collect();
+    ended.sort_unstable();
+    let beyond_cap = ended.len().saturating_sub(MAX_ENDED);
+    ended
+        .iter()
+        .enumerate()
+        .filter(|(i, (at, _))| {
+            *i < beyond_cap || now.duration_since(*at).is_ok_and(|age| age > RETENTION)
+        })
+        .map(|(_, (_, id))| *id)
+        .collect()
 }
 
 #[cfg(test)]
@@ -272,6 +300,43 @@ mod tests {
             Ok(message.to_owned())
         });
         (id, release)
+    }
+
+    fn ended_task(id: u32, ended: Option<SystemTime>) -> TaskRecord {
+        TaskRecord {
+            id,
+            operation: "test",
+            target_uri: String::new(),
+            state: if ended.is_some() {
+                TaskState::Finished
+            } else {
+                TaskState::Running
+            },
+            message: String::new(),
+            started: UNIX_EPOCH,
+            ended,
+        }
+    }
+
+    #[test]
+    fn ended_tasks_go_after_their_retention_and_beyond_the_cap_oldest_first() {
+        let now = UNIX_EPOCH + Duration::from_secs(100_000);
+        let old = ended_task(1, Some(now - RETENTION - Duration::from_secs(1)));
+        let recent = ended_task(2, Some(now - RETENTION + Duration::from_secs(1)));
+        let running = ended_task(3, None);
+        assert_eq!(expired([&old, &recent, &running].into_iter(), now), [1]);
+
+        let many: Vec<TaskRecord> = (0..MAX_ENDED as u32 + 3)
+            .rev()
+            .map(|i| {
+                ended_task(
+                    i + 10,
+                    Some(now - Duration::from_millis(100_000 - u64::from(i))),
+                )
+            })
+            .chain([running])
+            .collect();
+        assert_eq!(expired(many.iter(), now), [10, 11, 12]);
     }
 
     #[tokio::test]

@@ -1,9 +1,15 @@
 //! Every method call is judged here before it does anything: polkit decides, with
 //! the caller's bus name as subject. Calls from the gateway must carry a web session;
 //! the web user's name and groups travel to polkit as details for the shipped rule.
+//! Callers' uids and polkit's recent answers are remembered (`remembered.rs`); a web
+//! session is resolved on every call, so a logout counts at once.
+
+mod remembered;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use kimchi_dbus::{CallOptions, SessionInfo};
 use zbus::fdo::DBusProxy;
@@ -13,6 +19,10 @@ use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
 
 use crate::engine::sessions::{SessionStore, Sessions};
 use crate::error::{Error, Result};
+
+use remembered::{Question, Remembered};
+
+const POLKIT_NAME: &str = "org.freedesktop.PolicyKit1";
 
 /// polkit action ids, one per operation family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +65,7 @@ pub struct Authority {
     polkit: AuthorityProxy<'static>,
     bus: DBusProxy<'static>,
     sessions: Arc<Sessions>,
+    remembered: Remembered,
 }
 
 impl Authority {
@@ -69,18 +80,61 @@ impl Authority {
             polkit,
             bus,
             sessions,
+            remembered: Remembered::default(),
         })
     }
 
-    /// The kernel-attested uid of the sender of `hdr`.
+    /// Forgets what no longer holds, as the bus tells of it: every decision when
+    /// polkit reloads its rules or actions (or polkitd is replaced), a caller's uid and
+    /// decisions when its name leaves the bus. Subscribed before it returns, so no
+    /// change after startup is missed; the streams are then followed by a task.
+    pub async fn follow_changes(self: Arc<Self>) -> Result<()> {
+        let subscribe = |e: zbus::Error| Error::Internal(format!("bus signal subscription: {e}"));
+        let mut polkit_changed = self.polkit.receive_changed().await.map_err(subscribe)?;
+        let mut owners = self
+            .bus
+            .receive_name_owner_changed()
+            .await
+            .map_err(subscribe)?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(_) = polkit_changed.next() => {
+                        tracing::debug!("polkit changed; remembered decisions dropped");
+                        self.remembered.forget_decisions();
+                    }
+                    Some(signal) = owners.next() => {
+                        let Ok(args) = signal.args() else { continue };
+                        let name = args.name().as_str();
+                        if name == POLKIT_NAME {
+                            self.remembered.forget_decisions();
+                        } else if args.new_owner().is_none() && name.starts_with(':') {
+                            self.remembered.forget_caller(name);
+                        }
+                    }
+                    else => break,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The kernel-attested uid of the sender of `hdr`, asked of the bus once per
+    /// connection.
     pub async fn caller_uid(&self, hdr: &Header<'_>) -> Result<u32> {
         let sender = hdr
             .sender()
             .ok_or_else(|| Error::NotAuthorized("message has no sender".into()))?;
-        self.bus
+        if let Some(uid) = self.remembered.uid(sender) {
+            return Ok(uid);
+        }
+        let uid = self
+            .bus
             .get_connection_unix_user(BusName::from(sender.clone()))
             .await
-            .map_err(|e| Error::Internal(format!("cannot identify caller {sender}: {e}")))
+            .map_err(|e| Error::Internal(format!("cannot identify caller {sender}: {e}")))?;
+        self.remembered.remember_uid(sender, uid);
+        Ok(uid)
     }
 
     /// Identifies the caller and asks polkit whether it may perform `action`;
@@ -114,6 +168,19 @@ impl Authority {
                 }
             }
         }
+        let question = Question {
+            subject: hdr.sender().map(|s| s.to_string()).unwrap_or_default(),
+            action: action.id(),
+            details: details
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: flags.bits(),
+        };
+        if self.remembered.granted(&question) {
+            return Ok(());
+        }
+        let epoch = self.remembered.epoch();
         let subject =
             Subject::new_for_message_header(hdr).map_err(|e| Error::Polkit(e.to_string()))?;
         let result = self
@@ -122,6 +189,7 @@ impl Authority {
             .await
             .map_err(|e| Error::Polkit(e.to_string()))?;
         if result.is_authorized {
+            self.remembered.remember_grant(epoch, question);
             return Ok(());
         }
         let who = match &caller {
