@@ -26,22 +26,31 @@ const TASK_WAIT_SECS: u32 = 50;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Kimchid {
-    conn: Mutex<Option<Connection>>,
+    link: Mutex<Option<Link>>,
+}
+
+/// The bus connection and the proxies every request uses, made once per connection.
+#[derive(Clone)]
+struct Link {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+    sessions: SessionsProxy<'static>,
 }
 
 impl Kimchid {
     pub fn new() -> Self {
         Kimchid {
-            conn: Mutex::new(None),
+            link: Mutex::new(None),
         }
     }
 
-    /// The live bus connection, opening a new one if there is none or it has closed.
-    /// The lock makes concurrent requests share one reconnection.
-    async fn connection(&self) -> Result<Connection, Error> {
-        let mut current = self.conn.lock().await;
-        if let Some(conn) = current.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+    /// The live bus connection and its proxies, opening a new connection if there is
+    /// none or it has closed. The lock makes concurrent requests share one
+    /// reconnection.
+    async fn link(&self) -> Result<Link, Error> {
+        let mut current = self.link.lock().await;
+        if let Some(link) = current.as_ref().filter(|l| !l.conn.is_closed()) {
+            return Ok(link.clone());
         }
         if current.take().is_some() {
             tracing::warn!("system bus connection lost; reconnecting");
@@ -62,19 +71,28 @@ impl Kimchid {
             unique_name = ?conn.unique_name().map(|n| n.as_str()),
             "connected to the system bus"
         );
-        *current = Some(conn.clone());
-        Ok(conn)
+        // The gateway reads nothing but method replies: the bus policy refuses it
+        // Properties calls, which a property cache would make (GetAll) on every proxy.
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let sessions = SessionsProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let link = Link {
+            conn,
+            manager,
+            sessions,
+        };
+        *current = Some(link.clone());
+        Ok(link)
     }
 
     /// The Manager; resources call its methods with [`Call::options`].
     pub async fn manager(&self) -> Result<ManagerProxy<'static>, Error> {
-        let conn = self.connection().await?;
-        // The gateway reads nothing but method replies: the bus policy refuses it
-        // Properties calls, which a property cache would make (GetAll) on every proxy.
-        Ok(ManagerProxy::builder(&conn)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?)
+        Ok(self.link().await?.manager)
     }
 
     /// A socket carrying the VM's VNC stream, from kimchid (`VM.OpenConsole`).
@@ -83,7 +101,7 @@ impl Kimchid {
         call: &Call<'_>,
         vm: &VmInfo,
     ) -> Result<std::os::fd::OwnedFd, Error> {
-        let conn = self.connection().await?;
+        let conn = self.link().await?.conn;
         let proxy = VmProxy::builder(&conn)
             .path(vm.path.clone())
             .cache_properties(CacheProperties::No)
@@ -93,11 +111,7 @@ impl Kimchid {
     }
 
     async fn sessions(&self) -> Result<SessionsProxy<'static>, Error> {
-        let conn = self.connection().await?;
-        Ok(SessionsProxy::builder(&conn)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?)
+        Ok(self.link().await?.sessions)
     }
 
     /// Opens a session; kimchid checks the password with PAM.

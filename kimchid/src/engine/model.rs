@@ -2,7 +2,7 @@
 //! periodic resync, so that reads never wait on libvirt round trips: guests, pools
 //! (with the ISO images of the active ones), guest statistics and host facts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -242,19 +242,44 @@ impl Model {
         }
     }
 
-    /// Applies hypervisor events until the adapter stops sending them.
+    /// Applies hypervisor events until the adapter stops sending them. The periodic
+    /// listing of every guest runs beside them (at a thousand guests it takes longer
+    /// than an event should wait); its records are applied here, in order with the
+    /// events, except for guests an event told of meanwhile, whose listed record may
+    /// be older than the model's.
     pub async fn follow(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<HostEvent>) {
         let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        let (listed_tx, mut listed_rx) = mpsc::channel(1);
+        // While a listing runs: the guests events told of since it started.
+        let mut listing: Option<HashSet<String>> = None;
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(event) => self.apply(event).await,
+                    Some(event) => {
+                        if let (Some(told), HostEvent::Domain { uuid, .. }) = (&mut listing, &event) {
+                            told.insert(uuid.clone());
+                        }
+                        self.apply(event).await;
+                    }
                     None => return,
                 },
-                _ = resync.tick() => {
+                _ = resync.tick(), if listing.is_none() => {
                     if self.host().libvirt_connected {
-                        self.resync().await;
+                        listing = Some(HashSet::new());
+                        let (model, listed) = (self.clone(), listed_tx.clone());
+                        tokio::spawn(async move {
+                            let records = model.backend.run(|hv| hv.list_domains()).await;
+                            let _ = listed.send(records).await;
+                        });
                     }
+                }
+                Some(records) = listed_rx.recv() => {
+                    let told = listing.take().unwrap_or_default();
+                    match records {
+                        Ok(records) => self.sync_domains(records, &told),
+                        Err(e) => tracing::warn!("resync with libvirt failed: {e}"),
+                    }
+                    self.resync_pools_and_networks().await;
                 }
             }
         }
@@ -330,18 +355,26 @@ impl Model {
         }
     }
 
+    /// Everything read again from libvirt (after connecting).
     async fn resync(&self) {
-        let records = match self.backend.run(|hv| hv.list_domains()).await {
-            Ok(r) => r,
+        match self.backend.run(|hv| hv.list_domains()).await {
+            Ok(records) => self.sync_domains(records, &HashSet::new()),
             Err(e) => {
                 tracing::warn!("resync with libvirt failed: {e}");
                 return;
             }
-        };
+        }
+        self.resync_pools_and_networks().await;
+    }
+
+    /// Makes the guests those listed, but for the guests in `newer` (the model's
+    /// record of them came after the listing began).
+    pub(super) fn sync_domains(&self, records: Vec<DomainRecord>, newer: &HashSet<String>) {
+        let listed: HashSet<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
         let gone: Vec<String> = {
             let vms = self.vms.read().expect("model lock poisoned");
             vms.keys()
-                .filter(|uuid| !records.iter().any(|r| &r.uuid == *uuid))
+                .filter(|uuid| !listed.contains(uuid.as_str()) && !newer.contains(*uuid))
                 .cloned()
                 .collect()
         };
@@ -349,8 +382,13 @@ impl Model {
             self.remove(&uuid);
         }
         for record in records {
-            self.upsert(record);
+            if !newer.contains(&record.uuid) {
+                self.upsert(record);
+            }
         }
+    }
+
+    async fn resync_pools_and_networks(&self) {
         match self.backend.run(|hv| hv.list_pools()).await {
             Ok(pools) => {
                 let gone: Vec<String> = self

@@ -332,3 +332,31 @@ async fn disconnection_marks_libvirt_unreachable() {
     assert!(!h.engine.model.host().libvirt_connected);
     assert_eq!(drain(&mut h.changes), [Change::Host]);
 }
+
+/// A listing runs beside the events: what an event brought while it ran is newer
+/// than what it listed, and stays.
+#[tokio::test]
+async fn a_listing_does_not_undo_what_events_brought_while_it_ran() {
+    let mut h = harness().await;
+    let changed = adopt(&h, "changed", VmState::Shutoff).await;
+    let listed = h.sim.list_domains().unwrap();
+
+    h.sim.set_state(&changed, VmState::Running);
+    apply(&mut h, &changed, DomainEvent::Became(VmState::Running)).await;
+    let added = h.sim.add_domain("added", VmState::Shutoff);
+    apply(&mut h, &added, DomainEvent::Changed).await;
+
+    let newer = [changed.clone(), added.clone()].into_iter().collect();
+    h.engine.model.sync_domains(listed.clone(), &newer);
+    assert_eq!(h.engine.vms.get("changed").unwrap().state, VmState::Running);
+    assert!(h.engine.vms.get("added").is_ok());
+
+    h.engine.model.sync_domains(listed, &Default::default());
+    assert_eq!(
+        h.engine.vms.get("changed").unwrap().state,
+        VmState::Shutoff,
+        "without the events, the listing wins"
+    );
+    assert!(h.engine.vms.get("added").is_err());
+    drain(&mut h.changes);
+}
