@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use regex::Regex;
+use regex_lite::Regex;
 
 use crate::error::{Error, Result};
 
@@ -97,7 +97,9 @@ struct Media {
     /// Lower sorts first: x86_64, then arch-independent media, then the rest.
     rank: u8,
     os: usize,
-    pattern: Regex,
+    /// Compiled when an image is identified, not kept: two thousand compiled
+    /// patterns would hold kimchid's memory several times over for a rare lookup.
+    pattern: String,
     /// The media also requires an exact volume size, which we do not check; such
     /// entries carry generic ids ("CentOS") and are only a last resort.
     sized: bool,
@@ -142,9 +144,9 @@ impl OsDb {
         // covering the whole id is more specific; anchored copies are compiled
         // only for the few that match.
         let mut best: Option<(u8, &Media)> = None;
-        for media in self.media.iter().filter(|m| m.pattern.is_match(volume_id)) {
-            let whole = Regex::new(&format!("^(?:{})$", media.pattern.as_str()))
-                .is_ok_and(|re| re.is_match(volume_id));
+        let matches = |pattern: &str| Regex::new(pattern).is_ok_and(|re| re.is_match(volume_id));
+        for media in self.media.iter().filter(|m| matches(&m.pattern)) {
+            let whole = matches(&format!("^(?:{})$", media.pattern));
             let tier = match (whole, media.sized) {
                 (true, false) => 0,
                 (true, true) => 1,
@@ -263,10 +265,10 @@ impl OsDb {
                 // The database is written for GRegex (PCRE); the few patterns using
                 // lookaround or backreferences cannot be expressed and are skipped.
                 match Regex::new(pattern) {
-                    Ok(pattern) => self.media.push(Media {
+                    Ok(_) => self.media.push(Media {
                         rank,
                         os: index,
-                        pattern,
+                        pattern: pattern.to_owned(),
                         sized,
                     }),
                     Err(e) => tracing::debug!(
