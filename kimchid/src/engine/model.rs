@@ -72,6 +72,9 @@ impl Default for HostState {
 pub struct Model {
     backend: Arc<Backend>,
     vms: RwLock<BTreeMap<String, DomainRecord>>,
+    /// Each guest's UUID by name, so a read by name does not scan every guest; written
+    /// under `vms`'s write lock (taken first).
+    vm_uuids: RwLock<HashMap<String, String>>,
     /// Latest sample per running guest's UUID.
     stats: RwLock<HashMap<String, VmStats>>,
     pools: RwLock<BTreeMap<String, PoolRecord>>,
@@ -87,6 +90,7 @@ impl Model {
         Arc::new(Model {
             backend,
             vms: RwLock::new(BTreeMap::new()),
+            vm_uuids: RwLock::new(HashMap::new()),
             stats: RwLock::new(HashMap::new()),
             pools: RwLock::new(BTreeMap::new()),
             isos: RwLock::new(BTreeMap::new()),
@@ -116,7 +120,15 @@ impl Model {
     }
 
     pub fn vm_by_name(&self, name: &str) -> Result<DomainRecord> {
-        find(&self.vms, |v| v.name == name)
+        let uuid = self
+            .vm_uuids
+            .read()
+            .expect("model lock poisoned")
+            .get(name)
+            .cloned();
+        uuid.and_then(|uuid| get(&self.vms, &uuid))
+            // Renamed between the two reads: the name is no longer this guest's.
+            .filter(|v| v.name == name)
             .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
     }
 
@@ -492,6 +504,16 @@ impl Model {
     pub fn upsert(&self, record: DomainRecord) {
         let (change, old) = {
             let mut vms = self.vms.write().expect("model lock poisoned");
+            let mut uuids = self.vm_uuids.write().expect("model lock poisoned");
+            let renamed = vms.get(&record.uuid).map(|old| &old.name) != Some(&record.name);
+            if renamed {
+                if let Some(old) = vms.get(&record.uuid) {
+                    if uuids.get(&old.name) == Some(&record.uuid) {
+                        uuids.remove(&old.name);
+                    }
+                }
+                uuids.insert(record.name.clone(), record.uuid.clone());
+            }
             match vms.insert(record.uuid.clone(), record.clone()) {
                 None => (Some(Change::VmAdded(record.uuid.clone())), None),
                 Some(old) if old != record => {
@@ -516,7 +538,17 @@ impl Model {
     }
 
     pub fn remove(&self, uuid: &str) {
-        let removed = self.vms.write().expect("model lock poisoned").remove(uuid);
+        let removed = {
+            let mut vms = self.vms.write().expect("model lock poisoned");
+            let removed = vms.remove(uuid);
+            if let Some(vm) = &removed {
+                let mut uuids = self.vm_uuids.write().expect("model lock poisoned");
+                if uuids.get(&vm.name).is_some_and(|u| u == uuid) {
+                    uuids.remove(&vm.name);
+                }
+            }
+            removed
+        };
         if let Some(vm) = removed {
             let _ = self.changes.send(Change::VmRemoved(uuid.to_owned()));
             self.networks_used_by(&vm.networks());

@@ -360,3 +360,26 @@ async fn a_listing_does_not_undo_what_events_brought_while_it_ran() {
     assert!(h.engine.vms.get("added").is_err());
     drain(&mut h.changes);
 }
+
+/// Reads by name follow renames, also when two guests trade names.
+#[tokio::test]
+async fn guests_are_found_by_their_current_name() {
+    let h = harness().await;
+    let a = adopt(&h, "a", VmState::Shutoff).await;
+    let b = adopt(&h, "b", VmState::Shutoff).await;
+    let renamed = |uuid: &str, name: &str| {
+        let mut record = h.engine.model.vm_by_uuid(uuid).unwrap();
+        record.name = name.into();
+        record
+    };
+    // b takes a's name before a's rename is recorded, as events may tell it.
+    h.engine.model.upsert(renamed(&b, "a"));
+    h.engine.model.upsert(renamed(&a, "c"));
+    let uuid_of = |name: &str| h.engine.model.vm_by_name(name).map(|v| v.uuid);
+    assert_eq!(uuid_of("a").unwrap(), b);
+    assert_eq!(uuid_of("c").unwrap(), a);
+    assert!(uuid_of("b").is_err());
+    h.engine.model.remove(&b);
+    assert!(uuid_of("a").is_err());
+    assert_eq!(uuid_of("c").unwrap(), a);
+}
