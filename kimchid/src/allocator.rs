@@ -2,12 +2,13 @@
 //! allocates while another holds the lock gets an arena of its own (up to eight per
 //! core), and the libvirt calls that hop between blocking threads leave freed memory
 //! scattered over all of them; nor does glibc give memory freed inside a heap back to
-//! the system. So: two arenas, and what is free is returned now and then.
+//! the system. So: one arena (kimchid allocates little, and rarely from two threads
+//! at once), and what is free is returned now and then.
 
 use std::time::Duration;
 
-/// Arenas for the whole process: the async workers and the blocking pool share them.
-const ARENAS: libc::c_int = 2;
+/// Arenas for the whole process: the async workers and the blocking pool share it.
+const ARENAS: libc::c_int = 1;
 /// How often free memory goes back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 

@@ -41,6 +41,9 @@ struct State {
     epoch: u64,
     uids: HashMap<String, u32>,
     granted: HashMap<Question, Instant>,
+    /// When expired decisions are next dropped: questions naming objects (a template
+    /// created and deleted) are rarely asked twice, so expiry alone would keep them.
+    next_sweep: Option<Instant>,
 }
 
 impl Remembered {
@@ -88,10 +91,11 @@ impl Remembered {
         if state.epoch != epoch.0 {
             return;
         }
-        if state.granted.len() >= CAPACITY {
+        if state.granted.len() >= CAPACITY || state.next_sweep.is_none_or(|at| now >= at) {
             state
                 .granted
                 .retain(|_, at| now.duration_since(*at) < DECISION_LIFETIME);
+            state.next_sweep = Some(now + DECISION_LIFETIME);
             if state.granted.len() >= CAPACITY {
                 state.granted.clear();
             }
@@ -206,6 +210,27 @@ mod tests {
         assert!(!cache.granted(&gone));
         assert_eq!(cache.uid(":1.6"), Some(0));
         assert!(cache.granted(&stays));
+    }
+
+    #[test]
+    fn expired_decisions_are_dropped_even_if_never_asked_again() {
+        let cache = Remembered::default();
+        let start = Instant::now();
+        for i in 0..10 {
+            let q = question(
+                ":1.5",
+                "org.kimchi.template.manage",
+                &[("n", &i.to_string())],
+            );
+            cache.remember_grant_at(cache.epoch(), q, start);
+        }
+        let later = start + DECISION_LIFETIME * 2;
+        cache.remember_grant_at(
+            cache.epoch(),
+            question(":1.5", "org.kimchi.read", &[]),
+            later,
+        );
+        assert_eq!(cache.lock().granted.len(), 1);
     }
 
     #[test]
