@@ -36,7 +36,7 @@ use crate::logging::LogControl;
 const OSINFO_DIR: &str = "/usr/share/osinfo";
 
 fn main() -> std::process::ExitCode {
-    allocator::limit_arenas();
+    allocator::configure();
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(start()),
         Err(e) => {
