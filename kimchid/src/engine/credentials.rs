@@ -140,20 +140,12 @@ impl Drop for Check<'_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::future::Future;
 
     use super::*;
-
-    fn alice() -> SessionInfo {
-        SessionInfo {
-            user: "alice".into(),
-            uid: 1000,
-            groups: vec!["kimchi-admin".into()],
-        }
-    }
+    use crate::engine::sessions::tests::alice;
 
     #[test]
     fn only_the_same_password_is_recalled_and_only_for_a_while() {

@@ -210,7 +210,7 @@ fn hash(token: &str) -> TokenHash {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::assert_error;
 
@@ -244,7 +244,7 @@ mod tests {
         sessions.logout(0, &token).unwrap();
     }
 
-    fn alice() -> SessionInfo {
+    pub(in crate::engine) fn alice() -> SessionInfo {
         SessionInfo {
             user: "alice".into(),
             uid: 1000,
