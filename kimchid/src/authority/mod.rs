@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-
 use kimchi_dbus::{CallOptions, SessionInfo};
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
