@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     definition, dumpxml, expect, keys, ScratchDir, TemplateVm, TestNetwork, TestPool, Web,
-    DEFAULT_POOL_DIR,
+    DEFAULT_POOL_DIR, VM_KEYS,
 };
 use kimchi_tests::guest;
 use kimchi_tests::{
@@ -37,22 +37,6 @@ use kimchi_tests::{
 };
 use serde_json::{json, Value};
 
-/// The keys of a VM document, sorted: the 2013 ones and what the VM operations add.
-const VM_KEYS: [&str; 13] = [
-    "autostart",
-    "cpus",
-    "description",
-    "graphics",
-    "icon",
-    "memory",
-    "name",
-    "pending_changes",
-    "screenshot",
-    "state",
-    "stats",
-    "title",
-    "uuid",
-];
 /// The keys of a NIC document, sorted.
 const IFACE_KEYS: [&str; 5] = ["ips", "mac", "model", "network", "type"];
 /// The keys of a drive document, sorted.
@@ -550,6 +534,18 @@ fn attach_iface(web: &Web, vm: &str, body: &Value) -> Value {
     doc
 }
 
+/// Attaches a NIC on `default` to the running guest `vm` and checks it is plugged in
+/// live and kept in the definition, with nothing pending; its MAC.
+#[track_caller]
+fn plug_live(web: &Web, vm: &str) -> String {
+    let plugged = attach_iface(web, vm, &json!({"type": "network", "network": "default"}));
+    let mac = plugged["mac"].as_str().expect("mac").to_owned();
+    assert!(nic(vm, false, &mac).is_some(), "not plugged live");
+    assert!(nic(vm, true, &mac).is_some(), "not kept in the definition");
+    assert_eq!(get_vm(web, vm)["pending_changes"], false);
+    mac
+}
+
 /// `text` with its `%XX` escapes decoded.
 fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -926,18 +922,7 @@ fn cpus_memory_and_nic_model_of_a_running_vm_wait_for_the_next_power_on() {
     power(&web, name, "start", "running");
 
     // A NIC hot-plugged into the running guest: live at once, nothing pending.
-    let plugged = attach_iface(
-        &web,
-        name,
-        &json!({"type": "network", "network": "default"}),
-    );
-    let mac = plugged["mac"].as_str().expect("mac").to_owned();
-    assert!(nic(name, false, &mac).is_some(), "not plugged live");
-    assert!(
-        nic(name, true, &mac).is_some(),
-        "not kept in the definition"
-    );
-    assert_eq!(get_vm(&web, name)["pending_changes"], false);
+    let mac = plug_live(&web, name);
 
     // CPUs and memory: stored, pending; the guest keeps what it has.
     let doc = put_vm(&web, name, &json!({"cpus": 2, "memory": 128}));
@@ -1626,18 +1611,7 @@ fn running_acpi_guest_gets_nics_with_leases_and_disks_plugged_live() {
     wait_for_ip(&web, name, &first);
 
     // A NIC plugged in live: the guest takes a lease on it too.
-    let added = attach_iface(
-        &web,
-        name,
-        &json!({"type": "network", "network": "default"}),
-    );
-    let mac = added["mac"].as_str().expect("mac").to_owned();
-    assert!(nic(name, false, &mac).is_some(), "not plugged live");
-    assert!(
-        nic(name, true, &mac).is_some(),
-        "not kept in the definition"
-    );
-    assert_eq!(get_vm(&web, name)["pending_changes"], false);
+    let mac = plug_live(&web, name);
     wait_for_ip(&web, name, &mac);
     let listed = list_ifaces(&web, name);
     assert_eq!(listed.len(), 2, "{listed:?}");

@@ -16,7 +16,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{entries, expect, keys, qemu_img_info, snapshot, TestPool, Web};
+use common::{
+    entries, expect, keys, qemu_img_info, snapshot, TestPool, Web, DEFAULT_POOL_DIR, VM_KEYS,
+};
 use futures_util::StreamExt;
 use kimchi_dbus::{vm_path, BUS_NAME, VM_INTERFACE};
 use kimchi_tests::websocket::{self, EXPECTED_ACCEPT};
@@ -28,26 +30,8 @@ use serde_json::{json, Value};
 use zbus::message::Type as MessageType;
 use zbus::{MatchRule, MessageStream, OwnedVariant};
 
-/// Where the `default` pool keeps its volumes.
-const DEFAULT_POOL_DIR: &str = "/var/lib/libvirt/images";
 const GIB: u64 = 1024 * 1024 * 1024;
 
-/// The keys of a VM document, sorted.
-const VM_KEYS: [&str; 13] = [
-    "autostart",
-    "cpus",
-    "description",
-    "graphics",
-    "icon",
-    "memory",
-    "name",
-    "pending_changes",
-    "screenshot",
-    "state",
-    "stats",
-    "title",
-    "uuid",
-];
 /// The keys of `stats`, sorted.
 const STATS_KEYS: [&str; 5] = [
     "cpu_utilization",

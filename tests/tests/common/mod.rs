@@ -21,6 +21,23 @@ use zbus::OwnedVariant;
 
 pub const MIB: u64 = 1024 * 1024;
 
+/// The keys of a VM document, sorted: the 2013 ones and what the VM operations add.
+pub const VM_KEYS: [&str; 13] = [
+    "autostart",
+    "cpus",
+    "description",
+    "graphics",
+    "icon",
+    "memory",
+    "name",
+    "pending_changes",
+    "screenshot",
+    "state",
+    "stats",
+    "title",
+    "uuid",
+];
+
 /// The keys of a pool document (Kimchi's API, no more, no less).
 pub const POOL_KEYS: [&str; 8] = [
     "allocated",
