@@ -483,7 +483,12 @@ mod tests {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // Another test may have hit the callsite first, on its thread, while this
+            // subscriber was being registered, and left it cached as never enabled.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let bytes = log.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }
