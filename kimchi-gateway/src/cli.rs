@@ -46,6 +46,14 @@ pub struct Args {
     )]
     pub max_body_bytes: Option<u64>,
 
+    /// Seconds a connection may stay open without a request before it is closed.
+    #[arg(
+        long,
+        env = "KIMCHI_IDLE_TIMEOUT_SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub idle_timeout_secs: Option<u64>,
+
     /// Log filter (error, warn, info, debug, trace, or tracing directives); RUST_LOG wins.
     #[arg(long, env = "KIMCHI_LOG_LEVEL")]
     pub log_level: Option<String>,

@@ -23,6 +23,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+    /// Seconds a connection may stay open without a request before it is closed.
+    pub idle_timeout_secs: u64,
     /// Log filter: a level or tracing directives; `RUST_LOG` wins when set.
     pub log_level: String,
 }
@@ -35,6 +37,7 @@ impl Default for Config {
             key: None,
             state_dir: "/var/lib/kimchi-gateway".into(),
             max_body_bytes: 1024 * 1024,
+            idle_timeout_secs: 60,
             log_level: "info".into(),
         }
     }
@@ -83,6 +86,9 @@ impl Config {
         if let Some(v) = args.max_body_bytes {
             self.max_body_bytes = v;
         }
+        if let Some(v) = args.idle_timeout_secs {
+            self.idle_timeout_secs = v;
+        }
         if let Some(v) = &args.log_level {
             self.log_level = v.clone();
         }
@@ -112,6 +118,9 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be at least 1".into());
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err("idle_timeout_secs must be at least 1".into());
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| format!("log_level '{}' is not a valid filter: {e}", self.log_level))?;
@@ -178,7 +187,13 @@ mod tests {
             .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(" = "))
             .map(|l| format!("{l}\n"))
             .collect();
-        for key in ["listen", "state_dir", "max_body_bytes", "log_level"] {
+        for key in [
+            "listen",
+            "state_dir",
+            "max_body_bytes",
+            "idle_timeout_secs",
+            "log_level",
+        ] {
             assert!(
                 uncommented.contains(&format!("{key} = ")),
                 "{key} is not documented"
@@ -240,6 +255,9 @@ mod tests {
         config.max_body_bytes = 0;
         assert!(config.validate().unwrap_err().contains("max_body_bytes"));
         config.max_body_bytes = 1;
+        config.idle_timeout_secs = 0;
+        assert!(config.validate().unwrap_err().contains("idle_timeout_secs"));
+        config.idle_timeout_secs = 1;
         config.cert = Some("".into());
         config.key = Some("/k.pem".into());
         assert!(config

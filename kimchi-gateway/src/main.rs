@@ -17,6 +17,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use sd_notify::NotifyState;
@@ -127,7 +128,14 @@ async fn run(config: Config) -> Startup<()> {
         notify(&[NotifyState::Stopping]);
         tracing::info!("stopping");
     };
-    server::serve(listeners, tls, app, shutdown).await;
+    server::serve(
+        listeners,
+        tls,
+        app,
+        Duration::from_secs(config.idle_timeout_secs),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

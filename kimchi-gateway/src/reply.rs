@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
-    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
-    X_CONTENT_TYPE_OPTIONS,
+    HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    LOCATION, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{HeaderMap, Response, StatusCode};
 use serde::Serialize;
@@ -21,6 +21,20 @@ pub struct Reply {
 }
 
 const JSON: &str = "application/json";
+
+/// Headers on every answer. The gateway serves only JSON and PNG over TLS: a browser
+/// may load nothing because of them, frame them, or send their URLs elsewhere, and
+/// should never again reach this host without TLS.
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
+    (X_FRAME_OPTIONS, "DENY"),
+    (
+        CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (REFERRER_POLICY, "no-referrer"),
+];
 
 impl Reply {
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
@@ -93,7 +107,9 @@ impl Reply {
         headers
             .entry(CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-store"));
-        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        for (name, value) in SECURITY_HEADERS {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
         let body = match self.body {
             Some(body) => {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
@@ -135,6 +151,25 @@ mod tests {
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
         assert_eq!(body_of(r), "{\"a\":1}\n");
+    }
+
+    #[test]
+    fn every_answer_carries_the_security_headers() {
+        for r in [
+            Reply::ok(&serde_json::json!({})).into_response(false),
+            Reply::no_content().into_response(false),
+            Reply::error(&Error::NotAcceptable).into_response(true),
+            Reply::png(Bytes::from_static(b"png")).into_response(false),
+        ] {
+            assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(r.headers()[STRICT_TRANSPORT_SECURITY], "max-age=31536000");
+            assert_eq!(r.headers()[X_FRAME_OPTIONS], "DENY");
+            assert_eq!(
+                r.headers()[CONTENT_SECURITY_POLICY],
+                "default-src 'none'; frame-ancestors 'none'"
+            );
+            assert_eq!(r.headers()[REFERRER_POLICY], "no-referrer");
+        }
     }
 
     #[test]
