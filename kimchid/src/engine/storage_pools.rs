@@ -498,4 +498,39 @@ mod tests {
             assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
         }
     }
+
+    #[test]
+    fn logical_pool_names_must_be_volume_group_names() {
+        let long = "v".repeat(MAX_VG_NAME_BYTES + 1);
+        for (name, why) in [
+            (
+                long.as_str(),
+                format!("longer than {MAX_VG_NAME_BYTES} bytes"),
+            ),
+            ("-vg", "it starts with '-'".to_owned()),
+            (
+                "my vg",
+                "only letters, digits and '+_.-' are allowed".to_owned(),
+            ),
+            (
+                "vg=1",
+                "only letters, digits and '+_.-' are allowed".to_owned(),
+            ),
+        ] {
+            let bad = PoolSpec {
+                name: name.into(),
+                ..lvm()
+            };
+            let message = format!(
+                "invalid logical pool name '{}': {why} (it names the LVM volume group)",
+                prefix(name)
+            );
+            assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
+        }
+        let longest = PoolSpec {
+            name: "v".repeat(MAX_VG_NAME_BYTES),
+            ..lvm()
+        };
+        pool_definition(&longest).unwrap();
+    }
 }

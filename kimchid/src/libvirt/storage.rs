@@ -527,6 +527,49 @@ mod tests {
         );
     }
 
+    /// libvirt's duplicate check at definition (the race kimchid's own check cannot
+    /// close) is a conflict; the sources read back are what the model compares.
+    #[test]
+    fn a_definition_libvirt_finds_a_duplicate_of_is_already_exists() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let on_default = PoolDefinition::Dir {
+            name: "unitclash".into(),
+            path: "/default-pool".into(),
+        };
+        assert_error!(
+            define_pool(&conn, &on_default),
+            AlreadyExists,
+            "operation failed: Storage source conflict with pool: 'default-pool'"
+        );
+        let nfs = define_pool(
+            &conn,
+            &PoolDefinition::Netfs {
+                name: "unitnfs".into(),
+                path: "/mnt/unitnfs".into(),
+                host: "filer".into(),
+                source_path: "/export".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (nfs.source.host.as_str(), nfs.source.dir.as_str()),
+            ("filer", "/export")
+        );
+        let lvm = define_pool(
+            &conn,
+            &PoolDefinition::Logical {
+                name: "unitvg".into(),
+                devices: vec!["/dev/unitloop".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(lvm.source.devices, ["/dev/unitloop"]);
+        assert_eq!(lvm.source.name, "unitvg");
+        for name in ["unitnfs", "unitvg"] {
+            undefine_pool(&conn, name).unwrap();
+        }
+    }
+
     #[test]
     fn pool_and_volume_lifecycle_on_the_test_driver() {
         let conn = Connect::open(Some("test:///default")).unwrap();
