@@ -265,6 +265,21 @@ pub struct PoolRecord {
     pub allocation: u64,
     pub available: u64,
     pub nr_volumes: u32,
+    pub source: PoolSource,
+}
+
+/// Where a pool's storage comes from, as far as two pools can clash over it (empty
+/// fields where the type has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolSource {
+    /// The server of a network file system.
+    pub host: String,
+    /// The exported directory of a network file system.
+    pub dir: String,
+    /// The volume group of a logical pool.
+    pub name: String,
+    /// Block devices (logical, fs, disk and iSCSI pools).
+    pub devices: Vec<String>,
 }
 
 impl PoolRecord {

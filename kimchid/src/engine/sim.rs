@@ -16,10 +16,13 @@ use kimchi_dbus::{PoolState, VmState, VolumeSpec, MIB};
 use super::hypervisor::{
     Apply, Cdrom, DomainChange, DomainCounters, DomainRecord, Drive, DriveKind, Forward,
     GuestDefinition, HostCapabilities, HostInterface, Hypervisor, NetworkAddress,
-    NetworkDefinition, NetworkRecord, Nic, NicDefinition, PoolDefinition, PoolRecord, Power,
-    VolumeRecord,
+    NetworkDefinition, NetworkRecord, Nic, NicDefinition, PoolDefinition, PoolRecord, PoolSource,
+    Power, VolumeRecord,
 };
 use crate::error::{Error, Result};
+
+/// The size of every active sim pool.
+pub const SIM_POOL_BYTES: u64 = 100 << 30;
 
 /// A one-pixel PNG: what the simulated guests' screens show.
 pub const SCREEN: &[u8] = b"\x89PNG\r\n\x1a\nsimulated";
@@ -105,31 +108,13 @@ impl Sim {
 
     /// A pool defined behind the engine's back (as `virsh pool-define` would).
     pub fn add_pool(&self, name: &str, pool_type: &str, active: bool) -> String {
-        let mut state = self.lock();
-        let uuid = state.new_uuid();
-        let record = PoolRecord {
-            uuid: uuid.clone(),
-            name: name.into(),
-            state: if active {
-                PoolState::Active
-            } else {
-                PoolState::Inactive
-            },
-            pool_type: pool_type.into(),
-            target_path: format!("/sim/{name}"),
-            capacity: if active { 100 << 30 } else { 0 },
-            allocation: 0,
-            available: if active { 100 << 30 } else { 0 },
-            nr_volumes: 0,
-        };
-        state.pools.insert(
-            name.into(),
-            SimPool {
-                record,
-                volumes: BTreeMap::new(),
-            },
-        );
-        uuid
+        self.lock().insert_pool(
+            name,
+            pool_type,
+            format!("/sim/{name}"),
+            PoolSource::default(),
+            active,
+        )
     }
 
     /// A nat network defined behind the engine's back (as `virsh net-define` would),
@@ -163,6 +148,18 @@ impl Sim {
         let pool = state.pools.get_mut(pool).expect("no such sim pool");
         let vol = volume(&pool.record, name, format, capacity_mib);
         pool.volumes.insert(name.into(), vol);
+    }
+
+    /// A directory made in a pool by hand: libvirt lists it as a volume of type `dir`.
+    pub fn add_dir(&self, pool: &str, name: &str) {
+        let mut state = self.lock();
+        let pool = state.pools.get_mut(pool).expect("no such sim pool");
+        let dir = VolumeRecord {
+            kind: "dir",
+            format: "dir".into(),
+            ..volume(&pool.record, name, "dir", 0)
+        };
+        pool.volumes.insert(name.into(), dir);
     }
 
     /// A guest defined behind the engine's back, in `state`; its UUID.
@@ -280,6 +277,38 @@ fn host_interface(name: &str, kind: &str, ipaddr: &str, module: &str) -> HostInt
 }
 
 impl State {
+    fn insert_pool(
+        &mut self,
+        name: &str,
+        pool_type: &str,
+        target_path: String,
+        source: PoolSource,
+        active: bool,
+    ) -> String {
+        let uuid = self.new_uuid();
+        let record = PoolRecord {
+            uuid: uuid.clone(),
+            name: name.into(),
+            state: PoolState::Inactive,
+            pool_type: pool_type.into(),
+            target_path,
+            capacity: 0,
+            allocation: 0,
+            available: 0,
+            nr_volumes: 0,
+            source,
+        };
+        let mut pool = SimPool {
+            record,
+            volumes: BTreeMap::new(),
+        };
+        if active {
+            pool.start();
+        }
+        self.pools.insert(name.into(), pool);
+        uuid
+    }
+
     fn network(&mut self, name: &str) -> Result<&mut NetworkRecord> {
         self.networks
             .get_mut(name)
@@ -318,15 +347,37 @@ impl State {
 }
 
 impl SimPool {
+    /// Every active sim pool holds 100 GiB, all free but for its volumes' allocation.
+    fn start(&mut self) {
+        self.record.state = PoolState::Active;
+        self.record.capacity = SIM_POOL_BYTES;
+        self.record.available = SIM_POOL_BYTES;
+    }
+
     fn current(&self) -> PoolRecord {
+        if !self.record.active() {
+            return self.record.clone();
+        }
+        let allocation = self.volumes.values().map(|v| v.allocation).sum();
         PoolRecord {
-            nr_volumes: if self.record.active() {
-                self.volumes.len() as u32
-            } else {
-                0
-            },
+            nr_volumes: self.volumes.len() as u32,
+            allocation,
+            available: self.record.capacity.saturating_sub(allocation),
             ..self.record.clone()
         }
+    }
+
+    /// A volume libvirt can change: a directory fails as libvirt's file calls do.
+    fn file_volume(&self, name: &str) -> Result<&VolumeRecord> {
+        let vol = self.volume(name)?;
+        if vol.kind == "dir" {
+            return Err(Error::Libvirt {
+                code: 38,
+                domain: 18,
+                message: format!("cannot open '{}': Is a directory", vol.path),
+            });
+        }
+        Ok(vol)
     }
 
     fn volume(&self, name: &str) -> Result<&VolumeRecord> {
@@ -638,20 +689,58 @@ impl Hypervisor for Sim {
     }
 
     fn define_pool(&self, def: &PoolDefinition) -> Result<PoolRecord> {
-        let (name, pool_type) = match def {
-            PoolDefinition::Dir { name, .. } => (name, "dir"),
-            PoolDefinition::Netfs { name, .. } => (name, "netfs"),
-            PoolDefinition::Logical { name, .. } => (name, "logical"),
+        let (name, pool_type, target, source) = match def {
+            PoolDefinition::Dir { name, path } => {
+                (name, "dir", path.clone(), PoolSource::default())
+            }
+            PoolDefinition::Netfs {
+                name,
+                path,
+                host,
+                source_path,
+            } => (
+                name,
+                "netfs",
+                path.clone(),
+                PoolSource {
+                    host: host.clone(),
+                    dir: source_path.clone(),
+                    ..PoolSource::default()
+                },
+            ),
+            PoolDefinition::Logical { name, devices } => (
+                name,
+                "logical",
+                format!("/dev/{name}"),
+                PoolSource {
+                    name: name.clone(),
+                    devices: devices.clone(),
+                    ..PoolSource::default()
+                },
+            ),
         };
-        if self.enter("define_pool")?.pools.contains_key(name) {
-            return Err(Error::Libvirt {
-                code: 9,
-                domain: 18,
-                message: format!("operation failed: pool '{name}' already exists"),
-            });
+        let mut state = self.enter("define_pool")?;
+        // libvirt's duplicate checks, as the adapter reports them.
+        if state.pools.contains_key(name) {
+            return Err(Error::AlreadyExists(format!(
+                "operation failed: pool '{name}' already exists"
+            )));
         }
-        self.add_pool(name, pool_type, false);
-        Ok(self.lock().pool(name)?.current())
+        let clash = state.pools.values().find(|p| {
+            (p.record.pool_type == "dir" && pool_type == "dir" && p.record.target_path == target)
+                || source
+                    .devices
+                    .iter()
+                    .any(|d| p.record.source.devices.contains(d))
+        });
+        if let Some(other) = clash {
+            return Err(Error::AlreadyExists(format!(
+                "operation failed: Storage source conflict with pool: '{}'",
+                other.record.name
+            )));
+        }
+        state.insert_pool(name, pool_type, target, source, false);
+        Ok(state.pool(name)?.current())
     }
 
     fn activate_pool(&self, name: &str) -> Result<PoolRecord> {
@@ -662,9 +751,7 @@ impl Hypervisor for Sim {
                 "storage pool '{name}' is already active"
             )));
         }
-        pool.record.state = PoolState::Active;
-        pool.record.capacity = 100 << 30;
-        pool.record.available = 100 << 30;
+        pool.start();
         Ok(pool.current())
     }
 
@@ -746,20 +833,20 @@ impl Hypervisor for Sim {
     ) -> Result<()> {
         let mut state = self.enter("resize_volume")?;
         let pool = state.active_pool(pool)?;
-        pool.volume(name)?;
+        pool.file_volume(name)?;
         pool.volumes.get_mut(name).expect("checked").capacity = capacity_mib * MIB;
         Ok(())
     }
 
     fn wipe_volume(&self, pool: &str, name: &str) -> Result<()> {
         let mut state = self.enter("wipe_volume")?;
-        state.active_pool(pool)?.volume(name).map(drop)
+        state.active_pool(pool)?.file_volume(name).map(drop)
     }
 
     fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
         let mut state = self.enter("delete_volume")?;
         let pool = state.active_pool(pool)?;
-        pool.volume(name)?;
+        pool.file_volume(name)?;
         pool.volumes.remove(name);
         Ok(())
     }

@@ -1,22 +1,37 @@
 //! Storage pools as Kimchi presents them: definitions checked before libvirt sees
-//! them, lists answered from the model, single reads re-read from libvirt (sizes
-//! change behind kimchid's back), and the `kimchi_isos` view among them.
+//! them (names that fit libvirt's files, sources no other pool uses, paths and
+//! devices that can hold a pool), lists answered from the model, single reads
+//! re-read from libvirt (sizes change behind kimchid's back), and the `kimchi_isos`
+//! view among them.
 
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use kimchi_dbus::{pool_path, PoolInfo, PoolSpec, ISO_POOL, MIB};
 use zbus::OwnedObjectPath;
 
+use super::claims::{Claim, Claims};
 use super::hypervisor::{Backend, PoolDefinition, PoolRecord};
 use super::isos::Isos;
 use super::model::Model;
 use crate::error::{Error, Result};
 use crate::names::{check_absolute_path, check_name};
 
+/// libvirt keeps a pool's definition as `<name>.xml`, written as `<name>.xml.new`
+/// first, and both must fit the 255-byte file name limit; a few bytes are left over.
+pub const MAX_POOL_NAME_BYTES: usize = 240;
+
+/// A logical pool's name is its LVM volume group's name: at most 127 characters
+/// of LVM's set, not starting with '-'.
+pub const MAX_VG_NAME_BYTES: usize = 127;
+
 pub struct StoragePools {
     backend: Arc<Backend>,
     model: Arc<Model>,
     isos: Arc<Isos>,
+    /// Names of pools being defined, so that a second creation is refused at once.
+    creating: Claims<String>,
 }
 
 impl StoragePools {
@@ -25,6 +40,7 @@ impl StoragePools {
             backend,
             model,
             isos,
+            creating: Claims::new(),
         }
     }
 
@@ -46,18 +62,38 @@ impl StoragePools {
         Ok(info(&record))
     }
 
-    /// Defines a pool, inactive, as Kimchi does.
+    /// Defines a pool, inactive, as Kimchi does. Everything libvirt would refuse
+    /// for the request's sake is refused first: a taken name (also one being
+    /// created right now), a source another pool uses, a path that is not a
+    /// directory, a device that is not a block device.
     pub async fn create(&self, spec: PoolSpec) -> Result<PoolInfo> {
         let def = pool_definition(&spec)?;
-        if self.model.pool_by_name(&spec.name).is_ok() {
-            return Err(Error::AlreadyExists(format!(
-                "a storage pool named '{}' already exists",
-                spec.name
-            )));
-        }
+        let _claim = self.claim_name(&spec.name)?;
+        check_sources(&def, &self.model.pools())?;
+        let checked = def.clone();
+        tokio::task::spawn_blocking(move || check_on_host(&checked))
+            .await
+            .map_err(|e| Error::Internal(format!("pool source check panicked: {e}")))??;
         let record = self.backend.run(move |hv| hv.define_pool(&def)).await?;
         self.model.upsert_pool(record.clone());
         Ok(info(&record))
+    }
+
+    /// Holds `name` while its pool is defined; refuses a name taken or held.
+    fn claim_name(&self, name: &str) -> Result<Claim<String>> {
+        self.creating.claim_with(|held| {
+            if self.model.pool_by_name(name).is_ok() {
+                return Err(Error::AlreadyExists(format!(
+                    "a storage pool named '{name}' already exists"
+                )));
+            }
+            if held.contains(name) {
+                return Err(Error::AlreadyExists(format!(
+                    "a storage pool named '{name}' is being created"
+                )));
+            }
+            Ok(name.to_owned())
+        })
     }
 
     /// Starts the pool and lists what it holds, so its ISO images join the
@@ -119,10 +155,24 @@ pub fn info(p: &PoolRecord) -> PoolInfo {
     }
 }
 
+/// At most the first 32 characters of a long input, for messages.
+fn prefix(text: &str) -> String {
+    match text.char_indices().nth(32) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
     if spec.name == ISO_POOL {
         return Err(Error::AlreadyExists(format!(
             "'{ISO_POOL}' is a reserved pool name"
+        )));
+    }
+    if spec.name.len() > MAX_POOL_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "invalid storage pool name '{}': longer than {MAX_POOL_NAME_BYTES} bytes",
+            prefix(&spec.name).escape_debug()
         )));
     }
     check_name("storage pool", &spec.name)?;
@@ -186,6 +236,7 @@ fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
             for device in &spec.source_devices {
                 check_absolute_path("source device", device)?;
             }
+            check_volume_group_name(&spec.name)?;
             if !spec.source_host.is_empty() || !spec.source_path.is_empty() {
                 return Err(unexpected("source host/path"));
             }
@@ -197,6 +248,114 @@ fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
         other => Err(Error::InvalidArgument(format!(
             "unknown storage pool type '{other}' (known: dir, netfs, logical)"
         ))),
+    }
+}
+
+/// LVM's rules for a volume group's name, which a logical pool's name becomes.
+fn check_volume_group_name(name: &str) -> Result<()> {
+    let bad = |why: String| {
+        Err(Error::InvalidArgument(format!(
+            "invalid logical pool name '{}': {why} (it names the LVM volume group)",
+            prefix(name).escape_debug()
+        )))
+    };
+    if name.len() > MAX_VG_NAME_BYTES {
+        return bad(format!("longer than {MAX_VG_NAME_BYTES} bytes"));
+    }
+    if name.starts_with('-') {
+        return bad("it starts with '-'".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
+    {
+        return bad("only letters, digits and '+_.-' are allowed".into());
+    }
+    Ok(())
+}
+
+/// Refuses a definition whose storage another pool already uses: its directory,
+/// its network export, its devices or its volume group (libvirt's "storage source
+/// conflict", and a little more: a directory is one pool's whatever the types).
+fn check_sources(def: &PoolDefinition, pools: &[PoolRecord]) -> Result<()> {
+    let conflict = |pool: &PoolRecord, what: String| {
+        Err(Error::AlreadyExists(format!(
+            "storage pool '{}' already uses {what}",
+            pool.name
+        )))
+    };
+    for pool in pools {
+        match def {
+            PoolDefinition::Dir { path, .. } | PoolDefinition::Netfs { path, .. }
+                if same_path(&pool.target_path, path) =>
+            {
+                return conflict(pool, format!("the path '{path}'"));
+            }
+            PoolDefinition::Netfs {
+                host, source_path, ..
+            } if pool.pool_type == "netfs"
+                && pool.source.host == *host
+                && same_path(&pool.source.dir, source_path) =>
+            {
+                return conflict(pool, format!("the export {host}:{source_path}"));
+            }
+            PoolDefinition::Logical { name, devices } => {
+                if let Some(device) = devices
+                    .iter()
+                    .find(|d| pool.source.devices.iter().any(|u| same_path(u, d)))
+                {
+                    return conflict(pool, format!("the source device '{device}'"));
+                }
+                if pool.pool_type == "logical" && pool.source.name == *name {
+                    return conflict(pool, format!("the volume group '{name}'"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Two spellings of one path, as libvirt compares them (repeated and trailing
+/// slashes do not count); never an empty path.
+fn same_path(a: &str, b: &str) -> bool {
+    !a.is_empty() && Path::new(a).components().eq(Path::new(b).components())
+}
+
+/// What the host must offer for the pool: a directory where one is named (or
+/// nothing yet: activation builds it), block devices for a volume group.
+fn check_on_host(def: &PoolDefinition) -> Result<()> {
+    match def {
+        PoolDefinition::Dir { path, .. } | PoolDefinition::Netfs { path, .. } => {
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(Error::InvalidArgument(format!(
+                    "path '{path}' is not a directory"
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::InvalidArgument(format!(
+                    "path '{path}' cannot hold a pool: {e}"
+                ))),
+            }
+        }
+        PoolDefinition::Logical { devices, .. } => {
+            for device in devices {
+                let bad = |why: String| {
+                    Err(Error::InvalidArgument(format!(
+                        "source device '{device}' {why}"
+                    )))
+                };
+                match std::fs::metadata(device) {
+                    Ok(meta) if meta.file_type().is_block_device() => {}
+                    Ok(_) => return bad("is not a block device".into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return bad("does not exist".into())
+                    }
+                    Err(e) => return bad(format!("cannot be used: {e}")),
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -338,5 +497,40 @@ mod tests {
             let message = format!("invalid storage pool name '{name}': {why}");
             assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
         }
+    }
+
+    #[test]
+    fn logical_pool_names_must_be_volume_group_names() {
+        let long = "v".repeat(MAX_VG_NAME_BYTES + 1);
+        for (name, why) in [
+            (
+                long.as_str(),
+                format!("longer than {MAX_VG_NAME_BYTES} bytes"),
+            ),
+            ("-vg", "it starts with '-'".to_owned()),
+            (
+                "my vg",
+                "only letters, digits and '+_.-' are allowed".to_owned(),
+            ),
+            (
+                "vg=1",
+                "only letters, digits and '+_.-' are allowed".to_owned(),
+            ),
+        ] {
+            let bad = PoolSpec {
+                name: name.into(),
+                ..lvm()
+            };
+            let message = format!(
+                "invalid logical pool name '{}': {why} (it names the LVM volume group)",
+                prefix(name)
+            );
+            assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
+        }
+        let longest = PoolSpec {
+            name: "v".repeat(MAX_VG_NAME_BYTES),
+            ..lvm()
+        };
+        pool_definition(&longest).unwrap();
     }
 }

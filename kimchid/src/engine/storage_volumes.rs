@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kimchi_dbus::{TaskInfo, VolumeInfo, VolumeSpec, ISO_POOL, MIB};
 
 use super::claims::{Claim, Claims};
-use super::hypervisor::{Backend, VolumeRecord};
+use super::hypervisor::{Backend, PoolRecord, VolumeRecord};
 use super::isos::Isos;
 use super::model::Model;
 use super::storage_pools::StoragePools;
@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::names::check_name;
 
 const VOLUME_FORMATS: [&str; 2] = ["qcow2", "raw"];
+
+/// Pool types whose volumes are files in a directory.
+const FILE_POOLS: [&str; 3] = ["dir", "netfs", "fs"];
 
 /// Marks a volume (pool, name) as worked on until dropped.
 pub type VolumeGuard = Claim<(String, String)>;
@@ -91,7 +94,8 @@ impl StorageVolumes {
                 spec.format
             )));
         }
-        bytes(spec.capacity_mib, "capacity")?;
+        let capacity = bytes(spec.capacity_mib, "capacity")?;
+        check_format_limit(&spec.format, capacity, "capacity")?;
         if spec.allocation_mib > spec.capacity_mib {
             return Err(Error::InvalidArgument(format!(
                 "allocation ({} MiB) is larger than the capacity ({} MiB)",
@@ -105,9 +109,24 @@ impl StorageVolumes {
         }
         let guard = self.claim(&pool, &spec.name)?;
         let (p, n) = (pool.clone(), spec.name.clone());
-        self.backend
-            .run(move |hv| hv.check_volume_name_free(&p, &n))
+        let now = self
+            .backend
+            .run(move |hv| {
+                hv.check_volume_name_free(&p, &n)?;
+                hv.pool_by_name(&p)
+            })
             .await?;
+        self.model.upsert_pool(now.clone());
+        check_pool_holds(&now, capacity, "capacity")?;
+        // Allocation is at most the capacity, which fits in bytes.
+        let allocation = spec.allocation_mib * MIB;
+        if allocation > now.available {
+            return Err(Error::InvalidArgument(format!(
+                "allocation ({} MiB) is more than the {} MiB free in storage pool '{pool}'",
+                spec.allocation_mib,
+                now.available / MIB
+            )));
+        }
         let (backend, model) = (self.backend.clone(), self.model.clone());
         let uri = volume_uri(&pool, &spec.name);
         let id = self.tasks.start("storagevolume.create", uri, async move {
@@ -131,8 +150,13 @@ impl StorageVolumes {
         size_mib: u64,
         wait: Wait,
     ) -> Result<TaskInfo> {
-        let current = self.record(&self.pools.writable(pool)?, name).await?;
-        let shrink = bytes(size_mib, "size")? < current.capacity;
+        let size = bytes(size_mib, "size")?;
+        let (guard, current) = self.begin(pool, name).await?;
+        check_format_limit(&current.format, size, "size")?;
+        let shrink = size < current.capacity;
+        if !shrink {
+            check_pool_holds(&self.model.pool_by_name(&current.pool)?, size, "size")?;
+        }
         if shrink && current.format != "raw" {
             return Err(Error::InvalidState(format!(
                 "cannot shrink {} volume '{name}': only raw volumes can shrink",
@@ -144,7 +168,7 @@ impl StorageVolumes {
                 "cannot shrink volume '{name}': a virtual machine uses it"
             )));
         }
-        let (guard, pool, name) = self.prepare_change(current).await?;
+        let (pool, name) = self.check_inside(current).await?;
         let backend = self.backend.clone();
         let id = self.tasks.start(
             "storagevolume.resize",
@@ -161,11 +185,12 @@ impl StorageVolumes {
     }
 
     /// Overwrites the volume with zeros in a task; an image format (qcow2) is set up
-    /// again afterwards, empty, so the volume stays usable.
+    /// again afterwards, empty, so the volume stays usable. The volume stays listed
+    /// all along, and busy: a second wipe (or any change) is refused meanwhile.
     pub async fn wipe(&self, pool: &str, name: &str, wait: Wait) -> Result<TaskInfo> {
-        let current = self.record(&self.pools.writable(pool)?, name).await?;
+        let (guard, current) = self.begin(pool, name).await?;
         self.refuse_in_use(&current)?;
-        let (guard, pool, name) = self.prepare_change(current).await?;
+        let (pool, name) = self.check_inside(current).await?;
         let backend = self.backend.clone();
         let id = self
             .tasks
@@ -178,9 +203,8 @@ impl StorageVolumes {
     }
 
     pub async fn delete(&self, pool: &str, name: &str) -> Result<()> {
-        let current = self.record(&self.pools.writable(pool)?, name).await?;
+        let (_guard, current) = self.begin(pool, name).await?;
         self.refuse_in_use(&current)?;
-        let _guard = self.claim(&current.pool, &current.name)?;
         let (pool, name) = (current.pool.clone(), current.name.clone());
         let record = self
             .backend
@@ -200,6 +224,30 @@ impl StorageVolumes {
         self.backend.run(move |hv| hv.volume(&pool, &name)).await
     }
 
+    /// Marks the volume busy — before looking it up, so that a second request
+    /// meanwhile is refused as busy, whatever the first one does to the file — and
+    /// reads it. Only files can change in a pool of files: a directory (which
+    /// libvirt lists as a volume of type `dir`) or a device node is refused.
+    async fn begin(&self, pool: &str, name: &str) -> Result<(VolumeGuard, VolumeRecord)> {
+        let pool = self.pools.writable(pool)?;
+        check_name("volume", name)?;
+        let guard = self.claim(&pool, name)?;
+        let current = self.record(&pool, name).await?;
+        let files = FILE_POOLS.contains(&self.model.pool_by_name(&pool)?.pool_type.as_str());
+        if files && current.kind != "file" {
+            return Err(Error::InvalidState(format!(
+                "'{name}' in pool '{pool}' is {}, not a volume file; kimchi changes only \
+                 regular files",
+                match current.kind {
+                    "dir" => "a directory".to_owned(),
+                    "block" => "a block device".to_owned(),
+                    other => format!("of type '{other}'"),
+                }
+            )));
+        }
+        Ok((guard, current))
+    }
+
     fn refuse_in_use(&self, vol: &VolumeRecord) -> Result<()> {
         if self.model.path_in_use(&vol.path) {
             return Err(Error::InvalidState(format!(
@@ -211,15 +259,45 @@ impl StorageVolumes {
     }
 
     /// Refuses a volume outside its pool's directory (a 409 now, not a failed task
-    /// later) and marks it busy.
-    async fn prepare_change(&self, vol: VolumeRecord) -> Result<(VolumeGuard, String, String)> {
+    /// later).
+    async fn check_inside(&self, vol: VolumeRecord) -> Result<(String, String)> {
         let (pool, name) = (vol.pool, vol.name);
         let (p, n) = (pool.clone(), name.clone());
         self.backend
             .run(move |hv| hv.check_volume_inside(&p, &n))
             .await?;
-        Ok((self.claim(&pool, &name)?, pool, name))
+        Ok((pool, name))
     }
+}
+
+/// The largest qcow2 image qemu-img makes with its default 64 KiB clusters: 2 PiB.
+pub const QCOW2_MAX_BYTES: u64 = 1 << 51;
+
+/// Refuses a size the image format cannot describe (raw files are bounded by the
+/// pool, below).
+fn check_format_limit(format: &str, size: u64, what: &str) -> Result<()> {
+    if format == "qcow2" && size > QCOW2_MAX_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{what} of a qcow2 volume must be at most {} MiB, not {}",
+            QCOW2_MAX_BYTES / MIB,
+            size / MIB
+        )));
+    }
+    Ok(())
+}
+
+/// A volume may be thin (qcow2, sparse raw), but never larger than its pool's
+/// whole storage could ever hold.
+fn check_pool_holds(pool: &PoolRecord, size: u64, what: &str) -> Result<()> {
+    if size > pool.capacity {
+        return Err(Error::InvalidArgument(format!(
+            "{what} ({} MiB) is more than storage pool '{}' can hold ({} MiB)",
+            size / MIB,
+            pool.name,
+            pool.capacity / MIB
+        )));
+    }
+    Ok(())
 }
 
 /// MiB to bytes, refusing sizes that do not fit.

@@ -11,7 +11,7 @@ use virt::sys;
 use kimchi_dbus::{PoolState, VolumeSpec, MIB};
 
 use super::xml::Element;
-use crate::engine::hypervisor::{PoolDefinition, PoolRecord, VolumeRecord};
+use crate::engine::hypervisor::{PoolDefinition, PoolRecord, PoolSource, VolumeRecord};
 use crate::error::{Error, Result};
 
 /// Volumes are plain files in the pool's directory (not LVM devices, whose paths are
@@ -44,8 +44,20 @@ pub fn pool_by_name(conn: &Connect, name: &str) -> Result<PoolRecord> {
     read_pool(&pool)
 }
 
+/// Defines the pool. A definition fails as an operation only over a duplicate (a
+/// name, UUID or source another pool has, defined meanwhile behind kimchid's back):
+/// that is a conflict, not kimchid's failure.
 pub fn define_pool(conn: &Connect, def: &PoolDefinition) -> Result<PoolRecord> {
-    let pool = conn.define_storage_pool_xml(&pool_xml(def), 0)?;
+    use virt::enumutil::Enum;
+    use virt::error::ErrorNumber;
+    let pool = conn
+        .define_storage_pool_xml(&pool_xml(def), 0)
+        .map_err(|e| match e.code() {
+            Enum::Known(ErrorNumber::OperationFailed) => {
+                Error::AlreadyExists(e.message().to_owned())
+            }
+            _ => Error::from(e),
+        })?;
     read_pool(&pool)
 }
 
@@ -59,6 +71,15 @@ pub fn activate_pool(conn: &Connect, name: &str) -> Result<PoolRecord> {
         )));
     }
     let record = read_pool(&pool)?;
+    // What stops a pool from starting is the host's storage (a missing device, a
+    // path that is a file, a failed mount): a conflict with the host, said as
+    // libvirt says it.
+    let refused = |e: virt::error::Error| match Error::from(e) {
+        Error::Libvirt { message, .. } => Error::InvalidState(format!(
+            "storage pool '{name}' cannot be activated: {message}"
+        )),
+        other => other,
+    };
     if !std::path::Path::new(&record.target_path).exists() {
         // Never format devices that already carry data.
         let flags = if record.pool_type == "logical" {
@@ -66,9 +87,9 @@ pub fn activate_pool(conn: &Connect, name: &str) -> Result<PoolRecord> {
         } else {
             0
         };
-        pool.build(flags)?;
+        pool.build(flags).map_err(refused)?;
     }
-    pool.create(0)?;
+    pool.create(0).map_err(refused)?;
     read_pool(&pool)
 }
 
@@ -199,18 +220,24 @@ pub fn resize_volume(
     } else {
         0
     };
-    Ok(vol.resize(capacity_mib * MIB, flags)?)
+    let capacity = capacity_mib.checked_mul(MIB).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{capacity_mib} MiB does not fit in 64 bits of bytes"
+        ))
+    })?;
+    Ok(vol.resize(capacity, flags)?)
 }
 
 /// Zeroes the volume. Zeroing also erases an image format's header, so a non-raw
-/// volume is then re-created, empty, with its format and capacity.
+/// volume then gets an empty image of its format and capacity written over it in
+/// place: the volume stays in libvirt's list (and every listing) throughout.
 pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
     let vol = lookup_volume(&pool, pool_name, name)?;
     let before = read_volume(pool_name, &vol)?;
     check_inside(&read_pool(&pool)?, &before.path)?;
     vol.wipe(0)?;
-    if before.format == "raw" {
+    if matches!(before.format.as_str(), "raw" | "iso") {
         // libvirt writes as many zeros as the file occupies, which can be a block more;
         // libvirt refuses to shrink below that allocation, so the file is cut back here.
         if vol.info()?.capacity != before.capacity && pool_is_files(&pool)? {
@@ -223,12 +250,31 @@ pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
                 })?;
         }
     } else {
-        vol.delete(0)?;
-        StorageVol::create_xml(
-            &pool,
-            &volume_xml(name, before.capacity / MIB, 0, &before.format),
-            0,
-        )?;
+        write_empty_image(&before)?;
+    }
+    Ok(())
+}
+
+/// An empty image of the volume's format and capacity over its file, as libvirt
+/// creates one (`qemu-img create`, qcow2 with `compat=1.1`); the file keeps its
+/// inode, owner and mode.
+fn write_empty_image(vol: &VolumeRecord) -> Result<()> {
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", &vol.format]);
+    if vol.format == "qcow2" {
+        cmd.args(["-o", "compat=1.1"]);
+    }
+    cmd.arg(&vol.path).arg(vol.capacity.to_string());
+    let out = cmd
+        .output()
+        .map_err(|e| Error::Internal(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Internal(format!(
+            "qemu-img could not write an empty {} image to {}: {}",
+            vol.format,
+            vol.path,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -239,7 +285,8 @@ pub fn delete_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> 
 }
 
 /// In pools whose volumes are files, changes go only to regular files directly in
-/// the pool's directory: never through a link to a file elsewhere.
+/// the pool's directory: never through a link to a file elsewhere, never to a
+/// directory or device node.
 fn check_inside(pool: &PoolRecord, vol_path: &str) -> Result<()> {
     if !files_are_volumes(pool) {
         return Ok(());
@@ -255,7 +302,7 @@ fn check_inside(pool: &PoolRecord, vol_path: &str) -> Result<()> {
     let meta = std::fs::symlink_metadata(path).map_err(|_| outside())?;
     let dir = std::fs::canonicalize(&pool.target_path).map_err(|_| outside())?;
     let parent = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
-    if meta.file_type().is_symlink() || parent.as_deref() != Some(dir.as_path()) {
+    if !meta.file_type().is_file() || parent.as_deref() != Some(dir.as_path()) {
         return Err(outside());
     }
     Ok(())
@@ -305,6 +352,36 @@ fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
         .and_then(|n| n.text())
         .unwrap_or_default()
         .to_owned();
+    let source = root
+        .children()
+        .find(|n| n.has_tag_name("source"))
+        .map(|source| {
+            let attr = |tag: &str, attr: &str| {
+                source
+                    .children()
+                    .find(|n| n.has_tag_name(tag))
+                    .and_then(|n| n.attribute(attr))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            PoolSource {
+                host: attr("host", "name"),
+                dir: attr("dir", "path"),
+                name: source
+                    .children()
+                    .find(|n| n.has_tag_name("name"))
+                    .and_then(|n| n.text())
+                    .unwrap_or_default()
+                    .to_owned(),
+                devices: source
+                    .children()
+                    .filter(|n| n.has_tag_name("device"))
+                    .filter_map(|n| n.attribute("path"))
+                    .map(str::to_owned)
+                    .collect(),
+            }
+        })
+        .unwrap_or_default();
     let state = pool_state(info.state);
     let active = state == PoolState::Active;
     // libvirt keeps the last sizes of a stopped pool; Kimchi reports none.
@@ -319,6 +396,7 @@ fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
         allocation: size(info.allocation),
         available: size(info.available),
         nr_volumes: if active { pool.num_of_volumes()? } else { 0 },
+        source,
     })
 }
 
@@ -447,6 +525,49 @@ mod tests {
             xml.contains("<target><path>/dev/vg0</path></target>"),
             "{xml}"
         );
+    }
+
+    /// libvirt's duplicate check at definition (the race kimchid's own check cannot
+    /// close) is a conflict; the sources read back are what the model compares.
+    #[test]
+    fn a_definition_libvirt_finds_a_duplicate_of_is_already_exists() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let on_default = PoolDefinition::Dir {
+            name: "unitclash".into(),
+            path: "/default-pool".into(),
+        };
+        assert_error!(
+            define_pool(&conn, &on_default),
+            AlreadyExists,
+            "operation failed: Storage source conflict with pool: 'default-pool'"
+        );
+        let nfs = define_pool(
+            &conn,
+            &PoolDefinition::Netfs {
+                name: "unitnfs".into(),
+                path: "/mnt/unitnfs".into(),
+                host: "filer".into(),
+                source_path: "/export".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (nfs.source.host.as_str(), nfs.source.dir.as_str()),
+            ("filer", "/export")
+        );
+        let lvm = define_pool(
+            &conn,
+            &PoolDefinition::Logical {
+                name: "unitvg".into(),
+                devices: vec!["/dev/unitloop".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(lvm.source.devices, ["/dev/unitloop"]);
+        assert_eq!(lvm.source.name, "unitvg");
+        for name in ["unitnfs", "unitvg"] {
+            undefine_pool(&conn, name).unwrap();
+        }
     }
 
     #[test]

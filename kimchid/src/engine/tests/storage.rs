@@ -4,9 +4,12 @@
 use kimchi_dbus::{PoolSpec, PoolState, TaskInfo, TaskState, VolumeSpec, MIB};
 
 use super::{adopt_pool, assert_error, libvirt, total_calls, with_new_vm};
-use crate::engine::sim::{harness, Harness};
+use crate::engine::hypervisor::{HostEvent, Hypervisor, PoolDefinition};
+use crate::engine::sim::{harness, Harness, SIM_POOL_BYTES};
+use crate::engine::storage_pools::MAX_POOL_NAME_BYTES;
+use crate::engine::storage_volumes::QCOW2_MAX_BYTES;
 use crate::engine::tasks::Wait;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 fn dir_pool(name: &str) -> PoolSpec {
     PoolSpec {
@@ -575,4 +578,379 @@ async fn the_iso_view_as_a_pool_is_answered_without_libvirt() {
         (view.name.as_str(), view.pool_type.as_str()),
         ("kimchi_isos", "kimchi-iso")
     );
+}
+
+// ---- hostile pool requests ----
+
+fn netfs_pool(name: &str, export: &str) -> PoolSpec {
+    PoolSpec {
+        pool_type: "netfs".into(),
+        source_host: "filer.example".into(),
+        source_path: export.into(),
+        ..dir_pool(name)
+    }
+}
+
+fn logical_pool(name: &str, device: &str) -> PoolSpec {
+    PoolSpec {
+        pool_type: "logical".into(),
+        path: String::new(),
+        source_devices: vec![device.into()],
+        ..dir_pool(name)
+    }
+}
+
+/// A pool defined behind kimchid's back (as `virsh pool-define` would), announced.
+async fn define_behind(h: &Harness, def: PoolDefinition) {
+    let uuid = h.sim.define_pool(&def).unwrap().uuid;
+    h.engine.model.apply(HostEvent::Pool { uuid }).await;
+}
+
+#[tokio::test]
+async fn a_pool_on_a_source_another_pool_uses_is_already_exists_naming_that_pool() {
+    let h = harness().await;
+    define_behind(
+        &h,
+        PoolDefinition::Netfs {
+            name: "nfs".into(),
+            path: "/srv/nfs".into(),
+            host: "filer.example".into(),
+            source_path: "/export/vms".into(),
+        },
+    )
+    .await;
+    define_behind(
+        &h,
+        PoolDefinition::Logical {
+            name: "vg0".into(),
+            devices: vec!["/dev/loop7".into()],
+        },
+    )
+    .await;
+    let on_default = |path: &str| PoolSpec {
+        path: path.into(),
+        ..dir_pool("p1")
+    };
+    for (spec, message) in [
+        (
+            on_default("/sim/default"),
+            "storage pool 'default' already uses the path '/sim/default'",
+        ),
+        (
+            on_default("//sim/default/"),
+            "storage pool 'default' already uses the path '//sim/default/'",
+        ),
+        (
+            on_default("/srv/nfs"),
+            "storage pool 'nfs' already uses the path '/srv/nfs'",
+        ),
+        (
+            netfs_pool("p1", "/export/vms/"),
+            "storage pool 'nfs' already uses the export filer.example:/export/vms/",
+        ),
+        (
+            logical_pool("p1", "/dev/loop7"),
+            "storage pool 'vg0' already uses the source device '/dev/loop7'",
+        ),
+    ] {
+        let case = format!("{spec:?}");
+        let refused = h.engine.pools.create(spec).await;
+        assert_error!(refused, AlreadyExists, message, "{case}");
+    }
+    assert_eq!(
+        h.sim.calls("define_pool"),
+        2,
+        "only the two pools behind its back"
+    );
+    assert_eq!(pool_names(&h), ["default", "nfs", "vg0", "kimchi_isos"]);
+}
+
+/// A conflict defined behind kimchid's back between its check and libvirt's is
+/// libvirt's refusal, passed on as the conflict it is.
+#[tokio::test]
+async fn a_source_conflict_libvirt_finds_is_already_exists_and_leaves_nothing() {
+    let h = harness().await;
+    let message = "operation failed: Storage source conflict with pool: 'other'";
+    h.sim
+        .fail_next("define_pool", Error::AlreadyExists(message.into()));
+    assert_error!(
+        h.engine.pools.create(dir_pool("p1")).await,
+        AlreadyExists,
+        message
+    );
+    assert_eq!(pool_names(&h), ["default", "kimchi_isos"]);
+    // The refused name is free again.
+    h.engine.pools.create(dir_pool("p1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_creations_of_one_pool_name_define_it_once_and_refuse_the_rest() {
+    let h = harness().await;
+    let creations: Vec<_> = (0..8)
+        .map(|i| {
+            let engine = h.engine.clone();
+            let spec = PoolSpec {
+                path: format!("/srv/p1-{i}"),
+                ..dir_pool("p1")
+            };
+            tokio::spawn(async move { engine.pools.create(spec).await })
+        })
+        .collect();
+    let mut created = 0;
+    for creation in creations {
+        match creation.await.unwrap() {
+            Ok(pool) => {
+                assert_eq!(pool.name, "p1");
+                created += 1;
+            }
+            Err(Error::AlreadyExists(m)) => assert!(
+                m == "a storage pool named 'p1' is being created"
+                    || m == "a storage pool named 'p1' already exists",
+                "{m}"
+            ),
+            Err(other) => panic!("expected AlreadyExists, got {other:?}"),
+        }
+    }
+    assert_eq!((created, h.sim.calls("define_pool")), (1, 1));
+    assert_eq!(pool_names(&h), ["default", "p1", "kimchi_isos"]);
+}
+
+#[tokio::test]
+async fn pool_names_up_to_the_limit_are_defined_and_longer_ones_refused() {
+    let h = harness().await;
+    let longest = "p".repeat(MAX_POOL_NAME_BYTES);
+    h.engine.pools.create(dir_pool(&longest)).await.unwrap();
+    let message = format!(
+        "invalid storage pool name '{}…': longer than {MAX_POOL_NAME_BYTES} bytes",
+        "q".repeat(32)
+    );
+    for length in [MAX_POOL_NAME_BYTES + 1, 255, 4096] {
+        let refused = h.engine.pools.create(dir_pool(&"q".repeat(length))).await;
+        assert_error!(refused, InvalidArgument, message, "{length} bytes");
+    }
+    assert_eq!(h.sim.calls("define_pool"), 1);
+}
+
+/// The host is asked what it has: a file where a directory should be, a path
+/// under a file, a device that does not exist or is not a block device.
+#[tokio::test]
+async fn a_pool_on_what_the_host_cannot_use_is_invalid_argument_before_libvirt() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let missing = dir.path().join("missing").to_str().unwrap().to_owned();
+    let on = |path: &str| PoolSpec {
+        path: path.into(),
+        ..dir_pool("p1")
+    };
+    for (spec, message) in [
+        (on(&file), format!("path '{file}' is not a directory")),
+        (
+            on(&format!("{file}/pool")),
+            format!("path '{file}/pool' cannot hold a pool: Not a directory (os error 20)"),
+        ),
+        (
+            logical_pool("p1", &missing),
+            format!("source device '{missing}' does not exist"),
+        ),
+        (
+            logical_pool("p1", &file),
+            format!("source device '{file}' is not a block device"),
+        ),
+    ] {
+        let case = format!("{spec:?}");
+        let refused = h.engine.pools.create(spec).await;
+        assert_error!(refused, InvalidArgument, message, "{case}");
+    }
+    assert_eq!(h.sim.calls("define_pool"), 0);
+    assert_eq!(pool_names(&h), ["default", "kimchi_isos"]);
+    // A directory that does not exist yet is fine: activation builds it.
+    let later = dir.path().join("later").to_str().unwrap().to_owned();
+    h.engine.pools.create(on(&later)).await.unwrap();
+}
+
+/// The adapter says why libvirt could not start a pool (a device gone, a path
+/// replaced by a file) as a conflict; the pool stays defined and inactive.
+#[tokio::test]
+async fn a_pool_libvirt_cannot_start_is_invalid_state_and_stays_inactive() {
+    let h = harness().await;
+    h.engine.pools.create(dir_pool("p1")).await.unwrap();
+    let message = "storage pool 'p1' cannot be activated: cannot open directory \
+                   '/srv/p1': Not a directory";
+    h.sim
+        .fail_next("activate_pool", Error::InvalidState(message.into()));
+    assert_error!(h.engine.pools.activate("p1").await, InvalidState, message);
+    let pool = h.engine.pools.list().remove(1);
+    assert_eq!(
+        (pool.name.as_str(), pool.state),
+        ("p1", PoolState::Inactive)
+    );
+}
+
+// ---- hostile volume requests ----
+
+#[tokio::test]
+async fn a_volume_larger_than_its_format_or_pool_allows_is_invalid_argument_before_any_task() {
+    let h = harness().await;
+    let pool_mib = SIM_POOL_BYTES / MIB;
+    let qcow2_mib = QCOW2_MAX_BYTES / MIB;
+    let past_i64 = u64::MAX / MIB;
+    for (spec, message) in [
+        (
+            volume("v1", qcow2_mib + 1, "qcow2"),
+            format!(
+                "capacity of a qcow2 volume must be at most {qcow2_mib} MiB, not {}",
+                qcow2_mib + 1
+            ),
+        ),
+        (
+            volume("v1", pool_mib + 1, "raw"),
+            format!(
+                "capacity ({} MiB) is more than storage pool 'default' can hold ({pool_mib} MiB)",
+                pool_mib + 1
+            ),
+        ),
+        (
+            volume("v1", past_i64, "raw"),
+            format!(
+                "capacity ({past_i64} MiB) is more than storage pool 'default' can hold \
+                 ({pool_mib} MiB)"
+            ),
+        ),
+    ] {
+        let case = format!("{spec:?}");
+        let refused = create_volume(&h, "default", spec).await;
+        assert_error!(refused, InvalidArgument, message, "{case}");
+    }
+    assert!(h.engine.tasks.list().is_empty());
+    assert_eq!(volume_writes(&h), 0);
+}
+
+#[tokio::test]
+async fn an_allocation_beyond_the_pools_free_space_is_invalid_argument_before_any_task() {
+    let h = harness().await;
+    let pool_mib = SIM_POOL_BYTES / MIB;
+    let most = VolumeSpec {
+        allocation_mib: pool_mib - 1024,
+        ..volume("most", pool_mib - 1024, "raw")
+    };
+    let task = create_volume(&h, "default", most).await.unwrap();
+    assert_eq!(task.state, TaskState::Finished, "{}", task.message);
+    let writes = volume_writes(&h);
+    let more = VolumeSpec {
+        allocation_mib: 1025,
+        ..volume("more", 2048, "raw")
+    };
+    assert_error!(
+        create_volume(&h, "default", more).await,
+        InvalidArgument,
+        "allocation (1025 MiB) is more than the 1024 MiB free in storage pool 'default'"
+    );
+    assert_eq!(h.engine.tasks.list().len(), 1);
+    assert_eq!(volume_writes(&h), writes);
+    // A thin volume larger than the free space (not than the pool) is fine.
+    let thin = create_volume(&h, "default", volume("thin", 2048, "qcow2")).await;
+    assert_eq!(thin.unwrap().state, TaskState::Finished);
+}
+
+#[tokio::test]
+async fn a_resize_past_the_format_or_pool_or_u64_is_invalid_argument_before_any_task() {
+    let h = with_volume("v1", "qcow2", 10).await;
+    h.sim.add_volume("default", "r1", "raw", 10);
+    let pool_mib = SIM_POOL_BYTES / MIB;
+    let qcow2_mib = QCOW2_MAX_BYTES / MIB;
+    let u64_mib = u64::MAX / MIB;
+    for (name, mib, message) in [
+        (
+            "v1",
+            qcow2_mib + 1,
+            format!(
+                "size of a qcow2 volume must be at most {qcow2_mib} MiB, not {}",
+                qcow2_mib + 1
+            ),
+        ),
+        (
+            "r1",
+            pool_mib + 1,
+            format!(
+                "size ({} MiB) is more than storage pool 'default' can hold ({pool_mib} MiB)",
+                pool_mib + 1
+            ),
+        ),
+        (
+            "r1",
+            u64_mib,
+            format!(
+                "size ({u64_mib} MiB) is more than storage pool 'default' can hold \
+                 ({pool_mib} MiB)"
+            ),
+        ),
+        (
+            "r1",
+            u64_mib + 1,
+            format!(
+                "size must be between 1 and {u64_mib} MiB, not {}",
+                u64_mib + 1
+            ),
+        ),
+    ] {
+        let refused = change_volume(&h, "default", name, VolumeChange::Resize(mib)).await;
+        assert_error!(refused, InvalidArgument, message, "{name} to {mib} MiB");
+        // The refusal left no busy mark.
+        drop(h.engine.volumes.claim("default", name).unwrap());
+    }
+    assert!(h.engine.tasks.list().is_empty());
+    assert_eq!(volume_writes(&h), 0);
+}
+
+/// libvirt lists a directory in a dir pool as a volume of type `dir`: it stays
+/// listed, and every change of it is refused, touching nothing.
+#[tokio::test]
+async fn a_directory_in_a_pool_is_listed_and_its_changes_are_invalid_state() {
+    let h = harness().await;
+    h.sim.add_dir("default", "sub");
+    let listed = h.engine.volumes.list("default").await.unwrap();
+    assert_eq!(names(&listed, |v| &v.name), ["sub"]);
+    assert_eq!(listed[0].vol_type, "dir");
+    let message = "'sub' in pool 'default' is a directory, not a volume file; kimchi \
+                   changes only regular files";
+    for change in &VOLUME_CHANGES[1..] {
+        let refused = change_volume(&h, "default", "sub", *change).await;
+        assert_error!(refused, InvalidState, message, "{change:?}");
+    }
+    assert!(h.engine.tasks.list().is_empty());
+    assert_eq!(volume_writes(&h), 0);
+    assert_eq!(h.sim.volume_names("default"), ["sub"]);
+    drop(h.engine.volumes.claim("default", "sub").unwrap());
+}
+
+/// The volume is claimed before it is looked up: concurrent wipes run one and
+/// refuse the others as busy (none of them fails to find the volume), and the
+/// volume stays listed.
+#[tokio::test]
+async fn concurrent_wipes_of_one_volume_run_one_and_refuse_the_rest_as_busy() {
+    let h = with_volume("v1", "qcow2", 10).await;
+    let wipes: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = h.engine.clone();
+            tokio::spawn(async move { engine.volumes.wipe("default", "v1", Wait::Ended).await })
+        })
+        .collect();
+    let mut wiped = 0;
+    for wipe in wipes {
+        match wipe.await.unwrap() {
+            Ok(task) => {
+                assert_eq!(task.state, TaskState::Finished, "{}", task.message);
+                wiped += 1;
+            }
+            Err(Error::Busy(m)) => assert_eq!(m, BUSY),
+            Err(other) => panic!("expected Busy, got {other:?}"),
+        }
+    }
+    assert_eq!((wiped, h.sim.calls("wipe_volume")), (1, 1));
+    let listed = h.engine.volumes.list("default").await.unwrap();
+    assert_eq!(names(&listed, |v| &v.name), ["v1"]);
+    assert_eq!(listed[0].format, "qcow2");
 }
