@@ -9,6 +9,7 @@ mod storages;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::excerpt::excerpt;
 use crate::iso_url::IsoUrl;
 use crate::names::{check_name_within, MAX_VM_NAME_BYTES};
+use crate::user_file::{self, UserFileError};
 
 /// The libvirt network new guests are plugged into, when it exists.
 const NETWORK: &str = "default";
@@ -179,6 +181,7 @@ impl Vms {
             })
             .collect();
         let has_network = self.check_volumes(pool, &plan).await?;
+        check_template_cdrom(&template.spec.cdrom).await?;
         let mut def = self.definition(&template, &name, has_network)?;
         let format = if pool_record.pool_type == "logical" {
             "raw"
@@ -265,12 +268,6 @@ impl Vms {
         let cdrom = if spec.cdrom.is_empty() {
             None
         } else if spec.cdrom.starts_with('/') {
-            if !std::path::Path::new(&spec.cdrom).exists() {
-                return Err(Error::InvalidArgument(format!(
-                    "the template's cdrom '{}' no longer exists",
-                    spec.cdrom
-                )));
-            }
             Some(Cdrom::File(spec.cdrom.clone()))
         } else {
             let url = IsoUrl::parse(&spec.cdrom)?;
@@ -600,6 +597,23 @@ impl Vms {
         }
         Ok(vm)
     }
+}
+
+/// A template's local cdrom is still there to be read (looked at as every user-named
+/// file is: it may have been replaced by a FIFO or sit on a mount that hung since).
+async fn check_template_cdrom(cdrom: &str) -> Result<()> {
+    if !cdrom.starts_with('/') {
+        return Ok(());
+    }
+    let why = match user_file::read(Path::new(cdrom), drop).await {
+        Ok(()) => return Ok(()),
+        Err(UserFileError::NotFound) => "no longer exists".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::InvalidArgument(format!(
+        "the template's cdrom '{}' {why}",
+        excerpt(cdrom)
+    )))
 }
 
 fn being_deleted(vm: &DomainRecord) -> Error {

@@ -233,3 +233,20 @@ async fn a_deletion_waits_for_a_start_under_way() {
     assert_eq!(h.sim.calls("undefine"), 1);
     assert!(h.engine.vms.by_uuid(&uuid).is_none());
 }
+
+#[tokio::test]
+async fn a_template_cdrom_replaced_by_a_fifo_refuses_vm_creation() {
+    let h = super::harness().await;
+    let (_dir, iso) = bootable_iso();
+    h.engine
+        .templates
+        .create(with_cdrom("t", &iso))
+        .await
+        .unwrap();
+    std::fs::remove_file(&iso).unwrap();
+    mkfifo(Path::new(&iso));
+    let refused = h.engine.vms.create("t", "web", "", Wait::Ended).await;
+    let message = format!("the template's cdrom '{iso}' is not a regular file or block device");
+    assert_error!(refused, InvalidArgument, message);
+    assert!(!h.sim.has_domain("web"));
+}
