@@ -1,5 +1,7 @@
 use kimchi_dbus::Error as BusError;
 
+use crate::excerpt::bounded_message;
+
 /// Everything that can go wrong inside kimchid. libvirt's codes become these in
 /// `libvirt/` (once); these become the named D-Bus errors of the contract below
 /// (once). The only remap in between is the named method below.
@@ -23,6 +25,9 @@ pub enum Error {
     SessionInvalid(String),
     #[error("{0}")]
     AuthenticationFailed(String),
+    /// A resource of kimchid's own is used up for now; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("libvirt is not reachable at {0}; kimchid keeps retrying")]
     LibvirtUnavailable(String),
     #[error("libvirt: {message} [code {code}, domain {domain}]")]
@@ -55,7 +60,7 @@ impl Error {
 
 impl From<Error> for BusError {
     fn from(e: Error) -> Self {
-        let msg = e.to_string();
+        let msg = bounded_message(e.to_string());
         match e {
             Error::NotFound(_) => BusError::NotFound(msg),
             Error::InvalidArgument(_) => BusError::InvalidArgument(msg),
@@ -66,7 +71,7 @@ impl From<Error> for BusError {
             Error::NotAuthorized(_) => BusError::NotAuthorized(msg),
             Error::SessionInvalid(_) => BusError::SessionInvalid(msg),
             Error::AuthenticationFailed(_) => BusError::AuthenticationFailed(msg),
-            Error::LibvirtUnavailable(_) => BusError::Unavailable(msg),
+            Error::Unavailable(_) | Error::LibvirtUnavailable(_) => BusError::Unavailable(msg),
             Error::Libvirt { .. }
             | Error::Polkit(_)
             | Error::Pam(_)

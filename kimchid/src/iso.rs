@@ -1,10 +1,13 @@
 //! Identifies an ISO 9660 image by its content, not by its file name: a user can
 //! upload anything as `foo.iso`, and the volume id is what the osinfo database
-//! keys installation media on. Only the few sectors that matter are read.
+//! keys installation media on. Only the few sectors that matter are read, and the
+//! file is opened as every user-named file is (`user_file`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+
+use crate::user_file::{self, UserFileError};
 
 /// Logical sector size of a CD-ROM; volume descriptors always use it.
 const SECTOR: u64 = 2048;
@@ -31,20 +34,33 @@ pub struct IsoInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
-    #[error("cannot read image: {0}")]
+    /// The path is no file to read (missing, a FIFO, …) or did not answer in time.
+    #[error("{0}")]
+    File(#[from] UserFileError),
+    #[error("cannot be read: {0}")]
     Io(#[from] io::Error),
     /// Holds the reason; the message reads "not an ISO 9660 image: <reason>".
     #[error("not an ISO 9660 image: {0}")]
     NotIso(String),
 }
 
-/// Reads the volume id and El Torito bootability of the image at `path`.
+/// Reads the volume id and El Torito bootability of the image at `path`, on this
+/// thread (for a caller already on the blocking pool).
 pub fn probe(path: &Path) -> Result<IsoInfo, IsoError> {
-    let mut file = File::open(path)?;
+    probe_file(user_file::open(path)?)
+}
+
+/// `probe` on the blocking pool, within `user_file::READ_TIMEOUT`.
+pub async fn probe_bounded(path: &Path) -> Result<IsoInfo, IsoError> {
+    user_file::read(path, probe_file).await?
+}
+
+fn probe_file(mut file: File) -> Result<IsoInfo, IsoError> {
+    let file = &mut file;
     // Seeking to the end also works for block devices, whose metadata length is 0.
     let len = file.seek(SeekFrom::End(0))?;
 
-    let pvd = read_sector(&mut file, FIRST_DESCRIPTOR)?
+    let pvd = read_sector(file, FIRST_DESCRIPTOR)?
         .ok_or_else(|| not_iso("file too short for a primary volume descriptor"))?;
     if pvd[0] != TYPE_PRIMARY || &pvd[1..6] != STANDARD_ID || pvd[6] != 1 {
         return Err(not_iso("no primary volume descriptor"));
@@ -64,8 +80,8 @@ pub fn probe(path: &Path) -> Result<IsoInfo, IsoError> {
     let volume_id = String::from_utf8_lossy(&pvd[40..72])
         .trim_end_matches([' ', '\0'])
         .to_string();
-    let bootable = match find_boot_catalog(&mut file)? {
-        Some(lba) => catalog_is_bootable(&mut file, lba)?,
+    let bootable = match find_boot_catalog(file)? {
+        Some(lba) => catalog_is_bootable(file, lba)?,
         None => false,
     };
     Ok(IsoInfo {
@@ -260,14 +276,20 @@ mod tests {
     }
 
     #[test]
-    fn missing_file_is_io_error() {
+    fn missing_file_does_not_exist() {
         let tmp = TempDir::new("missing");
         match probe(&tmp.0.join("nope.iso")) {
-            Err(e @ IsoError::Io(_)) => assert_eq!(
-                e.to_string(),
-                "cannot read image: No such file or directory (os error 2)"
-            ),
-            other => panic!("expected Io, got {other:?}"),
+            Err(e @ IsoError::File(UserFileError::NotFound)) => {
+                assert_eq!(e.to_string(), "does not exist")
+            }
+            other => panic!("expected NotFound, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn bounded_probe_reads_the_image() {
+        let tmp = TempDir::new("bounded");
+        let iso = make_bootable_iso(&tmp.0, "BOOT ME");
+        assert_eq!(probe_bounded(&iso).await.unwrap(), info("BOOT ME", true));
     }
 }

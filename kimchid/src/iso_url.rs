@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 
 /// Schemes a template's `cdrom` may use.
 const SCHEMES: [(&str, u16); 3] = [("http", 80), ("https", 443), ("ftp", 21)];
@@ -29,7 +30,12 @@ impl IsoUrl {
     }
 
     pub fn parse(text: &str) -> Result<IsoUrl> {
-        let bad = |why: &str| Err(Error::InvalidArgument(format!("cdrom URL '{text}': {why}")));
+        let bad = |why: &str| {
+            Err(Error::InvalidArgument(format!(
+                "cdrom URL '{}': {why}",
+                excerpt(text)
+            )))
+        };
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("it contains spaces or control characters");
         }
@@ -87,14 +93,17 @@ impl IsoUrl {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| Error::Internal(format!("cannot run curl to check '{url}': {e}")))?;
+            .map_err(|e| {
+                Error::Internal(format!("cannot run curl to check '{}': {e}", excerpt(url)))
+            })?;
         if output.status.success() {
             return Ok(());
         }
         let reason = String::from_utf8_lossy(&output.stderr);
         let reason = reason.trim().trim_start_matches("curl: ");
         Err(Error::InvalidArgument(format!(
-            "cdrom URL '{url}' does not answer: {reason}"
+            "cdrom URL '{}' does not answer: {reason}",
+            excerpt(url)
         )))
     }
 }

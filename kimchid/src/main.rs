@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod engine;
 mod error;
+mod excerpt;
 mod iso;
 mod iso_url;
 mod libvirt;
@@ -14,6 +15,7 @@ mod notify;
 mod osinfo;
 mod pam;
 mod stats;
+mod user_file;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,23 +4,37 @@
 use std::path::{Component, Path};
 
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 
 const MAX_NAME_BYTES: usize = 255;
+
+/// The longest file name made from a VM's name is a disk attached later,
+/// `<name>-disk<n>.img` with n < 256 (a creation's `<name>-<index>.img` is shorter),
+/// so VM names leave room for that suffix in a 255-byte file name.
+pub const MAX_VM_NAME_BYTES: usize = MAX_NAME_BYTES - "-disk255.img".len();
+/// VMs made from a template without a name are called `<template>-vm-<n>`, n up to
+/// 9999: template names leave room for that in a VM name.
+pub const MAX_TEMPLATE_NAME_BYTES: usize = MAX_VM_NAME_BYTES - "-vm-9999".len();
 
 /// A name that becomes a file name or a libvirt object name: one path component,
 /// printable, not hidden, at most 255 bytes.
 pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    check_name_within(kind, name, MAX_NAME_BYTES)
+}
+
+/// `check_name` for names that other file names are made from, at most `max_bytes`.
+pub fn check_name_within(kind: &str, name: &str, max_bytes: usize) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::InvalidArgument(format!(
             "invalid {kind} name '{}': {why}",
-            name.escape_debug()
+            excerpt(name).escape_debug()
         )))
     };
     if name.is_empty() {
         return bad("it is empty");
     }
-    if name.len() > MAX_NAME_BYTES {
-        return bad("longer than 255 bytes");
+    if name.len() > max_bytes {
+        return bad(&format!("it is longer than {max_bytes} bytes"));
     }
     if name.contains('/') {
         return bad("it contains '/'");
@@ -45,7 +59,7 @@ pub fn check_absolute_path(what: &str, path: &str) -> Result<()> {
     } else {
         Err(Error::InvalidArgument(format!(
             "{what} must be an absolute path without '..', not '{}'",
-            path.escape_debug()
+            excerpt(path).escape_debug()
         )))
     }
 }
@@ -74,9 +88,12 @@ mod tests {
             (".hidden", "it starts with '.'"),
             ("a\0b", "it contains control characters"),
             ("a\nb", "it contains control characters"),
-            (long.as_str(), "longer than 255 bytes"),
+            (long.as_str(), "it is longer than 255 bytes"),
         ] {
-            let message = format!("invalid volume name '{}': {why}", name.escape_debug());
+            let message = format!(
+                "invalid volume name '{}': {why}",
+                excerpt(name).escape_debug()
+            );
             assert_error!(
                 check_name("volume", name),
                 InvalidArgument,
@@ -84,6 +101,20 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn derived_file_names_fit() {
+        assert_eq!((MAX_VM_NAME_BYTES, MAX_TEMPLATE_NAME_BYTES), (243, 235));
+        let vm = "v".repeat(MAX_VM_NAME_BYTES);
+        assert_eq!(format!("{vm}-disk255.img").len(), MAX_NAME_BYTES);
+        check_name_within("VM", &vm, MAX_VM_NAME_BYTES).unwrap();
+        let message = format!(
+            "invalid VM name '{}': it is longer than 243 bytes",
+            excerpt(&vm)
+        );
+        let refused = check_name_within("VM", &format!("{vm}v"), MAX_VM_NAME_BYTES);
+        assert_error!(refused, InvalidArgument, message);
     }
 
     #[test]

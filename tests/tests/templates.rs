@@ -603,7 +603,7 @@ fn cdrom_iso_that_is_not_bootable_is_refused() {
 fn cdrom_path_that_does_not_exist_is_refused() {
     let dir = Scratch::new("tpl-missing");
     let missing = dir.file("nothing-here.iso");
-    assert_cdrom_refused("tpl-missing", missing.to_str().unwrap(), "cannot be read");
+    assert_cdrom_refused("tpl-missing", missing.to_str().unwrap(), "does not exist");
 }
 
 #[test]

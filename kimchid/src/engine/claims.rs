@@ -39,6 +39,14 @@ impl<K: Hash + Eq + Clone> Claims<K> {
             key,
         })
     }
+
+    /// Whether `key` is claimed now.
+    pub fn holds(&self, key: &K) -> bool {
+        self.held
+            .lock()
+            .expect("claims lock poisoned")
+            .contains(key)
+    }
 }
 
 impl<K: Hash + Eq> Claim<K> {
@@ -77,7 +85,9 @@ mod tests {
         assert_eq!(first.key(), "a");
         assert_eq!(claims.claim_with(free("a")).err().unwrap(), "a is held");
         let other = claims.claim_with(free("b")).unwrap();
+        assert!(claims.holds(&"a".to_owned()));
         drop(first);
+        assert!(!claims.holds(&"a".to_owned()));
         assert_eq!(claims.claim_with(free("a")).unwrap().key(), "a");
         assert_eq!(other.key(), "b");
     }

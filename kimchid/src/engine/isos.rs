@@ -11,8 +11,10 @@ use zbus::OwnedObjectPath;
 use super::hypervisor::{Backend, VolumeRecord};
 use super::model::Model;
 use crate::error::{Error, Result};
-use crate::iso;
+use crate::excerpt::excerpt;
+use crate::iso::{self, IsoError, IsoInfo};
 use crate::osinfo::{OsDatabase, OsDb};
+use crate::user_file::UserFileError;
 
 const UNKNOWN: &str = "unknown";
 
@@ -73,7 +75,9 @@ impl Isos {
             .await?
             .into_iter()
             .find(|v| v.name == name)
-            .ok_or_else(|| Error::NotFound(format!("no ISO image '{name}' in {ISO_POOL}")))
+            .ok_or_else(|| {
+                Error::NotFound(format!("no ISO image '{}' in {ISO_POOL}", excerpt(name)))
+            })
     }
 
     /// Re-reads the active pools (recording what they hold in the model) and names
@@ -126,6 +130,23 @@ impl Isos {
             })
             .await
     }
+}
+
+/// Reads the image a CD-ROM is to hold, at the absolute path a caller named, off the
+/// async workers and within a time bound; whatever is wrong is the caller's
+/// argument, named `cdrom '<path>'`, unless kimchid has no room to read it now.
+pub async fn read_medium(path: &str) -> Result<IsoInfo> {
+    iso::probe_bounded(Path::new(path)).await.map_err(|e| {
+        let why = match &e {
+            IsoError::NotIso(_) => format!("is {e}"),
+            _ => e.to_string(),
+        };
+        let message = format!("cdrom '{}' {why}", excerpt(path));
+        match e {
+            IsoError::File(UserFileError::Overloaded) => Error::Unavailable(message),
+            _ => Error::InvalidArgument(message),
+        }
+    })
 }
 
 /// What the image at `path` says it is.

@@ -14,6 +14,7 @@ use super::hypervisor::{
     VolumeRecord,
 };
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 use crate::notify;
 use crate::stats::Sampler;
 
@@ -129,7 +130,7 @@ impl Model {
         uuid.and_then(|uuid| get(&self.vms, &uuid))
             // Renamed between the two reads: the name is no longer this guest's.
             .filter(|v| v.name == name)
-            .ok_or_else(|| Error::NotFound(format!("no VM named '{name}'")))
+            .ok_or_else(|| Error::NotFound(format!("no VM named '{}'", excerpt(name))))
     }
 
     /// The guest's latest statistics; defaults when it is not running.
@@ -184,7 +185,7 @@ impl Model {
 
     pub fn pool_by_name(&self, name: &str) -> Result<PoolRecord> {
         find(&self.pools, |p| p.name == name)
-            .ok_or_else(|| Error::NotFound(format!("no storage pool named '{name}'")))
+            .ok_or_else(|| Error::NotFound(format!("no storage pool named '{}'", excerpt(name))))
     }
 
     /// Records a pool and its volumes as just listed: the ISO images among them make
@@ -578,7 +579,7 @@ impl Model {
 
     pub fn network_by_name(&self, name: &str) -> Result<NetworkRecord> {
         find(&self.networks, |n| n.name == name)
-            .ok_or_else(|| Error::NotFound(format!("no network named '{name}'")))
+            .ok_or_else(|| Error::NotFound(format!("no network named '{}'", excerpt(name))))
     }
 
     /// The names of the guests with a NIC on the network `name`, sorted.

@@ -16,6 +16,7 @@ use super::hypervisor::{
 };
 use super::model::Model;
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 use crate::names::check_name;
 
 /// Prefixes accepted for a network's subnet: large enough for a DHCP range, small
@@ -251,7 +252,9 @@ pub struct Subnet {
 impl Subnet {
     /// `a.b.c.d/p` as a user gives it: host bits must be clear.
     pub fn parse(text: &str) -> Result<Subnet> {
-        let bad = |why: &str| Error::InvalidArgument(format!("invalid subnet '{text}': {why}"));
+        let bad = |why: &str| {
+            Error::InvalidArgument(format!("invalid subnet '{}': {why}", excerpt(text)))
+        };
         let (address, prefix) = text
             .split_once('/')
             .ok_or_else(|| bad("expected an address and a prefix, like 192.168.100.0/24"))?;
@@ -413,7 +416,10 @@ pub fn definition(
                 )));
             };
             let interface = interfaces.iter().find(|i| i.name == *name).ok_or_else(|| {
-                Error::InvalidArgument(format!("the host has no network interface '{name}'"))
+                Error::InvalidArgument(format!(
+                    "the host has no network interface '{}'",
+                    excerpt(name)
+                ))
             })?;
             let forward = match (spec.connection.as_str(), interface.kind.as_str()) {
                 ("bridge", "bridge") => Forward::Bridge {
@@ -438,7 +444,8 @@ pub fn definition(
         }
         other => {
             return Err(Error::InvalidArgument(format!(
-                "unknown connection type '{other}' (known: nat, isolated, bridge, macvtap)"
+                "unknown connection type '{}' (known: nat, isolated, bridge, macvtap)",
+                excerpt(other)
             )))
         }
     };

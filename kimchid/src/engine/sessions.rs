@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::credentials::Credentials;
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 use crate::pam;
 
 /// PAM logins running at once; more wait their turn. Each holds a blocking thread
@@ -98,7 +99,8 @@ impl Sessions {
             None => {
                 self.credentials.forget(&user);
                 Err(Error::AuthenticationFailed(format!(
-                    "authentication failed for user '{user}'"
+                    "authentication failed for user '{}'",
+                    excerpt(&user)
                 )))
             }
         }

@@ -41,8 +41,30 @@ struct State {
     next_uuid: u32,
     calls: Vec<&'static str>,
     failures: HashMap<&'static str, Error>,
+    /// Calls that wait for the test before they run.
+    holds: HashMap<&'static str, HeldCall>,
     /// Guests that ignore the ACPI power button.
     deaf: Vec<String>,
+}
+
+struct HeldCall {
+    arrived: tokio::sync::oneshot::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+/// A call `Sim::hold_next` holds: it runs once this is dropped.
+pub struct Hold {
+    arrived: Option<tokio::sync::oneshot::Receiver<()>>,
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl Hold {
+    /// Waits until the held call has been made.
+    pub async fn arrived(&mut self) {
+        if let Some(arrived) = self.arrived.take() {
+            arrived.await.expect("the held call is made");
+        }
+    }
 }
 
 struct SimPool {
@@ -74,6 +96,7 @@ impl Sim {
                 next_uuid: 1,
                 calls: Vec::new(),
                 failures: HashMap::new(),
+                holds: HashMap::new(),
                 deaf: Vec::new(),
             }),
         };
@@ -86,8 +109,14 @@ impl Sim {
         self.state.lock().expect("sim lock poisoned")
     }
 
-    /// Records the call and answers with the failure injected for it, if any.
+    /// Records the call and answers with the failure injected for it, if any; a held
+    /// call first waits for its release.
     fn enter(&self, method: &'static str) -> Result<MutexGuard<'_, State>> {
+        let held = self.lock().holds.remove(method);
+        if let Some(held) = held {
+            let _ = held.arrived.send(());
+            let _ = held.release.recv();
+        }
         let mut state = self.lock();
         state.calls.push(method);
         match state.failures.remove(method) {
@@ -99,6 +128,22 @@ impl Sim {
     /// The next call of `method` fails with `error`.
     pub fn fail_next(&self, method: &'static str, error: Error) {
         self.lock().failures.insert(method, error);
+    }
+
+    /// The next call of `method` waits until the returned `Hold` is released (or
+    /// dropped), so a test can act while that call is under way.
+    pub fn hold_next(&self, method: &'static str) -> Hold {
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let held = HeldCall {
+            arrived: arrived_tx,
+            release: release_rx,
+        };
+        self.lock().holds.insert(method, held);
+        Hold {
+            arrived: Some(arrived),
+            _release: release,
+        }
     }
 
     /// How often `method` was called.

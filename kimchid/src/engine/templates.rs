@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 use zbus::OwnedObjectPath;
 
 use super::hypervisor::DiskBus;
-use super::isos::Isos;
+use super::isos::{read_medium, Isos};
 use super::model::{Change, Model};
 use crate::error::{Error, Result};
-use crate::iso::{self, IsoError};
+use crate::excerpt::excerpt;
 use crate::iso_url::IsoUrl;
-use crate::names::{check_absolute_path, check_name};
+use crate::names::{check_absolute_path, check_name, check_name_within, MAX_TEMPLATE_NAME_BYTES};
 use crate::osinfo::OsDatabase;
 
 const UNKNOWN_OS: &str = "unknown";
@@ -144,7 +144,7 @@ impl Templates {
             .expect("template cache poisoned")
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("no template named '{name}'")))
+            .ok_or_else(|| Error::NotFound(format!("no template named '{}'", excerpt(name))))
     }
 
     fn exists(&self, name: &str) -> bool {
@@ -155,15 +155,13 @@ impl Templates {
     }
 
     pub async fn create(&self, spec: TemplateSpec) -> Result<Template> {
+        check_template_name(&spec.name)?;
+        self.refuse_taken(&spec.name)?;
+        // Read before the lock: no change waits on another's medium.
+        let medium = self.check_cdrom(&spec.cdrom).await?;
         let _writing = self.writer.lock().await;
-        check_name("template", &spec.name)?;
-        if self.exists(&spec.name) {
-            return Err(Error::AlreadyExists(format!(
-                "template '{}' already exists",
-                spec.name
-            )));
-        }
-        let template = self.resolve(spec).await?;
+        self.refuse_taken(&spec.name)?;
+        let template = self.resolve(spec, medium).await?;
         self.store(None, template.clone()).await?;
         let _ = self
             .changes
@@ -171,20 +169,51 @@ impl Templates {
         Ok(template)
     }
 
+    fn refuse_taken(&self, name: &str) -> Result<()> {
+        if self.exists(name) {
+            return Err(Error::AlreadyExists(format!(
+                "template '{}' already exists",
+                excerpt(name)
+            )));
+        }
+        Ok(())
+    }
+
     /// Changes the fields of template `name` that `patch` names, merged with the
     /// stored ones under the writer lock, so concurrent changes of different fields
     /// all stay; a new `name` renames it.
     pub async fn update(&self, name: &str, patch: TemplatePatch) -> Result<Template> {
-        let _writing = self.writer.lock().await;
-        let spec = patch.apply(self.get(name)?.spec);
-        check_name("template", &spec.name)?;
+        if let Some(new) = &patch.name {
+            check_template_name(new)?;
+        }
+        loop {
+            // The medium the merged template will have is read before the lock, so
+            // no change waits on another's I/O; if another change gave the template
+            // a new one meanwhile, that one is read in turn.
+            let cdrom = match &patch.cdrom {
+                Some(cdrom) => cdrom.clone(),
+                None => self.get(name)?.spec.cdrom,
+            };
+            let medium = self.check_cdrom(&cdrom).await?;
+            let _writing = self.writer.lock().await;
+            let spec = patch.clone().apply(self.get(name)?.spec);
+            if spec.cdrom != medium.given {
+                continue;
+            }
+            return self.replace(name, spec, medium).await;
+        }
+    }
+
+    /// The rest of `update`, under the writer lock.
+    async fn replace(&self, name: &str, spec: TemplateSpec, medium: Medium) -> Result<Template> {
         if spec.name != name && self.exists(&spec.name) {
             return Err(Error::AlreadyExists(format!(
-                "cannot rename template '{name}': '{}' already exists",
-                spec.name
+                "cannot rename template '{}': '{}' already exists",
+                excerpt(name),
+                excerpt(&spec.name)
             )));
         }
-        let template = self.resolve(spec).await?;
+        let template = self.resolve(spec, medium).await?;
         self.store(Some(name), template.clone()).await?;
         let new = template.spec.name.clone();
         if new == name {
@@ -246,15 +275,15 @@ impl Templates {
         Ok(())
     }
 
-    /// Checks `spec` and fills in what it leaves empty.
-    async fn resolve(&self, mut spec: TemplateSpec) -> Result<Template> {
+    /// Checks `spec`, whose `medium` was checked, and fills in what it leaves empty.
+    async fn resolve(&self, mut spec: TemplateSpec, medium: Medium) -> Result<Template> {
         check_text("icon", &spec.icon)?;
         for part in &spec.folder {
             check_text("folder", part)?;
         }
-        let identified = self.check_cdrom(&mut spec.cdrom).await?;
+        spec.cdrom = medium.path;
         if spec.os_distro.is_empty() && spec.os_version.is_empty() {
-            if let Some((distro, version)) = identified {
+            if let Some((distro, version)) = medium.identified {
                 (spec.os_distro, spec.os_version) = (distro, version);
             }
         }
@@ -330,11 +359,16 @@ impl Templates {
         })
     }
 
-    /// Checks the installation medium and turns a `kimchi_isos` name into its path;
-    /// returns the distro and version a local image identifies itself as.
-    async fn check_cdrom(&self, cdrom: &mut String) -> Result<Option<(String, String)>> {
+    /// Checks the installation medium `cdrom` (a local image is read, a URL asked
+    /// whether it answers), turning a `kimchi_isos` name into its path.
+    async fn check_cdrom(&self, cdrom: &str) -> Result<Medium> {
+        let mut medium = Medium {
+            given: cdrom.to_owned(),
+            path: cdrom.to_owned(),
+            identified: None,
+        };
         if cdrom.is_empty() {
-            return Ok(None);
+            return Ok(medium);
         }
         if IsoUrl::looks_like_url(cdrom) {
             let url = IsoUrl::parse(cdrom)?;
@@ -345,36 +379,48 @@ impl Templates {
                 )));
             }
             url.check_answers(cdrom).await?;
-            return Ok(None);
+            return Ok(medium);
         }
         if !cdrom.starts_with('/') {
             let volume = self.isos.record(cdrom).await.map_err(|e| {
                 e.refers_to_missing(|| {
                     format!(
-                        "cdrom '{cdrom}' is not an absolute path, an http(s) or ftp URL, \
-                         or an image of {ISO_POOL}"
+                        "cdrom '{}' is not an absolute path, an http(s) or ftp URL, \
+                         or an image of {ISO_POOL}",
+                        excerpt(cdrom)
                     )
                 })
             })?;
-            *cdrom = volume.path;
+            medium.path = volume.path;
         }
-        check_absolute_path("cdrom", cdrom)?;
-        let path = cdrom.clone();
-        self.osdb
-            .with(move |db| {
-                let bad =
-                    |why: String| Err(Error::InvalidArgument(format!("cdrom '{path}' {why}")));
-                match iso::probe(Path::new(&path)) {
-                    Err(IsoError::Io(e)) => bad(format!("cannot be read: {e}")),
-                    Err(e @ IsoError::NotIso(_)) => bad(format!("is {e}")),
-                    Ok(info) if !info.bootable => {
-                        bad("is not bootable (it has no El Torito boot entry)".into())
-                    }
-                    Ok(info) => Ok(db.identify(&info.volume_id)),
-                }
-            })
-            .await?
+        check_absolute_path("cdrom", &medium.path)?;
+        let info = read_medium(&medium.path).await?;
+        if !info.bootable {
+            return Err(Error::InvalidArgument(format!(
+                "cdrom '{}' is not bootable (it has no El Torito boot entry)",
+                excerpt(&medium.path)
+            )));
+        }
+        medium.identified = self
+            .osdb
+            .with(move |db| db.identify(&info.volume_id))
+            .await?;
+        Ok(medium)
     }
+}
+
+/// A template's installation medium, checked: as the caller gave it, as stored (a
+/// `kimchi_isos` name becomes its path), and the OS a local image says it holds.
+struct Medium {
+    given: String,
+    path: String,
+    identified: Option<(String, String)>,
+}
+
+/// A template name: short enough that the VM names generated from it
+/// (`<template>-vm-<n>`) are valid.
+fn check_template_name(name: &str) -> Result<()> {
+    check_name_within("template", name, MAX_TEMPLATE_NAME_BYTES)
 }
 
 fn check_disks(disks: &[TemplateDisk], bus: DiskBus) -> Result<()> {

@@ -9,6 +9,7 @@ mod storages;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,10 @@ use super::model::{Model, DEFAULT_POOL};
 use super::tasks::{Tasks, Wait};
 use super::templates::{Template, Templates};
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 use crate::iso_url::IsoUrl;
-use crate::names::check_name;
+use crate::names::{check_name_within, MAX_VM_NAME_BYTES};
+use crate::user_file::{self, UserFileError};
 
 /// The libvirt network new guests are plugged into, when it exists.
 const NETWORK: &str = "default";
@@ -49,6 +52,8 @@ const MAX_TITLE_CHARS: usize = 256;
 const MAX_DESCRIPTION_CHARS: usize = 4096;
 
 type Screenshot = Option<(Instant, Arc<Vec<u8>>)>;
+/// A change's hold on its VM (see `Vms::in_use`).
+type InUse = tokio::sync::OwnedRwLockReadGuard<()>;
 
 /// A disk to make for a new guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,12 @@ pub struct Vms {
     isos: Arc<Isos>,
     /// Names of VMs being created, so that two requests cannot take the same one.
     creating: Claims<String>,
+    /// UUIDs of VMs being deleted: changes to them are refused meanwhile.
+    deleting: Claims<String>,
+    /// Per VM UUID: a change holds it shared while it runs, a deletion exclusively,
+    /// so a deletion waits for the changes under way (a start landing between the
+    /// deletion's look at the guest and its undefine would leave it running).
+    in_use: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Latest screenshot per VM UUID; the async lock makes concurrent requests for one
     /// VM share a capture.
     screenshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Screenshot>>>>,
@@ -89,6 +100,8 @@ impl Vms {
             templates,
             isos,
             creating: Claims::new(),
+            deleting: Claims::new(),
+            in_use: Mutex::default(),
             screenshots: Mutex::new(HashMap::new()),
         }
     }
@@ -168,6 +181,7 @@ impl Vms {
             })
             .collect();
         let has_network = self.check_volumes(pool, &plan).await?;
+        check_template_cdrom(&template.spec.cdrom).await?;
         let mut def = self.definition(&template, &name, has_network)?;
         let format = if pool_record.pool_type == "logical" {
             "raw"
@@ -254,12 +268,6 @@ impl Vms {
         let cdrom = if spec.cdrom.is_empty() {
             None
         } else if spec.cdrom.starts_with('/') {
-            if !std::path::Path::new(&spec.cdrom).exists() {
-                return Err(Error::InvalidArgument(format!(
-                    "the template's cdrom '{}' no longer exists",
-                    spec.cdrom
-                )));
-            }
             Some(Cdrom::File(spec.cdrom.clone()))
         } else {
             let url = IsoUrl::parse(&spec.cdrom)?;
@@ -289,7 +297,7 @@ impl Vms {
     /// allows it; libvirt refusing it because the state changed meanwhile gives the
     /// same sentence.
     pub async fn power(&self, name: &str, power: Power) -> Result<VmInfo> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         check_power(&vm, power)?;
         let uuid = vm.uuid.clone();
         let record = match self.backend.run(move |hv| hv.power(&uuid, power)).await {
@@ -322,7 +330,7 @@ impl Vms {
             0 => SHUTDOWN_TIMEOUT,
             secs => Duration::from_secs(secs.into()),
         };
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, in_use) = self.changeable(name)?;
         check_power(&vm, Power::Shutdown)?;
         let uuid = vm.uuid.clone();
         match self
@@ -336,6 +344,8 @@ impl Vms {
             }
             Err(e) => return Err(e),
         }
+        // The task only watches the guest: a deletion need not wait for it.
+        drop(in_use);
         let (backend, model) = (self.backend.clone(), self.model.clone());
         let id = self
             .tasks
@@ -372,7 +382,7 @@ impl Vms {
 
     /// Changes what `patch` names, all checked before anything changes.
     pub async fn update(&self, name: &str, patch: VmPatch) -> Result<VmInfo> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         let change = self.check_change(&vm, patch)?;
         if change == DomainChange::default() {
             return Ok(self.info(&vm));
@@ -464,6 +474,14 @@ impl Vms {
     /// created for it (disks attached by other means stay).
     pub async fn delete(&self, name: &str) -> Result<()> {
         let vm = self.model.vm_by_name(name)?;
+        let _deleting = self.deleting.claim_with(|deleting| {
+            if deleting.contains(&vm.uuid) {
+                Err(being_deleted(&vm))
+            } else {
+                Ok(vm.uuid.clone())
+            }
+        })?;
+        let _exclusive = self.use_lock(&vm.uuid).write_owned().await;
         let uuid = vm.uuid.clone();
         let volumes = vm.created_volumes.clone();
         let leftovers = self
@@ -484,6 +502,10 @@ impl Vms {
         self.screenshots
             .lock()
             .expect("screenshot lock poisoned")
+            .remove(&vm.uuid);
+        self.in_use
+            .lock()
+            .expect("in-use lock poisoned")
             .remove(&vm.uuid);
         if !leftovers.is_empty() {
             return Err(Error::Internal(format!(
@@ -544,6 +566,27 @@ impl Vms {
         self.backend.run(move |hv| hv.open_console(&uuid)).await
     }
 
+    /// The VM `name`, unless it is being deleted, and the hold on it that keeps its
+    /// deletion waiting until the change is done.
+    fn changeable(&self, name: &str) -> Result<(DomainRecord, InUse)> {
+        let vm = self.model.vm_by_name(name)?;
+        if self.deleting.holds(&vm.uuid) {
+            return Err(being_deleted(&vm));
+        }
+        let in_use = self.use_lock(&vm.uuid).try_read_owned();
+        let in_use = in_use.map_err(|_| being_deleted(&vm))?;
+        Ok((vm, in_use))
+    }
+
+    fn use_lock(&self, uuid: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.in_use
+            .lock()
+            .expect("in-use lock poisoned")
+            .entry(uuid.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// The VM, if it runs: a screen exists only then.
     fn running(&self, name: &str) -> Result<DomainRecord> {
         let vm = self.model.vm_by_name(name)?;
@@ -554,6 +597,27 @@ impl Vms {
         }
         Ok(vm)
     }
+}
+
+/// A template's local cdrom is still there to be read (looked at as every user-named
+/// file is: it may have been replaced by a FIFO or sit on a mount that hung since).
+async fn check_template_cdrom(cdrom: &str) -> Result<()> {
+    if !cdrom.starts_with('/') {
+        return Ok(());
+    }
+    let why = match user_file::read(Path::new(cdrom), drop).await {
+        Ok(()) => return Ok(()),
+        Err(UserFileError::NotFound) => "no longer exists".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::InvalidArgument(format!(
+        "the template's cdrom '{}' {why}",
+        excerpt(cdrom)
+    )))
+}
+
+fn being_deleted(vm: &DomainRecord) -> Error {
+    Error::Busy(format!("VM '{}' is being deleted", excerpt(&vm.name)))
 }
 
 /// Whether the VM's state allows `power`: a guest starts from shut off or crashed,
@@ -661,10 +725,11 @@ pub fn create_guest(
 /// A VM name: a valid file-name component (disks are named after it) with nothing
 /// that reads as markup.
 pub fn check_vm_name(name: &str) -> Result<()> {
-    check_name("VM", name)?;
+    check_name_within("VM", name, MAX_VM_NAME_BYTES)?;
     if let Some(c) = name.chars().find(|c| "<>&'\"\\%".contains(*c)) {
         return Err(Error::InvalidArgument(format!(
-            "invalid VM name '{name}': it contains '{c}'"
+            "invalid VM name '{}': it contains '{c}'",
+            excerpt(name)
         )));
     }
     Ok(())

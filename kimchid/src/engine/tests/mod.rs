@@ -2,6 +2,7 @@
 //! root, no libvirt daemon, no bus. Each test names one behaviour and checks the
 //! exact error kind and sentence a caller would get.
 
+mod hostile_input;
 mod model;
 mod networks;
 mod storage;

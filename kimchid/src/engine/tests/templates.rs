@@ -167,7 +167,7 @@ async fn a_cdrom_naming_an_iso_view_image_is_resolved_to_its_path() {
     assert_error!(
         create(&h, with_cdrom("t", "default:a.iso")).await,
         InvalidArgument,
-        "cdrom '/sim/default/a.iso' cannot be read: No such file or directory (os error 2)"
+        "cdrom '/sim/default/a.iso' does not exist"
     );
 }
 

@@ -7,6 +7,7 @@ use kimchi_dbus::{VmIface, VmIfaceSpec};
 use super::{live, Vms};
 use crate::engine::hypervisor::{Apply, DomainRecord, Nic, NicDefinition};
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 
 /// NIC models QEMU emulates on x86 that a guest may be given.
 const NIC_MODELS: &[&str] = &[
@@ -48,11 +49,11 @@ impl Vms {
 
     /// Plugs a new NIC into `spec.network`, with a fresh MAC.
     pub async fn attach_iface(&self, name: &str, spec: VmIfaceSpec) -> Result<VmIface> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         if spec.iface_type != "network" {
             return Err(Error::InvalidArgument(format!(
                 "interface type '{}' cannot be attached; use 'network'",
-                spec.iface_type
+                excerpt(&spec.iface_type)
             )));
         }
         let apply = live(&vm);
@@ -91,7 +92,7 @@ impl Vms {
         network: &str,
         model: &str,
     ) -> Result<VmIface> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         let nic = find_nic(&vm, mac)?.clone();
         if nic.kind != "network" {
             return Err(Error::InvalidState(format!(
@@ -146,7 +147,7 @@ impl Vms {
     }
 
     pub async fn detach_iface(&self, name: &str, mac: &str) -> Result<()> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         let nic = find_nic(&vm, mac)?.clone();
         let (uuid, apply) = (vm.uuid.clone(), live(&vm));
         let record = self
@@ -160,7 +161,7 @@ impl Vms {
     /// A network a NIC may be plugged into: it exists, and is active for a running guest.
     fn check_network(&self, network: &str, apply: Apply) -> Result<()> {
         let record = self.model.network_by_name(network).map_err(|_| {
-            Error::InvalidArgument(format!("there is no network named '{network}'"))
+            Error::InvalidArgument(format!("there is no network named '{}'", excerpt(network)))
         })?;
         if apply == Apply::LiveAndStored && !record.active {
             return Err(Error::InvalidState(format!(
@@ -202,8 +203,9 @@ impl Vms {
 fn find_nic<'a>(vm: &'a DomainRecord, mac: &str) -> Result<&'a Nic> {
     vm.nic(mac).ok_or_else(|| {
         Error::NotFound(format!(
-            "VM '{}' has no network interface with MAC {mac}",
-            vm.name
+            "VM '{}' has no network interface with MAC {}",
+            vm.name,
+            excerpt(mac)
         ))
     })
 }
@@ -213,7 +215,8 @@ fn check_model(model: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "unknown NIC model '{model}'; use one of {}",
+            "unknown NIC model '{}'; use one of {}",
+            excerpt(model),
             NIC_MODELS.join(", ")
         )))
     }

@@ -3,14 +3,13 @@
 //! changed, and removed; live on a running guest where QEMU can (virtio), else in its
 //! stored definition.
 
-use std::path::Path;
-
 use kimchi_dbus::{VmStorage, VmStorageSpec, VolumeSpec, ISO_POOL};
 
 use super::{live, Vms};
 use crate::engine::hypervisor::{target_name, Apply, DomainRecord, Drive, DriveKind, PoolRecord};
+use crate::engine::isos::read_medium;
 use crate::error::{Error, Result};
-use crate::iso::{self, IsoError};
+use crate::excerpt::excerpt;
 use crate::names::check_absolute_path;
 
 /// The largest new disk, MiB (64 TiB).
@@ -27,7 +26,7 @@ impl Vms {
     }
 
     pub async fn attach_storage(&self, name: &str, spec: VmStorageSpec) -> Result<VmStorage> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         match spec.storage_type.as_str() {
             "cdrom" => {
                 let path = self.medium(&spec.path).await?;
@@ -43,14 +42,15 @@ impl Vms {
             "disk" if spec.size_mib > 0 => self.attach_new_disk(&vm, &spec).await,
             "disk" => self.attach_volume(&vm, &spec).await,
             other => Err(Error::InvalidArgument(format!(
-                "storage type '{other}' is unknown; use 'cdrom' or 'disk'"
+                "storage type '{}' is unknown; use 'cdrom' or 'disk'",
+                excerpt(other)
             ))),
         }
     }
 
     /// Changes the medium of the CD-ROM `dev`; an empty `path` ejects it.
     pub async fn update_storage(&self, name: &str, dev: &str, path: &str) -> Result<VmStorage> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         let drive = find_drive(&vm, dev)?;
         if drive.kind != DriveKind::Cdrom {
             return Err(Error::InvalidState(format!(
@@ -81,7 +81,7 @@ impl Vms {
     /// running guest keeps using it until it is powered off (then the VM's deletion
     /// removes it).
     pub async fn detach_storage(&self, name: &str, dev: &str) -> Result<()> {
-        let vm = self.model.vm_by_name(name)?;
+        let (vm, _in_use) = self.changeable(name)?;
         let drive = find_drive(&vm, dev)?.clone();
         let apply = apply_for(&vm, &drive.bus);
         let still_used = apply == Apply::Stored && live(&vm) == Apply::LiveAndStored;
@@ -125,7 +125,8 @@ impl Vms {
                 e.refers_to_missing(|| {
                     format!(
                         "storage pool '{}' has no volume '{}'",
-                        spec.pool, spec.volume
+                        excerpt(&spec.pool),
+                        excerpt(&spec.volume)
                     )
                 })
             })?;
@@ -272,7 +273,10 @@ impl Vms {
             )));
         }
         let record = self.model.pool_by_name(pool).map_err(|_| {
-            Error::InvalidArgument(format!("there is no storage pool named '{pool}'"))
+            Error::InvalidArgument(format!(
+                "there is no storage pool named '{}'",
+                excerpt(pool)
+            ))
         })?;
         if !record.active() {
             return Err(Error::InvalidState(format!(
@@ -298,37 +302,15 @@ impl Vms {
                 .map_err(|e| {
                     e.refers_to_missing(|| {
                         format!(
-                            "path '{path}' is neither an absolute path nor an image of {ISO_POOL}"
+                            "path '{}' is neither an absolute path nor an image of {ISO_POOL}",
+                            excerpt(path)
                         )
                     })
                 })?
                 .path
         };
-        let checked = path.clone();
-        tokio::task::spawn_blocking(move || check_iso(&checked))
-            .await
-            .map_err(|e| Error::Internal(format!("ISO check panicked: {e}")))??;
+        read_medium(&path).await?;
         Ok(path)
-    }
-}
-
-/// The file is an ISO 9660 image. Its type is looked at before it is opened, so a
-/// FIFO or a device that blocks on open is refused instead of waited on.
-fn check_iso(path: &str) -> Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let bad = |why: String| Err(Error::InvalidArgument(format!("cdrom '{path}' {why}")));
-    let kind = match std::fs::metadata(path) {
-        Ok(meta) => meta.file_type(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return bad("does not exist".into()),
-        Err(e) => return bad(format!("cannot be read: {e}")),
-    };
-    if !kind.is_file() && !kind.is_block_device() {
-        return bad("is not a regular file or block device".into());
-    }
-    match iso::probe(Path::new(path)) {
-        Ok(_) => Ok(()),
-        Err(IsoError::Io(e)) => bad(format!("cannot be read: {e}")),
-        Err(e @ IsoError::NotIso(_)) => bad(format!("is {e}")),
     }
 }
 
@@ -361,7 +343,7 @@ fn free_dev(vm: &DomainRecord, bus: &str) -> Result<String> {
 
 fn find_drive<'a>(vm: &'a DomainRecord, dev: &str) -> Result<&'a Drive> {
     vm.drive(dev)
-        .ok_or_else(|| Error::NotFound(format!("VM '{}' has no drive {dev}", vm.name)))
+        .ok_or_else(|| Error::NotFound(format!("VM '{}' has no drive {}", vm.name, excerpt(dev))))
 }
 
 fn storage(drive: &Drive) -> VmStorage {
