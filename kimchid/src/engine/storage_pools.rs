@@ -16,6 +16,7 @@ use super::hypervisor::{Backend, PoolDefinition, PoolRecord};
 use super::isos::Isos;
 use super::model::Model;
 use crate::error::{Error, Result};
+use crate::excerpt::excerpt;
 use crate::names::{check_absolute_path, check_name};
 
 /// libvirt keeps a pool's definition as `<name>.xml`, written as `<name>.xml.new`
@@ -155,14 +156,6 @@ pub fn info(p: &PoolRecord) -> PoolInfo {
     }
 }
 
-/// At most the first 32 characters of a long input, for messages.
-fn prefix(text: &str) -> String {
-    match text.char_indices().nth(32) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
 fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
     if spec.name == ISO_POOL {
         return Err(Error::AlreadyExists(format!(
@@ -172,7 +165,7 @@ fn pool_definition(spec: &PoolSpec) -> Result<PoolDefinition> {
     if spec.name.len() > MAX_POOL_NAME_BYTES {
         return Err(Error::InvalidArgument(format!(
             "invalid storage pool name '{}': longer than {MAX_POOL_NAME_BYTES} bytes",
-            prefix(&spec.name).escape_debug()
+            excerpt(&spec.name).escape_debug()
         )));
     }
     check_name("storage pool", &spec.name)?;
@@ -256,7 +249,7 @@ fn check_volume_group_name(name: &str) -> Result<()> {
     let bad = |why: String| {
         Err(Error::InvalidArgument(format!(
             "invalid logical pool name '{}': {why} (it names the LVM volume group)",
-            prefix(name).escape_debug()
+            excerpt(name).escape_debug()
         )))
     };
     if name.len() > MAX_VG_NAME_BYTES {
@@ -523,7 +516,7 @@ mod tests {
             };
             let message = format!(
                 "invalid logical pool name '{}': {why} (it names the LVM volume group)",
-                prefix(name)
+                excerpt(name)
             );
             assert_error!(pool_definition(&bad), InvalidArgument, message, "{name:?}");
         }

@@ -722,7 +722,7 @@ async fn pool_names_up_to_the_limit_are_defined_and_longer_ones_refused() {
     h.engine.pools.create(dir_pool(&longest)).await.unwrap();
     let message = format!(
         "invalid storage pool name '{}…': longer than {MAX_POOL_NAME_BYTES} bytes",
-        "q".repeat(32)
+        "q".repeat(crate::excerpt::EXCERPT_CHARS)
     );
     for length in [MAX_POOL_NAME_BYTES + 1, 255, 4096] {
         let refused = h.engine.pools.create(dir_pool(&"q".repeat(length))).await;
