@@ -108,7 +108,11 @@ fn a_cdrom_url_that_never_answers_holds_no_other_template_change() {
          template in {:?} and changed it in {:?}",
         resp.status, others.0, others.1
     );
-    resp.assert_error(400);
+    let doc = resp.assert_error(400);
+    assert!(
+        doc["reason"].as_str().unwrap().contains("does not answer"),
+        "{doc}"
+    );
     assert!(others.0 < BESIDE_A_BLOCKED_ONE, "{others:?}");
     assert!(others.1 < BESIDE_A_BLOCKED_ONE, "{others:?}");
 }
