@@ -13,12 +13,16 @@
 //! delay on each refusal (kimchid, outside its PAM slots) and by kimchid's bound on
 //! concurrent PAM checks.
 //!
-//! Attempts count as failures as soon as they start, so a burst of concurrent requests
-//! is judged before any of them has an answer; an attempt that ends in success takes
-//! its count back and clears its user-at-address counter, and one that ends without a
-//! verdict (kimchid unreachable) takes its counts back. A success does not clear the
-//! address's failures: one valid account must not launder guesses at others. Counters
-//! are forgotten [`Policy::forget_after`] after their last failure.
+//! Concurrent checks: an address has at most [`Policy::max_in_flight`] under way. Once
+//! a counter has a failure on record, the checks under way count as failures to come,
+//! so a burst started when a delay ends gets one attempt through, not a wave. (A clean
+//! counter does not count them: a script's concurrent Basic calls are not guesses.)
+//!
+//! A success clears the user's counter at that address but not the address's
+//! failures: one valid account must not launder guesses at others. A check that ends
+//! without a verdict (kimchid unreachable) is not counted; one whose client hangs up
+//! counts as a failure. Counters are forgotten [`Policy::forget_after`] after their
+//! last attempt.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -41,23 +45,27 @@ pub struct Policy {
     pub first_delay: Duration,
     /// Cap of the delay.
     pub max_delay: Duration,
-    /// A counter is forgotten this long after its last failure.
+    /// Password checks from one address under way at once.
+    pub max_in_flight: u32,
+    /// A counter is forgotten this long after its last attempt.
     pub forget_after: Duration,
-    /// Counters kept at most; beyond it the least recently failed go first.
+    /// Counters kept at most; beyond it the least recently used go first.
     pub capacity: usize,
 }
 
 impl Default for Policy {
     /// A person mistyping is not slowed down, a script is slowed to one guess a
     /// minute per address within a few minutes: 5 free failures per user and
-    /// address, 20 per address, then 1 s, 2 s, 4 s … up to 60 s between attempts,
-    /// forgotten 10 minutes after the last failure; 65,536 counters (a few MiB).
+    /// address, 20 per address, then 1 s, 2 s, 4 s … up to 60 s between attempts;
+    /// 16 checks at once per address (as many as kimchid runs); forgotten 10 minutes
+    /// after the last attempt; 65,536 counters (a few MiB).
     fn default() -> Self {
         Policy {
             user_free: 5,
             address_free: 20,
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            max_in_flight: 16,
             forget_after: Duration::from_secs(600),
             capacity: 65_536,
         }
@@ -100,13 +108,20 @@ impl Key {
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     failures: u32,
+    /// Checks under way.
+    pending: u32,
+    /// The last attempt's start, or its failure.
     last: Instant,
 }
 
 impl Entry {
-    /// When the next attempt may come, if it has to wait.
+    /// When the next attempt may start, if it has to wait.
     fn blocked_until(&self, free: u32, policy: &Policy) -> Option<Instant> {
-        let beyond = self.failures.checked_sub(free).filter(|n| *n > 0)?;
+        if self.failures == 0 {
+            return None;
+        }
+        let counted = self.failures.saturating_add(self.pending);
+        let beyond = counted.checked_sub(free).filter(|n| *n > 0)?;
         Some(self.last + delay(beyond, policy))
     }
 }
@@ -126,15 +141,24 @@ pub struct Throttle {
     entries: Mutex<HashMap<Key, Entry>>,
 }
 
-/// A password check under way; dropped without [`Attempt::settle`], it stays counted
-/// as a failure (a client that hangs up does not get its attempt back).
-#[must_use]
+/// How a password check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Accepted,
+    Refused,
+    /// kimchid gave no verdict on the password (unreachable, refused the caller).
+    NoVerdict,
+}
+
+/// A password check under way; dropped without [`Attempt::settle`] (the client hung
+/// up), it counts as a failure.
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
-    /// Each key with the time of its failure before this attempt, to put back if this
-    /// attempt is taken back and nothing came after it.
+    /// Each key with its `last` before this attempt, put back when this attempt was
+    /// no failure and nothing came after it.
     keys: [(Key, Instant); 2],
     at: Instant,
+    settled: bool,
 }
 
 impl Throttle {
@@ -162,8 +186,8 @@ impl Throttle {
         outcome
     }
 
-    /// Counts a password check of `user` from `peer`, or says how long to wait
-    /// ([`Error::Throttled`]).
+    /// Counts a password check of `user` from `peer` as under way, or says how long
+    /// to wait ([`Error::Throttled`]).
     pub fn begin(&self, peer: IpAddr, user: &str) -> Result<Attempt<'_>, Error> {
         self.begin_at(peer, user, Instant::now())
             .map_err(|retry_after| Error::Throttled { retry_after })
@@ -181,43 +205,55 @@ impl Throttle {
             let Some(entry) = entries.get(&key) else {
                 continue;
             };
-            if now.duration_since(entry.last) >= policy.forget_after {
+            if entry.pending == 0 && now.duration_since(entry.last) >= policy.forget_after {
                 entries.remove(&key);
-            } else if let Some(until) = entry.blocked_until(key.free(policy), policy) {
+                continue;
+            }
+            if let Some(until) = entry.blocked_until(key.free(policy), policy) {
                 wait = wait.max(until.saturating_duration_since(now));
+            }
+            if matches!(key, Key::Address(_)) && entry.pending >= policy.max_in_flight {
+                wait = wait.max(policy.first_delay);
             }
         }
         if !wait.is_zero() {
             return Err(wait);
         }
         self.make_room(&mut entries, now);
-        let before = keys.map(|key| {
+        let keys = keys.map(|key| {
             let entry = entries.entry(key).or_insert(Entry {
                 failures: 0,
+                pending: 0,
                 last: now,
             });
             let previous = entry.last;
-            entry.failures += 1;
+            entry.pending += 1;
             entry.last = now;
             (key, previous)
         });
         Ok(Attempt {
             throttle: self,
-            keys: before,
+            keys,
             at: now,
+            settled: false,
         })
     }
 
     /// Room for the two counters of a new attempt: expired ones go, then the least
-    /// recently failed.
+    /// recently used without checks under way.
     fn make_room(&self, entries: &mut HashMap<Key, Entry>, now: Instant) {
         let policy = &self.policy;
         if entries.len() + 2 <= policy.capacity {
             return;
         }
-        entries.retain(|_, e| now.duration_since(e.last) < policy.forget_after);
+        entries.retain(|_, e| e.pending > 0 || now.duration_since(e.last) < policy.forget_after);
         while entries.len() + 2 > policy.capacity {
-            let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.last).map(|(k, _)| *k) else {
+            let oldest = entries
+                .iter()
+                .filter(|(_, e)| e.pending == 0)
+                .min_by_key(|(_, e)| e.last)
+                .map(|(k, _)| *k);
+            let Some(oldest) = oldest else {
                 return;
             };
             entries.remove(&oldest);
@@ -231,36 +267,60 @@ impl Throttle {
 }
 
 impl Attempt<'_> {
-    /// Records how the check ended: refused passwords stay counted, a success clears
-    /// the user's counter at this address, anything else (no verdict) is taken back.
+    /// Records how the check ended: a refused password is a failure, a success
+    /// clears the user's counter at this address, anything else is not counted.
     pub fn settle<T>(self, outcome: &Result<T, Error>) {
-        match outcome {
-            Err(Error::Kimchid(kimchi_dbus::Error::AuthenticationFailed(_))) => {}
-            Ok(_) => self.take_back(true),
-            Err(_) => self.take_back(false),
-        }
+        let outcome = match outcome {
+            Ok(_) => Outcome::Accepted,
+            Err(Error::Kimchid(kimchi_dbus::Error::AuthenticationFailed(_))) => Outcome::Refused,
+            Err(_) => Outcome::NoVerdict,
+        };
+        self.settle_at(outcome, Instant::now());
     }
 
-    fn take_back(self, succeeded: bool) {
+    fn settle_at(mut self, outcome: Outcome, now: Instant) {
+        self.finish(outcome, now);
+    }
+
+    fn finish(&mut self, outcome: Outcome, now: Instant) {
+        self.settled = true;
         let mut entries = self
             .throttle
             .entries
             .lock()
             .expect("throttle lock poisoned");
         for (key, previous) in self.keys {
-            if succeeded && matches!(key, Key::User(..)) {
-                entries.remove(&key);
-                continue;
+            let entry = entries.entry(key).or_insert(Entry {
+                failures: 0,
+                pending: 1,
+                last: now,
+            });
+            entry.pending = entry.pending.saturating_sub(1);
+            match outcome {
+                Outcome::Refused => {
+                    entry.failures = entry.failures.saturating_add(1);
+                    entry.last = entry.last.max(now);
+                }
+                Outcome::Accepted | Outcome::NoVerdict => {
+                    if outcome == Outcome::Accepted && matches!(key, Key::User(..)) {
+                        entry.failures = 0;
+                    }
+                    if entry.last == self.at {
+                        entry.last = previous;
+                    }
+                }
             }
-            let Some(entry) = entries.get_mut(&key) else {
-                continue;
-            };
-            entry.failures = entry.failures.saturating_sub(1);
-            if entry.failures == 0 {
+            if entry.failures == 0 && entry.pending == 0 {
                 entries.remove(&key);
-            } else if entry.last == self.at {
-                entry.last = previous;
             }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.finish(Outcome::Refused, Instant::now());
         }
     }
 }
@@ -278,29 +338,31 @@ mod tests {
             address_free: 4,
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(8),
+            max_in_flight: 3,
             forget_after: Duration::from_secs(100),
             capacity: 64,
         }
-    }
-
-    fn refused() -> Result<(), Error> {
-        Err(Error::Kimchid(kimchi_dbus::Error::AuthenticationFailed(
-            "no".into(),
-        )))
     }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
 
-    /// `n` refused attempts at `at`; panics if one is throttled.
+    /// `n` refused attempts at `at`, one after the other; panics if one is throttled.
     fn fail(t: &Throttle, peer: IpAddr, user: &str, at: Instant, n: u32) {
         for i in 0..n {
             let attempt = t
                 .begin_at(peer, user, at)
                 .unwrap_or_else(|w| panic!("attempt {i} throttled for {w:?}"));
-            attempt.settle(&refused());
+            attempt.settle_at(Outcome::Refused, at);
         }
+    }
+
+    fn succeed(t: &Throttle, peer: IpAddr, user: &str, at: Instant) {
+        let attempt = t
+            .begin_at(peer, user, at)
+            .unwrap_or_else(|w| panic!("throttled for {w:?}"));
+        attempt.settle_at(Outcome::Accepted, at);
     }
 
     #[test]
@@ -308,7 +370,9 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         fail(&t, A, "alice", now, 2);
-        // The third failure is counted and makes the next attempt wait 1 s.
+        let free = t.begin_at(A, "alice", now).expect("two failures are free");
+        free.settle_at(Outcome::NoVerdict, now);
+        // The third failure makes the next attempt wait 1 s.
         fail(&t, A, "alice", now, 1);
         assert_eq!(t.begin_at(A, "alice", now).err(), Some(secs(1)));
         let mut at = now;
@@ -317,27 +381,47 @@ mod tests {
             fail(&t, A, "alice", at, 1);
             assert_eq!(t.begin_at(A, "alice", at).err(), Some(secs(expected)));
         }
-        // Half way through the wait, the rest of it is asked.
+        // Part of the way through the wait, the rest of it is asked.
         assert_eq!(t.begin_at(A, "alice", at + secs(3)).err(), Some(secs(5)));
         assert!(t.begin_at(A, "alice", at + secs(8)).is_ok());
     }
 
     #[test]
-    fn a_concurrent_burst_is_judged_before_any_answer() {
+    fn a_concurrent_burst_gets_the_in_flight_bound_then_one_attempt_per_delay() {
         let t = Throttle::new(policy());
         let now = Instant::now();
         // 50 checks started at once, none answered yet.
-        let started: Vec<_> = (0..50).map(|_| t.begin_at(A, "alice", now)).collect();
-        let passed = started.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(passed, 3, "the free ones and the one that starts the delay");
-        assert!(started
-            .iter()
-            .skip(3)
-            .all(|r| r.as_ref().err() == Some(&secs(1))));
+        let mut started: Vec<_> = (0..50).map(|_| t.begin_at(A, "alice", now)).collect();
+        let refused = started.split_off(3);
+        assert!(started.iter().all(Result::is_ok));
+        assert!(refused.iter().all(|r| r.as_ref().err() == Some(&secs(1))));
         for attempt in started.into_iter().flatten() {
-            attempt.settle(&refused());
+            attempt.settle_at(Outcome::Refused, now);
         }
         assert_eq!(t.begin_at(A, "alice", now).err(), Some(secs(1)));
+        // When the delay is over, a new burst gets one attempt through: the ones under
+        // way count as failures to come.
+        let later = now + secs(1);
+        let burst: Vec<_> = (0..10).map(|_| t.begin_at(A, "alice", later)).collect();
+        assert_eq!(burst.iter().filter(|r| r.is_ok()).count(), 1);
+        assert_eq!(burst[1].as_ref().err(), Some(&secs(2)));
+    }
+
+    #[test]
+    fn concurrent_checks_of_a_clean_record_are_not_guesses() {
+        let t = Throttle::new(policy());
+        let now = Instant::now();
+        // More than the free failures, all under way at once (a script's Basic calls).
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                t.begin_at(A, "alice", now)
+                    .unwrap_or_else(|w| panic!("call {i} throttled for {w:?}"))
+            })
+            .collect();
+        for call in calls {
+            call.settle_at(Outcome::Accepted, now);
+        }
+        assert_eq!(t.len(), 0, "nothing left to remember");
     }
 
     #[test]
@@ -358,8 +442,7 @@ mod tests {
         let now = Instant::now();
         fail(&t, A, "alice", now, 3);
         assert!(t.begin_at(A, "alice", now).is_err());
-        let attempt = t.begin_at(B, "alice", now).expect("alice from B is free");
-        attempt.settle(&Ok(()));
+        succeed(&t, B, "alice", now);
     }
 
     #[test]
@@ -367,10 +450,10 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         fail(&t, A, "alice", now, 2);
-        t.begin_at(A, "alice", now).unwrap().settle(&Ok(()));
+        succeed(&t, A, "alice", now);
         // Two more failures for alice are free again…
         fail(&t, A, "alice", now, 2);
-        // …and the address has counted the four failures: the next one starts its delay.
+        // …while the address has counted all four: one more starts its delay.
         fail(&t, A, "bob", now, 1);
         assert_eq!(t.begin_at(A, "carol", now).err(), Some(secs(1)));
     }
@@ -379,37 +462,54 @@ mod tests {
     fn a_success_does_not_make_others_wait_longer() {
         let t = Throttle::new(policy());
         let start = Instant::now();
-        fail(&t, A, "u1", start, 1);
-        fail(&t, A, "u2", start, 1);
-        fail(&t, A, "u3", start, 1);
-        fail(&t, A, "u4", start, 1);
-        fail(&t, A, "u5", start, 1);
+        for i in 0..5 {
+            fail(&t, A, &format!("user{i}"), start, 1);
+        }
         assert_eq!(t.begin_at(A, "alice", start).err(), Some(secs(1)));
         // alice logs in once the wait is over; the address's clock is not restarted.
         let later = start + secs(1);
-        t.begin_at(A, "alice", later).unwrap().settle(&Ok(()));
+        succeed(&t, A, "alice", later);
         assert!(t.begin_at(A, "bob", later).is_ok());
     }
 
     #[test]
-    fn no_verdict_takes_the_attempt_back() {
+    fn no_verdict_is_not_counted() {
         let t = Throttle::new(policy());
         let now = Instant::now();
-        let unreachable = Err::<(), _>(Error::BadReply("x".into()));
         for _ in 0..10 {
-            t.begin_at(A, "alice", now).unwrap().settle(&unreachable);
+            let attempt = t.begin_at(A, "alice", now).unwrap();
+            attempt.settle_at(Outcome::NoVerdict, now);
         }
         assert_eq!(t.len(), 0);
     }
 
     #[test]
-    fn an_abandoned_attempt_stays_counted() {
+    fn outcomes_are_read_from_kimchids_answer() {
+        let t = Throttle::new(policy());
+        let refused = Err::<(), _>(Error::Kimchid(kimchi_dbus::Error::AuthenticationFailed(
+            "no".into(),
+        )));
+        let unreachable = Err::<(), _>(Error::BadReply("x".into()));
+        for _ in 0..3 {
+            t.begin(A, "alice").unwrap().settle(&unreachable);
+        }
+        assert!(t.begin(A, "alice").is_ok(), "no verdict, no failure");
+        for _ in 0..3 {
+            t.begin(B, "alice").unwrap().settle(&refused);
+        }
+        assert!(t.begin(B, "alice").is_err(), "three refusals");
+        t.begin(A, "bob").unwrap().settle(&Ok(()));
+    }
+
+    #[test]
+    fn an_abandoned_attempt_counts_as_a_failure() {
         let t = Throttle::new(policy());
         let now = Instant::now();
         for _ in 0..3 {
             drop(t.begin_at(A, "alice", now).unwrap());
         }
-        assert_eq!(t.begin_at(A, "alice", now).err(), Some(secs(1)));
+        let wait = t.begin_at(A, "alice", now).err().expect("throttled");
+        assert!(wait >= secs(1), "{wait:?}");
     }
 
     #[test]
@@ -449,11 +549,22 @@ mod tests {
     }
 
     #[test]
-    fn throttled_is_429_with_the_wait_in_whole_seconds() {
+    fn throttled_is_429_with_the_wait() {
         let t = Throttle::new(policy());
         fail(&t, A, "alice", Instant::now(), 3);
         let err = t.begin(A, "alice").err().expect("throttled");
         assert_eq!(err.status().as_u16(), 429);
         assert!(matches!(err, Error::Throttled { retry_after } if retry_after <= secs(1)));
+    }
+
+    #[test]
+    fn the_defaults_are_documented_values() {
+        let p = Policy::default();
+        assert_eq!((p.user_free, p.address_free, p.max_in_flight), (5, 20, 16));
+        assert_eq!((p.first_delay, p.max_delay), (secs(1), secs(60)));
+        assert_eq!(p.forget_after, secs(600));
+        let delays: Vec<u64> = (1..=8).map(|n| delay(n, &p).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(delay(u32::MAX, &p), secs(60));
     }
 }
