@@ -182,7 +182,7 @@ fn a_burst_cycling_user_names_is_throttled_per_address() {
     // Every request a different user name, half of them logins, half Basic calls.
     let guess = |i: usize| {
         let user = unique_name(&format!("nobody{i}"));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             login_from(&attacker, &user, "guess")
         } else {
             basic_get_from(&attacker, &user, "guess", "/vms")
