@@ -21,8 +21,10 @@
 //! A success clears the user's counter at that address but not the address's
 //! failures: one valid account must not launder guesses at others. A check that ends
 //! without a verdict (kimchid unreachable) is not counted; one whose client hangs up
-//! counts as a failure. Counters are forgotten [`Policy::forget_after`] after their
-//! last attempt.
+//! counts as a failure. Failures are forgiven one per [`Policy::forgive_every`] since
+//! the last one, and a counter stops growing once its delay is at the cap: a steady
+//! guesser gets one attempt per cap, and an address that stops failing is forgotten
+//! within minutes (so a few typos per run, such as a test suite's, never add up).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -47,8 +49,8 @@ pub struct Policy {
     pub max_delay: Duration,
     /// Password checks from one address under way at once.
     pub max_in_flight: u32,
-    /// A counter is forgotten this long after its last attempt.
-    pub forget_after: Duration,
+    /// One failure is forgiven per this much time since the last failure.
+    pub forgive_every: Duration,
     /// Counters kept at most; beyond it the least recently used go first.
     pub capacity: usize,
 }
@@ -57,8 +59,8 @@ impl Default for Policy {
     /// A person mistyping is not slowed down, a script is slowed to one guess a
     /// minute per address within a few minutes: 5 free failures per user and
     /// address, 20 per address, then 1 s, 2 s, 4 s … up to 60 s between attempts;
-    /// 16 checks at once per address (as many as kimchid runs); forgotten 10 minutes
-    /// after the last attempt; 65,536 counters (a few MiB).
+    /// 16 checks at once per address (as many as kimchid runs); a failure forgiven
+    /// per minute without one; 65,536 counters (a few MiB).
     fn default() -> Self {
         Policy {
             user_free: 5,
@@ -66,7 +68,7 @@ impl Default for Policy {
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             max_in_flight: 16,
-            forget_after: Duration::from_secs(600),
+            forgive_every: Duration::from_secs(60),
             capacity: 65_536,
         }
     }
@@ -107,22 +109,53 @@ impl Key {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// Failures as of `last_failure`; fewer count later (see [`Entry::failures`]).
     failures: u32,
+    last_failure: Instant,
     /// Checks under way.
     pending: u32,
-    /// The last attempt's start, or its failure.
+    /// The last attempt's start, or its failure: delays run from here.
     last: Instant,
 }
 
 impl Entry {
+    fn new(now: Instant) -> Entry {
+        Entry {
+            failures: 0,
+            last_failure: now,
+            pending: 0,
+            last: now,
+        }
+    }
+
+    /// The failures that still count at `now`.
+    fn failures(&self, now: Instant, policy: &Policy) -> u32 {
+        let quiet = now.saturating_duration_since(self.last_failure);
+        let forgiven = quiet.as_nanos() / policy.forgive_every.as_nanos().max(1);
+        self.failures
+            .saturating_sub(u32::try_from(forgiven).unwrap_or(u32::MAX))
+    }
+
     /// When the next attempt may start, if it has to wait.
-    fn blocked_until(&self, free: u32, policy: &Policy) -> Option<Instant> {
-        if self.failures == 0 {
+    fn blocked_until(&self, free: u32, now: Instant, policy: &Policy) -> Option<Instant> {
+        let failures = self.failures(now, policy);
+        if failures == 0 {
             return None;
         }
-        let counted = self.failures.saturating_add(self.pending);
+        let counted = failures.saturating_add(self.pending);
         let beyond = counted.checked_sub(free).filter(|n| *n > 0)?;
         Some(self.last + delay(beyond, policy))
+    }
+
+    fn failed(&mut self, free: u32, now: Instant, policy: &Policy) {
+        let most = free + beyond_at_cap(policy);
+        self.failures = (self.failures(now, policy) + 1).min(most);
+        self.last_failure = now;
+        self.last = self.last.max(now);
+    }
+
+    fn forgotten(&self, now: Instant, policy: &Policy) -> bool {
+        self.pending == 0 && self.failures(now, policy) == 0
     }
 }
 
@@ -133,6 +166,14 @@ fn delay(n: u32, policy: &Policy) -> Duration {
         .first_delay
         .saturating_mul(1 << doublings)
         .min(policy.max_delay)
+}
+
+/// Failures beyond the free ones at which the delay reaches its cap; more are not
+/// counted, so that forgiving starts at once when the failures stop.
+fn beyond_at_cap(policy: &Policy) -> u32 {
+    (1..32)
+        .find(|n| delay(*n, policy) >= policy.max_delay)
+        .unwrap_or(32)
 }
 
 #[derive(Debug, Default)]
@@ -205,11 +246,11 @@ impl Throttle {
             let Some(entry) = entries.get(&key) else {
                 continue;
             };
-            if entry.pending == 0 && now.duration_since(entry.last) >= policy.forget_after {
+            if entry.forgotten(now, policy) {
                 entries.remove(&key);
                 continue;
             }
-            if let Some(until) = entry.blocked_until(key.free(policy), policy) {
+            if let Some(until) = entry.blocked_until(key.free(policy), now, policy) {
                 wait = wait.max(until.saturating_duration_since(now));
             }
             if matches!(key, Key::Address(_)) && entry.pending >= policy.max_in_flight {
@@ -221,11 +262,7 @@ impl Throttle {
         }
         self.make_room(&mut entries, now);
         let keys = keys.map(|key| {
-            let entry = entries.entry(key).or_insert(Entry {
-                failures: 0,
-                pending: 0,
-                last: now,
-            });
+            let entry = entries.entry(key).or_insert(Entry::new(now));
             let previous = entry.last;
             entry.pending += 1;
             entry.last = now;
@@ -246,7 +283,7 @@ impl Throttle {
         if entries.len() + 2 <= policy.capacity {
             return;
         }
-        entries.retain(|_, e| e.pending > 0 || now.duration_since(e.last) < policy.forget_after);
+        entries.retain(|_, e| !e.forgotten(now, policy));
         while entries.len() + 2 > policy.capacity {
             let oldest = entries
                 .iter()
@@ -284,23 +321,21 @@ impl Attempt<'_> {
 
     fn finish(&mut self, outcome: Outcome, now: Instant) {
         self.settled = true;
+        let policy = &self.throttle.policy;
         let mut entries = self
             .throttle
             .entries
             .lock()
             .expect("throttle lock poisoned");
         for (key, previous) in self.keys {
+            // Evicted meanwhile (only under a flood of new addresses): start anew.
             let entry = entries.entry(key).or_insert(Entry {
-                failures: 0,
                 pending: 1,
-                last: now,
+                ..Entry::new(now)
             });
             entry.pending = entry.pending.saturating_sub(1);
             match outcome {
-                Outcome::Refused => {
-                    entry.failures = entry.failures.saturating_add(1);
-                    entry.last = entry.last.max(now);
-                }
+                Outcome::Refused => entry.failed(key.free(policy), now, policy),
                 Outcome::Accepted | Outcome::NoVerdict => {
                     if outcome == Outcome::Accepted && matches!(key, Key::User(..)) {
                         entry.failures = 0;
@@ -310,7 +345,7 @@ impl Attempt<'_> {
                     }
                 }
             }
-            if entry.failures == 0 && entry.pending == 0 {
+            if entry.forgotten(now, policy) {
                 entries.remove(&key);
             }
         }
@@ -339,7 +374,7 @@ mod tests {
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(8),
             max_in_flight: 3,
-            forget_after: Duration::from_secs(100),
+            forgive_every: Duration::from_secs(100),
             capacity: 64,
         }
     }
@@ -513,13 +548,33 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_forgotten_after_a_quiet_while() {
+    fn failures_are_forgiven_one_per_quiet_while() {
         let t = Throttle::new(policy());
         let now = Instant::now();
         fail(&t, A, "alice", now, 3);
         let later = now + secs(100);
-        // Forgotten: two free failures again before the delay starts over at 1 s.
-        fail(&t, A, "alice", later, 3);
+        // One of three forgiven: the next failure starts the delay again.
+        fail(&t, A, "alice", later, 1);
+        assert_eq!(t.begin_at(A, "alice", later).err(), Some(secs(1)));
+        // All forgiven after four quiet whiles (the address had four): nothing is kept.
+        let quiet = later + secs(400);
+        let attempt = t.begin_at(A, "alice", quiet).unwrap();
+        attempt.settle_at(Outcome::NoVerdict, quiet);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_counter_stops_growing_once_its_delay_is_at_the_cap() {
+        let t = Throttle::new(policy());
+        let mut at = Instant::now();
+        for _ in 0..20 {
+            fail(&t, A, "alice", at, 1);
+            at += secs(8);
+        }
+        // Four quiet whiles forgive four of the six failures kept (not of twenty): one
+        // more failure is only the first beyond the free ones again.
+        let later = at + secs(400);
+        fail(&t, A, "alice", later, 1);
         assert_eq!(t.begin_at(A, "alice", later).err(), Some(secs(1)));
     }
 
@@ -533,7 +588,10 @@ mod tests {
             fail(&t, peer, "x", start + secs(1 + u64::from(i) / 10), 1);
         }
         assert!(t.len() <= 64, "{}", t.len());
-        assert!(t.begin_at(A, "alice", start + secs(11)).is_ok(), "evicted");
+        // alice's three failures are gone: one more is still free.
+        let later = start + secs(11);
+        fail(&t, A, "alice", later, 1);
+        assert!(t.begin_at(A, "alice", later).is_ok(), "evicted");
     }
 
     #[test]
@@ -562,7 +620,8 @@ mod tests {
         let p = Policy::default();
         assert_eq!((p.user_free, p.address_free, p.max_in_flight), (5, 20, 16));
         assert_eq!((p.first_delay, p.max_delay), (secs(1), secs(60)));
-        assert_eq!(p.forget_after, secs(600));
+        assert_eq!(p.forgive_every, secs(60));
+        assert_eq!(beyond_at_cap(&p), 7);
         let delays: Vec<u64> = (1..=8).map(|n| delay(n, &p).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(delay(u32::MAX, &p), secs(60));
