@@ -1,7 +1,7 @@
 //! One request, start to end: route, method, negotiation, body, credentials, the
 //! resource, and the error document when any step says no.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -182,8 +182,8 @@ impl App {
                             .await
                     }
                     Credentials::Basic { user, password } => {
-                        let basic = (user.as_str(), password.as_str());
-                        self.with_basic(protected, &input, request_id, basic, conn)
+                        let peer = conn.peer.ip();
+                        self.with_basic(protected, &input, request_id, &user, &password, peer)
                             .await
                     }
                 }
@@ -236,18 +236,19 @@ impl App {
         }
     }
 
-    /// Basic credentials open a session for this request only.
+    /// Basic credentials open a session for this request only (throttled by `peer`).
     async fn with_basic(
         &self,
         route: &Protected,
         input: &Input<'_>,
         request_id: &str,
-        (user, password): (&str, &str),
-        conn: Conn,
+        user: &str,
+        password: &str,
+        peer: IpAddr,
     ) -> Result<Reply, Error> {
         let (token, info) = self
             .throttle
-            .login(&self.kimchid, conn.peer.ip(), user, password, request_id)
+            .login(&self.kimchid, peer, user, password, request_id)
             .await?;
         tracing::debug!(request_id, user = %info.user, "Basic credentials accepted");
         let owner = Owner::user(&info.user);
