@@ -77,7 +77,7 @@ impl Sessions {
     }
 
     async fn verify(&self, user: String, password: String) -> Result<SessionInfo> {
-        let _check = self.credentials.check(&user, &password).await;
+        let check = self.credentials.check(&user, &password).await;
         if let Some(info) = self.credentials.recall(&user, &password) {
             return Ok(info);
         }
@@ -99,7 +99,8 @@ impl Sessions {
             }
             Verdict::Refused { delay } => {
                 self.credentials.forget(&user);
-                // PAM's failure delay, without a slot: guessing stays slow for every
+                drop(check);
+                // PAM's failure delay, holding nothing: guessing stays slow for every
                 // caller (root on the bus too) while other logins go on.
                 tokio::time::sleep(delay).await;
                 Err(Error::AuthenticationFailed(format!(
