@@ -13,10 +13,12 @@
 //! delay on each refusal (kimchid, outside its PAM slots) and by kimchid's bound on
 //! concurrent PAM checks.
 //!
-//! Concurrent checks: an address has at most [`Policy::max_in_flight`] under way. Once
-//! a counter has a failure on record, the checks under way count as failures to come,
-//! so a burst started when a delay ends gets one attempt through, not a wave. (A clean
-//! counter does not count them: a script's concurrent Basic calls are not guesses.)
+//! Checks under way are counted by distinct credentials (a salted digest of user and
+//! password, kept only while the check runs): a script's concurrent Basic calls with
+//! one password are one check (kimchid runs one PAM transaction for them too), a burst
+//! of guesses is many. An address has at most [`Policy::max_in_flight`] distinct ones
+//! under way; once a counter has a failure on record, the ones under way count as
+//! failures to come, so a burst started when a delay ends gets one guess through.
 //!
 //! A success clears the user's counter at that address but not the address's
 //! failures: one valid account must not launder guesses at others. A check that ends
@@ -47,8 +49,8 @@ pub struct Policy {
     pub first_delay: Duration,
     /// Cap of the delay.
     pub max_delay: Duration,
-    /// Password checks from one address under way at once.
-    pub max_in_flight: u32,
+    /// Distinct credentials from one address under check at once.
+    pub max_in_flight: usize,
     /// One failure is forgiven per this much time since the last failure.
     pub forgive_every: Duration,
     /// Counters kept at most; beyond it the least recently used go first.
@@ -59,8 +61,9 @@ impl Default for Policy {
     /// A person mistyping is not slowed down, a script is slowed to one guess a
     /// minute per address within a few minutes: 5 free failures per user and
     /// address, 20 per address, then 1 s, 2 s, 4 s … up to 60 s between attempts;
-    /// 16 checks at once per address (as many as kimchid runs); a failure forgiven
-    /// per minute without one; 65,536 counters (a few MiB).
+    /// 16 distinct credentials under check at once per address (as many PAM checks
+    /// as kimchid runs); a failure forgiven per minute without one; 65,536 counters
+    /// (a few MiB).
     fn default() -> Self {
         Policy {
             user_free: 5,
@@ -91,11 +94,14 @@ impl Source {
     }
 }
 
+/// 128 bits of a SHA-256: names a user, or a credential under check.
+type Digest16 = [u8; 16];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Address(Source),
     /// The user name as a digest, so that a long name costs no more memory.
-    User(Source, [u8; 16]),
+    User(Source, Digest16),
 }
 
 impl Key {
@@ -107,13 +113,13 @@ impl Key {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Entry {
     /// Failures as of `last_failure`; fewer count later (see [`Entry::failures`]).
     failures: u32,
     last_failure: Instant,
-    /// Checks under way.
-    pending: u32,
+    /// Credentials under check, with how many checks of each.
+    in_flight: HashMap<Digest16, u32>,
     /// The last attempt's start, or its failure: delays run from here.
     last: Instant,
 }
@@ -123,7 +129,7 @@ impl Entry {
         Entry {
             failures: 0,
             last_failure: now,
-            pending: 0,
+            in_flight: HashMap::new(),
             last: now,
         }
     }
@@ -136,15 +142,34 @@ impl Entry {
             .saturating_sub(u32::try_from(forgiven).unwrap_or(u32::MAX))
     }
 
-    /// When the next attempt may start, if it has to wait.
+    /// Distinct credentials under check.
+    fn pending(&self) -> u32 {
+        u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX)
+    }
+
+    /// When an attempt with a credential not yet under check may start, if it has to
+    /// wait.
     fn blocked_until(&self, free: u32, now: Instant, policy: &Policy) -> Option<Instant> {
         let failures = self.failures(now, policy);
         if failures == 0 {
             return None;
         }
-        let counted = failures.saturating_add(self.pending);
+        let counted = failures.saturating_add(self.pending());
         let beyond = counted.checked_sub(free).filter(|n| *n > 0)?;
         Some(self.last + delay(beyond, policy))
+    }
+
+    fn start(&mut self, credential: Digest16) {
+        *self.in_flight.entry(credential).or_default() += 1;
+    }
+
+    fn end(&mut self, credential: Digest16) {
+        if let Some(n) = self.in_flight.get_mut(&credential) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&credential);
+            }
+        }
     }
 
     fn failed(&mut self, free: u32, now: Instant, policy: &Policy) {
@@ -155,7 +180,7 @@ impl Entry {
     }
 
     fn forgotten(&self, now: Instant, policy: &Policy) -> bool {
-        self.pending == 0 && self.failures(now, policy) == 0
+        self.in_flight.is_empty() && self.failures(now, policy) == 0
     }
 }
 
@@ -176,10 +201,18 @@ fn beyond_at_cap(policy: &Policy) -> u32 {
         .unwrap_or(32)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Throttle {
     policy: Policy,
+    /// Keys the credential digests, so that they say nothing outside this process.
+    salt: [u8; 32],
     entries: Mutex<HashMap<Key, Entry>>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle::new(Policy::default())
+    }
 }
 
 /// How a password check ended.
@@ -195,6 +228,7 @@ enum Outcome {
 /// up), it counts as a failure.
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
+    credential: Digest16,
     /// Each key with its `last` before this attempt, put back when this attempt was
     /// no failure and nothing came after it.
     keys: [(Key, Instant); 2],
@@ -203,10 +237,10 @@ pub struct Attempt<'a> {
 }
 
 impl Throttle {
-    #[cfg(test)]
     fn new(policy: Policy) -> Throttle {
         Throttle {
             policy,
+            salt: rand::random(),
             entries: Mutex::default(),
         }
     }
@@ -221,7 +255,7 @@ impl Throttle {
         password: &str,
         request_id: &str,
     ) -> Result<(String, SessionInfo), Error> {
-        let attempt = self.begin(peer, user)?;
+        let attempt = self.begin(peer, user, password)?;
         let outcome = kimchid.login(user, password, request_id).await;
         attempt.settle(&outcome);
         outcome
@@ -229,16 +263,21 @@ impl Throttle {
 
     /// Counts a password check of `user` from `peer` as under way, or says how long
     /// to wait ([`Error::Throttled`]).
-    pub fn begin(&self, peer: IpAddr, user: &str) -> Result<Attempt<'_>, Error> {
-        self.begin_at(peer, user, Instant::now())
+    fn begin(&self, peer: IpAddr, user: &str, password: &str) -> Result<Attempt<'_>, Error> {
+        self.begin_at(peer, user, password, Instant::now())
             .map_err(|retry_after| Error::Throttled { retry_after })
     }
 
-    fn begin_at(&self, peer: IpAddr, user: &str, now: Instant) -> Result<Attempt<'_>, Duration> {
+    fn begin_at(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+        now: Instant,
+    ) -> Result<Attempt<'_>, Duration> {
         let source = Source::of(peer);
-        let digest: [u8; 32] = Sha256::digest(user.as_bytes()).into();
-        let user_key = Key::User(source, digest[..16].try_into().expect("16 bytes"));
-        let keys = [Key::Address(source), user_key];
+        let keys = [Key::Address(source), Key::User(source, digest(&[user]))];
+        let credential = digest(&[&hex::encode(self.salt), user, password]);
         let policy = &self.policy;
         let mut entries = self.entries.lock().expect("throttle lock poisoned");
         let mut wait = Duration::ZERO;
@@ -250,10 +289,15 @@ impl Throttle {
                 entries.remove(&key);
                 continue;
             }
+            // Another check of the very same credential adds no guess: it waits for
+            // the same answer in kimchid.
+            if entry.in_flight.contains_key(&credential) {
+                continue;
+            }
             if let Some(until) = entry.blocked_until(key.free(policy), now, policy) {
                 wait = wait.max(until.saturating_duration_since(now));
             }
-            if matches!(key, Key::Address(_)) && entry.pending >= policy.max_in_flight {
+            if matches!(key, Key::Address(_)) && entry.in_flight.len() >= policy.max_in_flight {
                 wait = wait.max(policy.first_delay);
             }
         }
@@ -262,21 +306,22 @@ impl Throttle {
         }
         self.make_room(&mut entries, now);
         let keys = keys.map(|key| {
-            let entry = entries.entry(key).or_insert(Entry::new(now));
+            let entry = entries.entry(key).or_insert_with(|| Entry::new(now));
             let previous = entry.last;
-            entry.pending += 1;
+            entry.start(credential);
             entry.last = now;
             (key, previous)
         });
         Ok(Attempt {
             throttle: self,
+            credential,
             keys,
             at: now,
             settled: false,
         })
     }
 
-    /// Room for the two counters of a new attempt: expired ones go, then the least
+    /// Room for the two counters of a new attempt: forgotten ones go, then the least
     /// recently used without checks under way.
     fn make_room(&self, entries: &mut HashMap<Key, Entry>, now: Instant) {
         let policy = &self.policy;
@@ -287,7 +332,7 @@ impl Throttle {
         while entries.len() + 2 > policy.capacity {
             let oldest = entries
                 .iter()
-                .filter(|(_, e)| e.pending == 0)
+                .filter(|(_, e)| e.in_flight.is_empty())
                 .min_by_key(|(_, e)| e.last)
                 .map(|(k, _)| *k);
             let Some(oldest) = oldest else {
@@ -301,6 +346,16 @@ impl Throttle {
     fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
     }
+}
+
+/// The first 128 bits of the SHA-256 of `parts`, each prefixed by its length.
+fn digest(parts: &[&str]) -> Digest16 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize()[..16].try_into().expect("16 bytes")
 }
 
 impl Attempt<'_> {
@@ -329,11 +384,8 @@ impl Attempt<'_> {
             .expect("throttle lock poisoned");
         for (key, previous) in self.keys {
             // Evicted meanwhile (only under a flood of new addresses): start anew.
-            let entry = entries.entry(key).or_insert(Entry {
-                pending: 1,
-                ..Entry::new(now)
-            });
-            entry.pending = entry.pending.saturating_sub(1);
+            let entry = entries.entry(key).or_insert_with(|| Entry::new(now));
+            entry.end(self.credential);
             match outcome {
                 Outcome::Refused => entry.failed(key.free(policy), now, policy),
                 Outcome::Accepted | Outcome::NoVerdict => {
@@ -387,7 +439,7 @@ mod tests {
     fn fail(t: &Throttle, peer: IpAddr, user: &str, at: Instant, n: u32) {
         for i in 0..n {
             let attempt = t
-                .begin_at(peer, user, at)
+                .begin_at(peer, user, "pw", at)
                 .unwrap_or_else(|w| panic!("attempt {i} throttled for {w:?}"));
             attempt.settle_at(Outcome::Refused, at);
         }
@@ -395,7 +447,7 @@ mod tests {
 
     fn succeed(t: &Throttle, peer: IpAddr, user: &str, at: Instant) {
         let attempt = t
-            .begin_at(peer, user, at)
+            .begin_at(peer, user, "pw", at)
             .unwrap_or_else(|w| panic!("throttled for {w:?}"));
         attempt.settle_at(Outcome::Accepted, at);
     }
@@ -405,51 +457,60 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         fail(&t, A, "alice", now, 2);
-        let free = t.begin_at(A, "alice", now).expect("two failures are free");
+        let free = t
+            .begin_at(A, "alice", "pw", now)
+            .expect("two failures are free");
         free.settle_at(Outcome::NoVerdict, now);
         // The third failure makes the next attempt wait 1 s.
         fail(&t, A, "alice", now, 1);
-        assert_eq!(t.begin_at(A, "alice", now).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "alice", "pw", now).err(), Some(secs(1)));
         let mut at = now;
         for expected in [2, 4, 8, 8, 8] {
             at += secs(8);
             fail(&t, A, "alice", at, 1);
-            assert_eq!(t.begin_at(A, "alice", at).err(), Some(secs(expected)));
+            assert_eq!(t.begin_at(A, "alice", "pw", at).err(), Some(secs(expected)));
         }
         // Part of the way through the wait, the rest of it is asked.
-        assert_eq!(t.begin_at(A, "alice", at + secs(3)).err(), Some(secs(5)));
-        assert!(t.begin_at(A, "alice", at + secs(8)).is_ok());
+        assert_eq!(
+            t.begin_at(A, "alice", "pw", at + secs(3)).err(),
+            Some(secs(5))
+        );
+        assert!(t.begin_at(A, "alice", "pw", at + secs(8)).is_ok());
     }
 
     #[test]
     fn a_concurrent_burst_gets_the_in_flight_bound_then_one_attempt_per_delay() {
         let t = Throttle::new(policy());
         let now = Instant::now();
-        // 50 checks started at once, none answered yet.
-        let mut started: Vec<_> = (0..50).map(|_| t.begin_at(A, "alice", now)).collect();
+        // 50 guesses started at once, none answered yet.
+        let mut started: Vec<_> = (0..50)
+            .map(|i| t.begin_at(A, "alice", &format!("guess{i}"), now))
+            .collect();
         let refused = started.split_off(3);
         assert!(started.iter().all(Result::is_ok));
         assert!(refused.iter().all(|r| r.as_ref().err() == Some(&secs(1))));
         for attempt in started.into_iter().flatten() {
             attempt.settle_at(Outcome::Refused, now);
         }
-        assert_eq!(t.begin_at(A, "alice", now).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "alice", "pw", now).err(), Some(secs(1)));
         // When the delay is over, a new burst gets one attempt through: the ones under
         // way count as failures to come.
         let later = now + secs(1);
-        let burst: Vec<_> = (0..10).map(|_| t.begin_at(A, "alice", later)).collect();
+        let burst: Vec<_> = (0..10)
+            .map(|i| t.begin_at(A, "alice", &format!("again{i}"), later))
+            .collect();
         assert_eq!(burst.iter().filter(|r| r.is_ok()).count(), 1);
         assert_eq!(burst[1].as_ref().err(), Some(&secs(2)));
     }
 
     #[test]
-    fn concurrent_checks_of_a_clean_record_are_not_guesses() {
+    fn checks_under_way_of_a_clean_record_are_not_counted_as_failures() {
         let t = Throttle::new(policy());
         let now = Instant::now();
-        // More than the free failures, all under way at once (a script's Basic calls).
+        // More than the free failures under way at once, within the in-flight bound.
         let calls: Vec<_> = (0..3)
             .map(|i| {
-                t.begin_at(A, "alice", now)
+                t.begin_at(A, "alice", &format!("pw{i}"), now)
                     .unwrap_or_else(|w| panic!("call {i} throttled for {w:?}"))
             })
             .collect();
@@ -460,15 +521,58 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_checks_of_one_credential_are_one_check() {
+        let t = Throttle::new(policy());
+        let now = Instant::now();
+        // A script's concurrent Basic calls: beyond the in-flight bound, and even when
+        // the user and the address have failures on record.
+        fail(&t, A, "alice", now, 2);
+        let calls: Vec<_> = (0..20)
+            .map(|i| {
+                t.begin_at(A, "alice", "right", now)
+                    .unwrap_or_else(|w| panic!("call {i} throttled for {w:?}"))
+            })
+            .collect();
+        // A different password meanwhile is a guess: two failures and one under way
+        // for alice make three, beyond the two free.
+        assert_eq!(t.begin_at(A, "alice", "other", now).err(), Some(secs(1)));
+        for call in calls {
+            call.settle_at(Outcome::Accepted, now);
+        }
+        assert!(t.begin_at(A, "alice", "other", now).is_ok());
+    }
+
+    #[test]
+    fn a_credential_is_held_only_as_a_salted_digest_and_only_while_checked() {
+        let t = Throttle::new(policy());
+        let now = Instant::now();
+        let attempt = t.begin_at(A, "alice", "secret-password", now).unwrap();
+        let held: Vec<Digest16> = t
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|e| e.in_flight.keys().copied())
+            .collect();
+        assert_eq!(held.len(), 2, "one per counter");
+        let unsalted = digest(&["alice", "secret-password"]);
+        let other_process = Throttle::new(policy());
+        let elsewhere = digest(&[&hex::encode(other_process.salt), "alice", "secret-password"]);
+        assert!(held.iter().all(|d| *d != unsalted && *d != elsewhere));
+        attempt.settle_at(Outcome::Accepted, now);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
     fn cycling_user_names_is_throttled_per_address() {
         let t = Throttle::new(policy());
         let now = Instant::now();
         for i in 0..5 {
             fail(&t, A, &format!("user{i}"), now, 1);
         }
-        assert_eq!(t.begin_at(A, "user99", now).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "user99", "pw", now).err(), Some(secs(1)));
         // Another address is not concerned.
-        assert!(t.begin_at(B, "user99", now).is_ok());
+        assert!(t.begin_at(B, "user99", "pw", now).is_ok());
     }
 
     #[test]
@@ -476,7 +580,7 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         fail(&t, A, "alice", now, 3);
-        assert!(t.begin_at(A, "alice", now).is_err());
+        assert!(t.begin_at(A, "alice", "pw", now).is_err());
         succeed(&t, B, "alice", now);
     }
 
@@ -490,7 +594,7 @@ mod tests {
         fail(&t, A, "alice", now, 2);
         // …while the address has counted all four: one more starts its delay.
         fail(&t, A, "bob", now, 1);
-        assert_eq!(t.begin_at(A, "carol", now).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "carol", "pw", now).err(), Some(secs(1)));
     }
 
     #[test]
@@ -500,11 +604,11 @@ mod tests {
         for i in 0..5 {
             fail(&t, A, &format!("user{i}"), start, 1);
         }
-        assert_eq!(t.begin_at(A, "alice", start).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "alice", "pw", start).err(), Some(secs(1)));
         // alice logs in once the wait is over; the address's clock is not restarted.
         let later = start + secs(1);
         succeed(&t, A, "alice", later);
-        assert!(t.begin_at(A, "bob", later).is_ok());
+        assert!(t.begin_at(A, "bob", "pw", later).is_ok());
     }
 
     #[test]
@@ -512,7 +616,7 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         for _ in 0..10 {
-            let attempt = t.begin_at(A, "alice", now).unwrap();
+            let attempt = t.begin_at(A, "alice", "pw", now).unwrap();
             attempt.settle_at(Outcome::NoVerdict, now);
         }
         assert_eq!(t.len(), 0);
@@ -526,14 +630,14 @@ mod tests {
         )));
         let unreachable = Err::<(), _>(Error::BadReply("x".into()));
         for _ in 0..3 {
-            t.begin(A, "alice").unwrap().settle(&unreachable);
+            t.begin(A, "alice", "pw").unwrap().settle(&unreachable);
         }
-        assert!(t.begin(A, "alice").is_ok(), "no verdict, no failure");
+        assert!(t.begin(A, "alice", "pw").is_ok(), "no verdict, no failure");
         for _ in 0..3 {
-            t.begin(B, "alice").unwrap().settle(&refused);
+            t.begin(B, "alice", "pw").unwrap().settle(&refused);
         }
-        assert!(t.begin(B, "alice").is_err(), "three refusals");
-        t.begin(A, "bob").unwrap().settle(&Ok(()));
+        assert!(t.begin(B, "alice", "pw").is_err(), "three refusals");
+        t.begin(A, "bob", "pw").unwrap().settle(&Ok(()));
     }
 
     #[test]
@@ -541,9 +645,9 @@ mod tests {
         let t = Throttle::new(policy());
         let now = Instant::now();
         for _ in 0..3 {
-            drop(t.begin_at(A, "alice", now).unwrap());
+            drop(t.begin_at(A, "alice", "pw", now).unwrap());
         }
-        let wait = t.begin_at(A, "alice", now).err().expect("throttled");
+        let wait = t.begin_at(A, "alice", "pw", now).err().expect("throttled");
         assert!(wait >= secs(1), "{wait:?}");
     }
 
@@ -555,10 +659,10 @@ mod tests {
         let later = now + secs(100);
         // One of three forgiven: the next failure starts the delay again.
         fail(&t, A, "alice", later, 1);
-        assert_eq!(t.begin_at(A, "alice", later).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "alice", "pw", later).err(), Some(secs(1)));
         // All forgiven after four quiet whiles (the address had four): nothing is kept.
         let quiet = later + secs(400);
-        let attempt = t.begin_at(A, "alice", quiet).unwrap();
+        let attempt = t.begin_at(A, "alice", "pw", quiet).unwrap();
         attempt.settle_at(Outcome::NoVerdict, quiet);
         assert_eq!(t.len(), 0);
     }
@@ -575,7 +679,7 @@ mod tests {
         // more failure is only the first beyond the free ones again.
         let later = at + secs(400);
         fail(&t, A, "alice", later, 1);
-        assert_eq!(t.begin_at(A, "alice", later).err(), Some(secs(1)));
+        assert_eq!(t.begin_at(A, "alice", "pw", later).err(), Some(secs(1)));
     }
 
     #[test]
@@ -591,7 +695,7 @@ mod tests {
         // alice's three failures are gone: one more is still free.
         let later = start + secs(11);
         fail(&t, A, "alice", later, 1);
-        assert!(t.begin_at(A, "alice", later).is_ok(), "evicted");
+        assert!(t.begin_at(A, "alice", "pw", later).is_ok(), "evicted");
     }
 
     #[test]
@@ -610,7 +714,7 @@ mod tests {
     fn throttled_is_429_with_the_wait() {
         let t = Throttle::new(policy());
         fail(&t, A, "alice", Instant::now(), 3);
-        let err = t.begin(A, "alice").err().expect("throttled");
+        let err = t.begin(A, "alice", "pw").err().expect("throttled");
         assert_eq!(err.status().as_u16(), 429);
         assert!(matches!(err, Error::Throttled { retry_after } if retry_after <= secs(1)));
     }
