@@ -201,7 +201,7 @@ fn beyond_at_cap(policy: &Policy) -> u32 {
         .unwrap_or(32)
 }
 
-#[derive(Debug)]
+/// Not `Debug`: the salt stays out of any log.
 pub struct Throttle {
     policy: Policy,
     /// Keys the credential digests, so that they say nothing outside this process.
