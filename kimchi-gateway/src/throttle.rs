@@ -40,21 +40,21 @@ use crate::error::Error;
 use crate::kimchid::Kimchid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+struct Policy {
     /// Failures of one user name from one address before any delay.
-    pub user_free: u32,
+    user_free: u32,
     /// Failures from one address (any user names) before any delay.
-    pub address_free: u32,
+    address_free: u32,
     /// Delay after the first failure beyond the free ones; it doubles with each more.
-    pub first_delay: Duration,
+    first_delay: Duration,
     /// Cap of the delay.
-    pub max_delay: Duration,
+    max_delay: Duration,
     /// Distinct credentials from one address under check at once.
-    pub max_in_flight: usize,
+    max_in_flight: usize,
     /// One failure is forgiven per this much time since the last failure.
-    pub forgive_every: Duration,
+    forgive_every: Duration,
     /// Counters kept at most; beyond it the least recently used go first.
-    pub capacity: usize,
+    capacity: usize,
 }
 
 impl Default for Policy {
@@ -226,7 +226,7 @@ enum Outcome {
 
 /// A password check under way; dropped without [`Attempt::settle`] (the client hung
 /// up), it counts as a failure.
-pub struct Attempt<'a> {
+struct Attempt<'a> {
     throttle: &'a Throttle,
     credential: Digest16,
     /// Each key with its `last` before this attempt, put back when this attempt was
@@ -361,7 +361,7 @@ fn digest(parts: &[&str]) -> Digest16 {
 impl Attempt<'_> {
     /// Records how the check ended: a refused password is a failure, a success
     /// clears the user's counter at this address, anything else is not counted.
-    pub fn settle<T>(self, outcome: &Result<T, Error>) {
+    fn settle<T>(self, outcome: &Result<T, Error>) {
         let outcome = match outcome {
             Ok(_) => Outcome::Accepted,
             Err(Error::Kimchid(kimchi_dbus::Error::AuthenticationFailed(_))) => Outcome::Refused,
