@@ -46,9 +46,10 @@ pub enum Error {
     InvalidCredentials(String),
     #[error("{0}")]
     CsrfRejected(&'static str),
-    /// Too many failed logins from this address or for this user at it (`throttle.rs`).
+    /// Too many failed (or concurrent) logins from this address, or for this user at
+    /// it (`throttle.rs`).
     #[error(
-        "too many failed logins; try again in {} s",
+        "too many login attempts from this address; try again in {} s",
         retry_after_secs(*.retry_after)
     )]
     Throttled { retry_after: std::time::Duration },
@@ -503,7 +504,10 @@ mod tests {
         let err = Error::Throttled {
             retry_after: ms(1500),
         };
-        assert_eq!(err.to_string(), "too many failed logins; try again in 2 s");
+        assert_eq!(
+            err.to_string(),
+            "too many login attempts from this address; try again in 2 s"
+        );
         assert_eq!(err.name(), "kimchi.gateway.Throttled");
     }
 
