@@ -1,23 +1,23 @@
 //! One request, start to end: route, method, negotiation, body, credentials, the
 //! resource, and the error document when any step says no.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderName, HeaderValue, ALLOW, SET_COOKIE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use hyper::{HeaderMap, Method, Request, Response};
 
 use crate::auth::{self, Credentials};
 use crate::body;
-use crate::error::Error;
+use crate::error::{self, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::negotiate;
 use crate::reply::Reply;
-use crate::resources::screenshots::Screenshots;
+use crate::resources::screenshots::{Owner, Screenshots};
 use crate::resources::tasks::Respond;
 use crate::resources::vms::{Consoles, View};
 use crate::resources::{
@@ -25,6 +25,7 @@ use crate::resources::{
     tasks, templates, vm_ifaces, vm_storages, vms,
 };
 use crate::router::{Protected, Public, Route};
+use crate::throttle::Throttle;
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -33,6 +34,7 @@ pub struct App {
     max_body_bytes: u64,
     consoles: Consoles,
     screenshots: Screenshots,
+    throttle: Throttle,
 }
 
 /// The connection a request arrived on.
@@ -73,6 +75,7 @@ impl App {
             max_body_bytes,
             consoles: Consoles::default(),
             screenshots: Screenshots::default(),
+            throttle: Throttle::default(),
         }
     }
 
@@ -87,7 +90,7 @@ impl App {
         let (route, result) = match Route::parse(&path) {
             // The websocket handshake needs the request itself, not its parts.
             Ok(route @ Route::Protected(Protected::VmConsole(_))) => {
-                let result = self.console(&route, &mut req, &request_id).await;
+                let result = self.console(&route, &mut req, &request_id, conn).await;
                 if result.is_err() {
                     body::discard(req.into_body()).await;
                 }
@@ -160,7 +163,10 @@ impl App {
             Route::Public(Public::Capabilities) => {
                 config::capabilities(&self.kimchid, request_id).await
             }
-            Route::Public(Public::Login) => login::login(&self.kimchid, request_id, &body).await,
+            Route::Public(Public::Login) => {
+                let peer = conn.peer.ip();
+                login::login(&self.kimchid, &self.throttle, peer, request_id, &body).await
+            }
             Route::Protected(protected) => {
                 let input = Input {
                     method,
@@ -171,10 +177,13 @@ impl App {
                 match auth::credentials(headers)?.ok_or(Error::NoCredentials)? {
                     Credentials::Session(token) => {
                         auth::check_csrf(method, headers, &token)?;
-                        self.protected(protected, &input, request_id, &token).await
+                        let owner = Owner::session(&token);
+                        self.protected(protected, &input, request_id, &token, &owner)
+                            .await
                     }
                     Credentials::Basic { user, password } => {
-                        self.with_basic(protected, &input, request_id, &user, &password)
+                        let peer = conn.peer.ip();
+                        self.with_basic(protected, &input, request_id, &user, &password, peer)
                             .await
                     }
                 }
@@ -189,6 +198,7 @@ impl App {
         route: &Route,
         req: &mut Request<Incoming>,
         request_id: &str,
+        conn: Conn,
     ) -> Result<Reply, Error> {
         let Route::Protected(Protected::VmConsole(name)) = route else {
             unreachable!("only console routes come here");
@@ -208,7 +218,11 @@ impl App {
                 console::open(k, &call, name, req).await
             }
             Credentials::Basic { user, password } => {
-                let (token, _) = k.login(&user, &password, request_id).await?;
+                let peer = conn.peer.ip();
+                let (token, _) = self
+                    .throttle
+                    .login(k, peer, &user, &password, request_id)
+                    .await?;
                 let call = Call {
                     request_id,
                     session: Some(&token),
@@ -222,7 +236,7 @@ impl App {
         }
     }
 
-    /// Basic credentials open a session for this request only.
+    /// Basic credentials open a session for this request only (throttled by `peer`).
     async fn with_basic(
         &self,
         route: &Protected,
@@ -230,23 +244,32 @@ impl App {
         request_id: &str,
         user: &str,
         password: &str,
+        peer: IpAddr,
     ) -> Result<Reply, Error> {
-        let (token, info) = self.kimchid.login(user, password, request_id).await?;
+        let (token, info) = self
+            .throttle
+            .login(&self.kimchid, peer, user, password, request_id)
+            .await?;
         tracing::debug!(request_id, user = %info.user, "Basic credentials accepted");
-        let result = self.protected(route, input, request_id, &token).await;
+        let owner = Owner::user(&info.user);
+        let result = self
+            .protected(route, input, request_id, &token, &owner)
+            .await;
         if let Err(e) = self.kimchid.logout(&token, request_id).await {
             tracing::warn!(request_id, "could not close the per-request session: {e}");
         }
         result
     }
 
-    /// The resource for `route` and the method, which the router has already checked.
+    /// The resource for `route` and the method, which the router has already checked;
+    /// `owner` is who the request's screenshot images belong to.
     async fn protected(
         &self,
         route: &Protected,
         input: &Input<'_>,
         request_id: &str,
         session: &str,
+        owner: &Owner,
     ) -> Result<Reply, Error> {
         let k = &self.kimchid;
         let call = &Call {
@@ -288,9 +311,11 @@ impl App {
             }
             Protected::VmStorage(vm, dev) => vm_storages::get(k, call, vm, dev).await,
             Protected::VmScreenshot(name) => {
-                screenshots::redirect(k, call, &self.screenshots, name).await
+                screenshots::redirect(k, call, &self.screenshots, owner, name).await
             }
-            Protected::ScreenshotImage(id) => screenshots::image(&self.screenshots, id),
+            Protected::ScreenshotImage(id) => {
+                screenshots::image(k, call, &self.screenshots, owner, id).await
+            }
             // Answered by `console` before the request is taken apart.
             Protected::VmConsole(_) => Err(Error::UpgradeRequired),
             Protected::Templates if post => templates::create(k, call, body).await,
@@ -351,6 +376,10 @@ fn error_reply(
         // Empty when nothing is allowed (actions on kimchi_isos), as RFC 9110 §10.2.1 has it.
         reply = reply.with_header(ALLOW, HeaderValue::from_static(allow));
     }
+    if let Error::Throttled { retry_after } = err {
+        let secs = error::retry_after_secs(*retry_after);
+        reply = reply.with_header(RETRY_AFTER, HeaderValue::from(secs));
+    }
     if status == hyper::StatusCode::UNAUTHORIZED {
         // A failed login form is not a request for Basic credentials.
         if context.challenge && route != Some(&Route::Public(Public::Login)) {
@@ -381,6 +410,22 @@ mod tests {
 
     fn header(reply: &Response<Full<Bytes>>, name: HeaderName) -> Option<&str> {
         reply.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn throttled_login_is_429_with_retry_after_and_a_json_body() {
+        for path in ["/login", "/vms"] {
+            let route = Route::parse(path).unwrap();
+            let err = Error::Throttled {
+                retry_after: std::time::Duration::from_millis(2500),
+            };
+            let r = error_reply(&err, Some(&route), &context(&[]), "r").into_response(false);
+            assert_eq!(r.status(), 429, "{path}");
+            assert_eq!(header(&r, RETRY_AFTER), Some("3"), "{path}");
+            assert_eq!(header(&r, WWW_AUTHENTICATE), None, "{path}");
+            assert!(header(&r, hyper::header::CONTENT_TYPE)
+                .is_some_and(|t| t.starts_with("application/json")));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Who is calling: a session cookie (plus, on state-changing requests, proof that the
 //! request comes from this site's own pages) or HTTP Basic credentials. Sessions
-//! themselves live in kimchid; the gateway keeps no state and never stores a password.
+//! themselves live in kimchid; the gateway never stores a password (`throttle.rs`
+//! holds a salted digest of one only while kimchid checks it).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

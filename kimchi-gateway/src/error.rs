@@ -46,6 +46,13 @@ pub enum Error {
     InvalidCredentials(String),
     #[error("{0}")]
     CsrfRejected(&'static str),
+    /// Too many failed (or concurrent) logins from this address, or for this user at
+    /// it (`throttle.rs`).
+    #[error(
+        "too many login attempts from this address; try again in {} s",
+        retry_after_secs(*.retry_after)
+    )]
+    Throttled { retry_after: std::time::Duration },
     /// kimchid answered, or could not be reached; see [`Error::status`].
     #[error("{}", bus_reason(.0))]
     Kimchid(#[from] BusError),
@@ -116,6 +123,7 @@ impl Error {
             Error::NoCredentials | Error::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
             Error::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Error::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Kimchid(e) => bus_status(e),
             Error::BadReply(_) => StatusCode::BAD_GATEWAY,
             Error::TaskFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,6 +146,7 @@ impl Error {
             Error::UpgradeRequired => "UpgradeRequired",
             Error::InvalidCredentials(_) => "InvalidCredentials",
             Error::CsrfRejected(_) => "CsrfRejected",
+            Error::Throttled { .. } => "Throttled",
             Error::Kimchid(BusError::ZBus(z)) if unreachable(z) => "KimchidUnreachable",
             Error::Kimchid(BusError::ZBus(_)) | Error::BadReply(_) => "BadReply",
             Error::TaskFailed { .. } => "TaskFailed",
@@ -177,6 +186,12 @@ pub struct ErrorBody {
     /// The failed task's id (as in `/tasks/:id`), when a task failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
+}
+
+/// A wait as `Retry-After` gives it: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 fn method_not_allowed(method: &str, allow: &str, note: Option<&str>) -> String {
@@ -361,6 +376,12 @@ mod tests {
             (Error::NoCredentials, 401),
             (Error::InvalidCredentials("x".into()), 401),
             (Error::CsrfRejected("x"), 403),
+            (
+                Error::Throttled {
+                    retry_after: std::time::Duration::from_millis(1500),
+                },
+                429,
+            ),
             (Error::BadReply("x".into()), 502),
             (
                 Error::TaskFailed {
@@ -466,6 +487,28 @@ mod tests {
         assert_eq!(gone.of_shutdown().status(), StatusCode::NOT_FOUND);
         let timed_out = Error::TaskWaitTimedOut(CALL_TIMEOUT).of_shutdown();
         assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn throttled_says_the_wait_in_whole_seconds_rounded_up() {
+        let ms = std::time::Duration::from_millis;
+        for (wait, secs) in [
+            (ms(0), 1),
+            (ms(1), 1),
+            (ms(1000), 1),
+            (ms(1001), 2),
+            (ms(60_000), 60),
+        ] {
+            assert_eq!(retry_after_secs(wait), secs, "{wait:?}");
+        }
+        let err = Error::Throttled {
+            retry_after: ms(1500),
+        };
+        assert_eq!(
+            err.to_string(),
+            "too many login attempts from this address; try again in 2 s"
+        );
+        assert_eq!(err.name(), "kimchi.gateway.Throttled");
     }
 
     #[test]

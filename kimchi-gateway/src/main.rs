@@ -11,6 +11,7 @@ mod reply;
 mod resources;
 mod router;
 mod server;
+mod throttle;
 mod tls;
 
 use std::io::IsTerminal;

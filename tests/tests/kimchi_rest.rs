@@ -331,7 +331,7 @@ fn vm_lifecycle_shows_the_template_icon_and_deleting_the_vm_deletes_its_volume()
     assert_eq!(doc["state"], "running", "{doc}");
 
     // Kimchi served the image at the screenshot link; here it redirects (303) to a
-    // PNG named by its hash, a deliberate difference.
+    // PNG kept for whoever asked under a random id, a deliberate difference.
     let shot = doc["screenshot"].as_str().expect("a screenshot link");
     let resp = expect(k.get(shot), 303, "screenshot");
     let png = location(&resp);

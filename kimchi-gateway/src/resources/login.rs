@@ -1,5 +1,7 @@
 //! `POST /login` and `POST /logout`: web sessions, opened and closed by kimchid.
 
+use std::net::IpAddr;
+
 use hyper::header::SET_COOKIE;
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +10,7 @@ use crate::body;
 use crate::error::Error;
 use crate::kimchid::Kimchid;
 use crate::reply::Reply;
+use crate::throttle::Throttle;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,15 +28,27 @@ struct LoginReply {
     csrf_token: String,
 }
 
-pub async fn login(kimchid: &Kimchid, request_id: &str, body: &[u8]) -> Result<Reply, Error> {
+pub async fn login(
+    kimchid: &Kimchid,
+    throttle: &Throttle,
+    peer: IpAddr,
+    request_id: &str,
+    body: &[u8],
+) -> Result<Reply, Error> {
     let request: LoginRequest = body::json(body)?;
     if request.username.contains('\0') || request.password.contains('\0') {
         return Err(Error::InvalidBody(
             "user name and password cannot contain NUL characters".into(),
         ));
     }
-    let (token, info) = kimchid
-        .login(&request.username, &request.password, request_id)
+    let (token, info) = throttle
+        .login(
+            kimchid,
+            peer,
+            &request.username,
+            &request.password,
+            request_id,
+        )
         .await?;
     tracing::info!(user = %info.user, "session opened");
     let cookie = auth::session_cookie(&token)?;

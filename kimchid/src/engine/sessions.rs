@@ -14,11 +14,12 @@ use tokio::sync::Semaphore;
 use super::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::excerpt::excerpt;
-use crate::pam;
+use crate::pam::{self, Verdict};
 
 /// PAM logins running at once; more wait their turn. Each holds a blocking thread
-/// (a refused password sleeps ~2 s), so this bounds threads and memory under a burst
-/// of password guessing; Basic-auth requests with a remembered password take none.
+/// while PAM checks (PAM's failure delay is waited out after the slot is given back),
+/// so this bounds threads and memory under a burst of password guessing; Basic-auth
+/// requests with a remembered password take none.
 const CONCURRENT_LOGINS: usize = 16;
 
 /// The login service: sessions exist for the gateway; root may log in too (for
@@ -77,27 +78,32 @@ impl Sessions {
     }
 
     async fn verify(&self, user: String, password: String) -> Result<SessionInfo> {
-        let _check = self.credentials.check(&user, &password).await;
+        let check = self.credentials.check(&user, &password).await;
         if let Some(info) = self.credentials.recall(&user, &password) {
             return Ok(info);
         }
-        let _turn = self
+        let turn = self
             .logins
             .acquire()
             .await
             .map_err(|_| Error::Internal("login queue closed".into()))?;
         let (who, secret) = (user.clone(), password.clone());
-        let outcome = tokio::task::spawn_blocking(move || pam::login(&who, &secret))
+        let verdict = tokio::task::spawn_blocking(move || pam::login(&who, &secret))
             .await
             .map_err(|e| Error::Internal(format!("PAM task failed: {e}")))??;
-        match outcome {
-            Some(info) => {
+        drop(turn);
+        match verdict {
+            Verdict::Accepted(info) => {
                 tracing::info!(user = %info.user, groups = ?info.groups, "PAM accepted a login");
                 self.credentials.remember(&user, &password, info.clone());
                 Ok(info)
             }
-            None => {
+            Verdict::Refused { delay } => {
                 self.credentials.forget(&user);
+                drop(check);
+                // PAM's failure delay, holding nothing: guessing stays slow for every
+                // caller (root on the bus too) while other logins go on.
+                tokio::time::sleep(delay).await;
                 Err(Error::AuthenticationFailed(format!(
                     "authentication failed for user '{}'",
                     excerpt(&user)
