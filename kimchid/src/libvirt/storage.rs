@@ -123,6 +123,8 @@ pub fn pool_volumes(conn: &Connect, pool_name: &str) -> Result<(PoolRecord, Vec<
         .list_all_volumes(0)?
         .iter()
         .map(|v| read_volume(pool_name, v))
+        // A volume deleted since the listing is not an error of the listing.
+        .filter(|read| !matches!(read, Err(Error::NotFound(_))))
         .collect::<Result<Vec<_>>>()?;
     volumes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((read_pool(&pool)?, volumes))
