@@ -550,20 +550,29 @@ impl Vms {
             .model
             .vm_by_uuid(uuid)
             .ok_or_else(|| Error::NotFound(format!("no VM with UUID {uuid}")))?;
-        if !vm.state.has_screen() {
-            return Err(Error::InvalidState(format!(
-                "VM '{}' is not running; start it first",
-                vm.name
-            )));
-        }
-        if vm.graphics_type != "vnc" {
-            return Err(Error::InvalidState(format!(
-                "VM '{}' has no VNC display to connect to",
-                vm.name
-            )));
-        }
+        check_console(&vm)?;
         let uuid = vm.uuid.clone();
-        self.backend.run(move |hv| hv.open_console(&uuid)).await
+        match self.backend.run(move |hv| hv.open_console(&uuid)).await {
+            Ok(fd) => Ok(fd),
+            Err(refusal) => Err(self.console_refused(vm, refusal).await),
+        }
+    }
+
+    /// libvirt could not open the console: if the guest stopped meanwhile (QEMU's
+    /// monitor already gone), that is the reason; otherwise libvirt's is.
+    async fn console_refused(&self, vm: DomainRecord, refusal: Error) -> Error {
+        let uuid = vm.uuid.clone();
+        match self.backend.run(move |hv| hv.domain(&uuid)).await {
+            Ok(Some(now)) => {
+                self.model.upsert(now.clone());
+                check_console(&now).err().unwrap_or(refusal)
+            }
+            Ok(None) => {
+                self.model.remove(&vm.uuid);
+                Error::NotFound(format!("no VM named '{}'", vm.name))
+            }
+            Err(_) => refusal,
+        }
     }
 
     /// The VM `name`, unless it is being deleted, and the hold on it that keeps its
@@ -623,6 +632,23 @@ fn being_deleted(vm: &DomainRecord) -> Error {
 /// Whether the VM's state allows `power`: a guest starts from shut off or crashed,
 /// anything but a shut-off guest can be pulled the plug on, a running one asked to
 /// shut down, reboot or pause, a paused one resumed, and either reset.
+/// A console opens on a running guest with a VNC display.
+fn check_console(vm: &DomainRecord) -> Result<()> {
+    if !vm.state.has_screen() {
+        return Err(Error::InvalidState(format!(
+            "VM '{}' is not running; start it first",
+            vm.name
+        )));
+    }
+    if vm.graphics_type != "vnc" {
+        return Err(Error::InvalidState(format!(
+            "VM '{}' has no VNC display to connect to",
+            vm.name
+        )));
+    }
+    Ok(())
+}
+
 fn check_power(vm: &DomainRecord, power: Power) -> Result<()> {
     use VmState::*;
     let running = matches!(vm.state, Running | Blocked);

@@ -621,6 +621,35 @@ async fn console_of_a_vm_not_running_or_without_vnc_is_invalid_state() {
     }
 }
 
+/// The guest stopped after the model last looked: libvirt's "monitor must not be
+/// NULL" becomes the state it is in; other refusals keep libvirt's reason.
+#[tokio::test]
+async fn a_console_libvirt_cannot_open_names_the_state_the_vm_is_in_now() {
+    let monitor_gone = || Error::Libvirt {
+        code: 8,
+        domain: 10,
+        message: "invalid argument: monitor must not be NULL".into(),
+    };
+    let (h, uuid) = with_vm(VmState::Running).await;
+    h.sim.set_state(&uuid, VmState::Shutoff);
+    h.sim.fail_next("open_console", monitor_gone());
+    let refused = h.engine.vms.open_console(&uuid).await;
+    assert_error!(
+        refused,
+        InvalidState,
+        "VM 'web' is not running; start it first"
+    );
+    assert_eq!(h.engine.vms.get("web").unwrap().state, VmState::Shutoff);
+
+    let (h, uuid) = with_vm(VmState::Running).await;
+    h.sim.fail_next("open_console", monitor_gone());
+    let refused = h.engine.vms.open_console(&uuid).await;
+    assert!(
+        matches!(refused, Err(Error::Libvirt { code: 8, .. })),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn console_of_a_running_vm_with_vnc_opens_a_socket() {
     let (h, uuid) = with_vm(VmState::Running).await;
