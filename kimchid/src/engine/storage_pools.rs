@@ -33,7 +33,22 @@ pub struct StoragePools {
     isos: Arc<Isos>,
     /// Names of pools being defined, so that a second creation is refused at once.
     creating: Claims<String>,
+    /// Volumes being changed and pools being deactivated or deleted, in one set so
+    /// that neither starts while the other runs (a wipe whose pool goes away under
+    /// it fails halfway).
+    busy: Claims<Busy>,
 }
+
+/// What `StoragePools::busy` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Busy {
+    /// Pool and volume name.
+    Volume(String, String),
+    Pool(String),
+}
+
+/// Held while a volume is changed; the volume and its pool are busy until dropped.
+pub type VolumeGuard = Claim<Busy>;
 
 impl StoragePools {
     pub fn new(backend: Arc<Backend>, model: Arc<Model>, isos: Arc<Isos>) -> Self {
@@ -42,7 +57,49 @@ impl StoragePools {
             model,
             isos,
             creating: Claims::new(),
+            busy: Claims::new(),
         }
+    }
+
+    /// Marks the volume busy, or says it (or its pool) already is.
+    pub fn claim_volume(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
+        self.busy.claim_with(|busy| {
+            if busy.contains(&Busy::Pool(pool.to_owned())) {
+                return Err(Error::Busy(format!(
+                    "storage pool '{pool}' is being deactivated or deleted"
+                )));
+            }
+            let key = Busy::Volume(pool.to_owned(), name.to_owned());
+            if busy.contains(&key) {
+                return Err(Error::Busy(format!(
+                    "volume '{name}' in pool '{pool}' has an operation in progress"
+                )));
+            }
+            Ok(key)
+        })
+    }
+
+    /// Marks the pool busy for a deactivation or deletion, unless one of its
+    /// volumes is being changed.
+    pub(in crate::engine) fn claim_pool(&self, pool: &str) -> Result<Claim<Busy>> {
+        self.busy.claim_with(|busy| {
+            for held in busy {
+                match held {
+                    Busy::Volume(p, volume) if p == pool => {
+                        return Err(Error::Busy(format!(
+                            "volume '{volume}' in pool '{pool}' has an operation in progress"
+                        )))
+                    }
+                    Busy::Pool(p) if p == pool => {
+                        return Err(Error::Busy(format!(
+                            "storage pool '{pool}' is being deactivated or deleted"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Busy::Pool(pool.to_owned()))
+        })
     }
 
     /// Every pool by name, `kimchi_isos` last; from the model alone.
@@ -115,6 +172,7 @@ impl StoragePools {
 
     pub async fn deactivate(&self, name: &str) -> Result<PoolInfo> {
         let name = self.writable(name)?;
+        let _busy = self.claim_pool(&name)?;
         let record = self
             .backend
             .run(move |hv| hv.deactivate_pool(&name))
@@ -125,6 +183,7 @@ impl StoragePools {
 
     pub async fn delete(&self, name: &str) -> Result<()> {
         let uuid = self.model.pool_by_name(&self.writable(name)?)?.uuid;
+        let _busy = self.claim_pool(name)?;
         let owned = name.to_owned();
         self.backend.run(move |hv| hv.undefine_pool(&owned)).await?;
         self.model.remove_pool(&uuid);

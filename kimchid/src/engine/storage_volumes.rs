@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use kimchi_dbus::{TaskInfo, VolumeInfo, VolumeSpec, ISO_POOL, MIB};
 
-use super::claims::{Claim, Claims};
 use super::hypervisor::{Backend, PoolRecord, VolumeRecord};
 use super::isos::Isos;
 use super::model::Model;
-use super::storage_pools::StoragePools;
+use super::storage_pools::{StoragePools, VolumeGuard};
 use super::tasks::{Tasks, Wait};
 use crate::error::{Error, Result};
 use crate::names::check_name;
@@ -20,16 +19,12 @@ const VOLUME_FORMATS: [&str; 2] = ["qcow2", "raw"];
 /// Pool types whose volumes are files in a directory.
 const FILE_POOLS: [&str; 3] = ["dir", "netfs", "fs"];
 
-/// Marks a volume (pool, name) as worked on until dropped.
-pub type VolumeGuard = Claim<(String, String)>;
-
 pub struct StorageVolumes {
     backend: Arc<Backend>,
     model: Arc<Model>,
     tasks: Arc<Tasks>,
     pools: Arc<StoragePools>,
     isos: Arc<Isos>,
-    busy: Claims<(String, String)>,
 }
 
 impl StorageVolumes {
@@ -46,21 +41,12 @@ impl StorageVolumes {
             tasks,
             pools,
             isos,
-            busy: Claims::new(),
         }
     }
 
-    /// Marks the volume busy, or says it already is.
+    /// Marks the volume busy, or says it (or its pool) already is.
     pub fn claim(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
-        let key = (pool.to_owned(), name.to_owned());
-        self.busy.claim_with(|busy| {
-            if busy.contains(&key) {
-                return Err(Error::Busy(format!(
-                    "volume '{name}' in pool '{pool}' has an operation in progress"
-                )));
-            }
-            Ok(key)
-        })
+        self.pools.claim_volume(pool, name)
     }
 
     /// The pool's volumes (re-read from disk, one refresh), or every ISO image for

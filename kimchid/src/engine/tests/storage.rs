@@ -402,6 +402,36 @@ async fn a_busy_mark_is_per_pool_and_name() {
     h.engine.volumes.delete("other", "v1").await.unwrap();
 }
 
+/// A pool does not go away under a volume task, nor does a task start on a pool
+/// going away.
+#[tokio::test]
+async fn a_pool_with_a_busy_volume_is_not_deactivated_or_deleted_and_the_reverse() {
+    let h = harness().await;
+    adopt_pool(&h, "other", "dir", true).await;
+    h.sim.add_volume("other", "v1", "raw", 10);
+    let guard = h.engine.volumes.claim("other", "v1").unwrap();
+    let busy = "volume 'v1' in pool 'other' has an operation in progress";
+    assert_error!(h.engine.pools.deactivate("other").await, Busy, busy);
+    assert_error!(h.engine.pools.delete("other").await, Busy, busy);
+    assert_eq!(
+        h.sim.calls("deactivate_pool") + h.sim.calls("undefine_pool"),
+        0
+    );
+    // Another pool's volumes do not count.
+    let _elsewhere = h.engine.volumes.claim("default", "v1").unwrap();
+    drop(guard);
+    h.engine.pools.deactivate("other").await.unwrap();
+
+    let pool_busy = h.engine.pools.claim_pool("other").unwrap();
+    assert_error!(
+        h.engine.volumes.claim("other", "v1"),
+        Busy,
+        "storage pool 'other' is being deactivated or deleted"
+    );
+    drop(pool_busy);
+    drop(h.engine.volumes.claim("other", "v1").unwrap());
+}
+
 // ---- volume operations ----
 
 #[tokio::test]
