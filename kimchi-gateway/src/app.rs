@@ -16,6 +16,7 @@ use crate::body;
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::negotiate;
+use crate::openapi;
 use crate::reply::Reply;
 use crate::resources::screenshots::Screenshots;
 use crate::resources::tasks::Respond;
@@ -161,6 +162,7 @@ impl App {
                 config::capabilities(&self.kimchid, request_id).await
             }
             Route::Public(Public::Login) => login::login(&self.kimchid, request_id, &body).await,
+            Route::Public(Public::OpenApi) => Ok(openapi::get()),
             Route::Protected(protected) => {
                 let input = Input {
                     method,

@@ -302,6 +302,230 @@ impl From<Text> for String {
     }
 }
 
+/// A request body's list of at most `L::MAX` entries: longer ones are refused while
+/// parsing (400 naming the field and the limit), before they take any more memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<T, L>(Vec<T>, PhantomData<L>);
+
+/// The longest list a request body field takes; the limits are documented in the
+/// README and the OpenAPI document.
+pub trait ListLimit {
+    /// The field, as the client names it.
+    const FIELD: &'static str;
+    const MAX: usize;
+}
+
+/// Declares list limits: `Name: "field", max;`.
+macro_rules! list_limits {
+    ($($(#[$doc:meta])* $name:ident: $field:literal, $max:literal;)+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {}
+
+        impl ListLimit for $name {
+            const FIELD: &'static str = $field;
+            const MAX: usize = $max;
+        }
+    )+};
+}
+
+list_limits! {
+    /// A template's folders (Kimchi's UI shows them as a path).
+    Folders: "folder", 64;
+    /// A template's disks: more than a guest's buses take.
+    Disks: "disks", 32;
+    /// The physical volumes of a logical pool.
+    Devices: "source.devices", 64;
+    /// The host interfaces of a network (bridge and macvtap networks use one).
+    Interfaces: "interfaces", 32;
+}
+
+impl<T, L> List<T, L> {
+    pub fn into_vec(self) -> Vec<T> {
+        self.0
+    }
+}
+
+impl<T, L> Default for List<T, L> {
+    fn default() -> Self {
+        List(Vec::new(), PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, L: ListLimit> Deserialize<'de> for List<T, L> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T, L>(PhantomData<(T, L)>);
+
+        impl<'de, T: Deserialize<'de>, L: ListLimit> Visitor<'de> for ListVisitor<T, L> {
+            type Value = List<T, L>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a list of at most {} entries", L::MAX)
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(L::MAX));
+                while let Some(entry) = seq.next_element()? {
+                    if list.len() == L::MAX {
+                        return Err(de::Error::custom(format_args!(
+                            "{} takes at most {} entries",
+                            L::FIELD,
+                            L::MAX
+                        )));
+                    }
+                    list.push(entry);
+                }
+                Ok(List(list, PhantomData))
+            }
+        }
+
+        deserializer.deserialize_seq(ListVisitor(PhantomData))
+    }
+}
+
+pub use schemas::{PositiveU32, PositiveU64};
+
+/// The JSON schemas of the body types above, for the OpenAPI document.
+mod schemas {
+    use std::num::{NonZeroU32, NonZeroU64};
+
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    // The derive composes the schemas of generic types through this trait, which
+    // utoipa does not document.
+    use utoipa::__dev::ComposeSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{Integer, List, ListLimit, Text, TextOrNumber};
+
+    /// The range of an [`Integer`]'s type.
+    pub trait Range {
+        const MIN: u64;
+        const MAX: u64;
+    }
+
+    macro_rules! range {
+        ($($t:ty: $min:expr, $max:expr;)+) => {$(
+            impl Range for $t {
+                const MIN: u64 = $min;
+                const MAX: u64 = $max as u64;
+            }
+        )+};
+    }
+
+    range! {
+        u32: 0, u32::MAX;
+        u64: 0, u64::MAX;
+        NonZeroU32: 1, u32::MAX;
+        NonZeroU64: 1, u64::MAX;
+    }
+
+    impl<T: Range> ComposeSchema for Integer<T> {
+        fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+            OneOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(T::MIN))
+                        .maximum(Some(T::MAX)),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[0-9]+$")),
+                )
+                .description(Some(
+                    "A non-negative integer, or a string of its decimal digits",
+                ))
+                .into()
+        }
+    }
+
+    /// `Integer<NonZeroU32>` and `Integer<NonZeroU64>` for the derive, which asks
+    /// the type parameter for a schema too (and std's types cannot have one here):
+    /// fields of those types name these with `#[schema(value_type = …)]`.
+    pub struct PositiveU32;
+    pub struct PositiveU64;
+
+    impl PartialSchema for PositiveU32 {
+        fn schema() -> RefOr<Schema> {
+            Integer::<NonZeroU32>::schema()
+        }
+    }
+
+    impl ToSchema for PositiveU32 {}
+
+    impl PartialSchema for PositiveU64 {
+        fn schema() -> RefOr<Schema> {
+            Integer::<NonZeroU64>::schema()
+        }
+    }
+
+    impl ToSchema for PositiveU64 {}
+
+    // Named `Integer_u32`, … in the document: utoipa adds the type parameters.
+    impl<T: Range> ToSchema for Integer<T> {}
+
+    impl PartialSchema for Text {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("Text without NUL characters"))
+                .into()
+        }
+    }
+
+    impl ToSchema for Text {}
+
+    impl PartialSchema for TextOrNumber {
+        fn schema() -> RefOr<Schema> {
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Number))
+                .description(Some("A string, or a number taken as its JSON text"))
+                .into()
+        }
+    }
+
+    impl ToSchema for TextOrNumber {}
+
+    /// The limits are type parameters of [`List`]; the derive asks for their schemas,
+    /// which the list's schema does not use.
+    macro_rules! no_schema {
+        ($($limit:ty),+) => {$(
+            impl PartialSchema for $limit {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new().into()
+                }
+            }
+
+            impl ToSchema for $limit {}
+        )+};
+    }
+
+    no_schema!(
+        super::Folders,
+        super::Disks,
+        super::Devices,
+        super::Interfaces
+    );
+
+    impl<T: ToSchema, L: ListLimit> ComposeSchema for List<T, L> {
+        fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+            ArrayBuilder::new()
+                .items(T::schema())
+                .max_items(Some(L::MAX))
+                .into()
+        }
+    }
+
+    impl<T: ToSchema, L: ListLimit> ToSchema for List<T, L> {
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            T::schemas(schemas);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;

@@ -169,10 +169,14 @@ impl Error {
 }
 
 /// Kimchi's error document (`code` and `reason` as Kimchi clients expect them).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// The status, as `404 Not Found`.
     pub code: String,
+    /// What went wrong, for people.
     pub reason: String,
+    /// The D-Bus error name kimchid sent (`org.kimchi.Kimchi1.Error.*`), or
+    /// `kimchi.gateway.*` when the gateway refused the request itself.
     pub error: String,
     /// The failed task's id (as in `/tasks/:id`), when a task failed.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 
 use kimchi_dbus::InterfaceInfo;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
@@ -12,8 +13,8 @@ use crate::reply::Reply;
 /// Kimchi's keys. kimchid sends an empty string for what an interface does not have;
 /// that is null here (Kimchi sent ""), so that no client takes "" for an address or
 /// a driver.
-#[derive(Debug, Serialize)]
-struct Interface {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Interface {
     name: String,
     /// nic, bridge, vlan or bond.
     #[serde(rename = "type")]
