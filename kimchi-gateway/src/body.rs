@@ -16,7 +16,7 @@ use hyper::body::Body;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Unexpected, Visitor};
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::error::{bounded, quote, Error};
 
 /// How much of an unwanted body (too big, or refused before it was read) is still read
 /// and thrown away before answering. Clients that cannot take an answer before they have
@@ -84,10 +84,43 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             "this request needs a JSON object as its body".into(),
         ));
     }
-    let parsed = serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidBody(format!("invalid JSON request body: {e}")))?;
+    let parsed = serde_json::from_slice(body).map_err(|e| {
+        Error::InvalidBody(format!("invalid JSON request body: {}", serde_message(&e)))
+    })?;
     log_ignored_fields::<T>(body);
     Ok(parsed)
+}
+
+/// serde's message, with what it quotes of the body (an unknown field's name, a
+/// string of the wrong type) cut to a short prefix, and its position.
+fn serde_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let (message, position) = match full.strip_suffix(&position) {
+        Some(message) => (message, position.as_str()),
+        None => (full.as_str(), ""),
+    };
+    format!("{}{position}", shorten_quoted(message))
+}
+
+/// `message` with each part between backquotes or double quotes cut as [`quote`]
+/// cuts it, and the whole cut to [`MAX_MESSAGE_CHARS`].
+fn shorten_quoted(message: &str) -> String {
+    const MAX_MESSAGE_CHARS: usize = 512;
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let delimiter = &rest[open..open + 1];
+        let Some(length) = rest[open + 1..].find(delimiter) else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&quote(&rest[open + 1..open + 1 + length]));
+        out.push_str(delimiter);
+        rest = &rest[open + 2 + length..];
+    }
+    out.push_str(rest);
+    bounded(&out, MAX_MESSAGE_CHARS).into_owned()
 }
 
 /// The body of an action (`POST …/start`, `…/resize`, …): none at all or any JSON
@@ -198,7 +231,7 @@ impl<T: FromStr<Err = ParseIntError>> IntegerVisitor<T> {
         digits
             .parse()
             .map(Integer)
-            .map_err(|e| E::custom(format_args!("invalid value {digits}: {e}")))
+            .map_err(|e| E::custom(format_args!("invalid value {}: {e}", quote(digits))))
     }
 }
 
@@ -222,7 +255,7 @@ impl<T: FromStr<Err = ParseIntError>> Visitor<'_> for IntegerVisitor<T> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(E::invalid_value(Unexpected::Str(v), &self));
+            return Err(E::invalid_value(Unexpected::Str(&quote(v)), &self));
         }
         Self::parse(v)
     }
@@ -856,6 +889,69 @@ mod tests {
             assert_eq!(err.status().as_u16(), 400, "{given}");
             assert!(err.to_string().contains(message), "{given}: {err}");
         }
+    }
+
+    #[test]
+    fn list_takes_up_to_its_limit() {
+        #[derive(Debug, Deserialize)]
+        struct Folder {
+            folder: List<u8, Folders>,
+        }
+        let body = |n: usize| format!(r#"{{"folder": [{}]}}"#, vec!["1"; n].join(","));
+        let f: Folder = json(body(64).as_bytes()).unwrap();
+        assert_eq!(f.folder.into_vec(), vec![1; 64]);
+        let f: Folder = json(b"{\"folder\": []}").unwrap();
+        assert!(f.folder.into_vec().is_empty());
+        let err = json::<Folder>(body(65).as_bytes()).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(
+            err.to_string().starts_with(
+                "invalid JSON request body: folder takes at most 64 entries at line 1"
+            ),
+            "{err}"
+        );
+        let err = json::<Folder>(br#"{"folder": "a"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected a list of at most 64 entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn messages_quote_only_a_prefix_of_the_input() {
+        let long = "x".repeat(100_000);
+        let err =
+            json::<Sample>(format!(r#"{{"name": "a", "{long}": 1}}"#).as_bytes()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.len() < 600, "{}", message.len());
+        assert!(
+            message.starts_with(&format!(
+                "invalid JSON request body: unknown field `{}…`",
+                "x".repeat(64)
+            )),
+            "{message}"
+        );
+        assert!(message.ends_with(" at line 1 column 100016"), "{message}");
+        let digits = "9".repeat(10_000);
+        // (A bare number too long for u64 is "number out of range", quoting nothing.)
+        for given in [format!("\"{digits}\""), format!("\"{long}\"")] {
+            let err = form(&format!(r#"{{"count": {given}}}"#)).unwrap_err();
+            assert!(err.to_string().len() < 600, "{}", err.to_string().len());
+            assert!(err.to_string().contains("…"), "{err}");
+        }
+    }
+
+    #[test]
+    fn quoted_parts_are_cut_one_by_one() {
+        let a = "a".repeat(70);
+        assert_eq!(
+            shorten_quoted(&format!("x `{a}` and \"b\" and `c")),
+            format!("x `{}…` and \"b\" and `c", "a".repeat(64))
+        );
+        assert_eq!(shorten_quoted("no quotes"), "no quotes");
+        let many = "\"a\" ".repeat(1000);
+        assert_eq!(shorten_quoted(&many).chars().count(), 513);
     }
 
     #[test]

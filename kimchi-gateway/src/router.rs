@@ -7,7 +7,7 @@ use hyper::Method;
 use kimchi_dbus::ISO_POOL;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 
 /// Longest decoded path segment accepted (a file-name-sized limit; libvirt's names
 /// are shorter still).
@@ -536,9 +536,9 @@ fn parse_task_id(segment: &str) -> Option<u32> {
 
 /// The decoded segments of `path`, one trailing slash tolerated.
 fn segments(path: &str) -> Result<Vec<String>, Error> {
-    let relative = path
-        .strip_prefix('/')
-        .ok_or_else(|| Error::InvalidPath(format!("path '{path}' does not start with '/'")))?;
+    let relative = path.strip_prefix('/').ok_or_else(|| {
+        Error::InvalidPath(format!("path '{}' does not start with '/'", quote(path)))
+    })?;
     let relative = relative.strip_suffix('/').unwrap_or(relative);
     if relative.is_empty() {
         return Ok(Vec::new());
@@ -561,10 +561,14 @@ fn decode_segment(raw: &str) -> Result<String, Error> {
     } else if bytes.contains(&0) {
         "contains a NUL byte"
     } else {
-        return String::from_utf8(bytes)
-            .map_err(|_| Error::InvalidPath(format!("path segment '{raw}' is not valid UTF-8")));
+        return String::from_utf8(bytes).map_err(|_| {
+            Error::InvalidPath(format!("path segment '{}' is not valid UTF-8", quote(raw)))
+        });
     };
-    Err(Error::InvalidPath(format!("path segment '{raw}' {why}")))
+    Err(Error::InvalidPath(format!(
+        "path segment '{}' {why}",
+        quote(raw)
+    )))
 }
 
 #[cfg(test)]

@@ -296,6 +296,25 @@ mod tests {
     }
 
     #[test]
+    fn interfaces_are_bounded() {
+        let body = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!(r#""eth{i}""#)).collect();
+            format!(
+                r#"{{"name": "m", "connection": "macvtap", "interfaces": [{}]}}"#,
+                names.join(",")
+            )
+        };
+        assert_eq!(spec(&body(32)).unwrap().interfaces.len(), 32);
+        let err = spec(&body(33)).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.to_string()
+                .contains("interfaces takes at most 32 entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn create_body_becomes_a_spec() {
         assert_eq!(
             spec(r#"{"name": "n1", "connection": "nat"}"#).unwrap(),

@@ -225,6 +225,25 @@ mod tests {
     }
 
     #[test]
+    fn source_devices_are_bounded() {
+        let body = |n: usize| {
+            let devices: Vec<String> = (0..n).map(|i| format!(r#""/dev/sd{i}""#)).collect();
+            format!(
+                r#"{{"name": "vg", "type": "logical", "source": {{"devices": [{}]}}}}"#,
+                devices.join(",")
+            )
+        };
+        assert_eq!(spec(&body(64)).unwrap().source_devices.len(), 64);
+        let err = spec(&body(65)).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(
+            err.to_string()
+                .contains("source.devices takes at most 64 entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn dir_pool_request_becomes_a_spec_with_empty_source() {
         let s = spec(r#"{"name": "p1", "type": "dir", "path": "/srv/p1"}"#).unwrap();
         assert_eq!(

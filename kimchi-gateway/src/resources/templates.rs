@@ -217,6 +217,35 @@ mod tests {
         body::json::<Fields>(json.as_bytes())
     }
 
+    /// `n` copies of `item`, as a JSON list.
+    fn json_list(n: usize, item: &str) -> String {
+        format!("[{}]", vec![item; n].join(","))
+    }
+
+    #[test]
+    fn folders_and_disks_are_bounded() {
+        let folder = |n| fields(&format!(r#"{{"folder": {}}}"#, json_list(n, r#""a""#)));
+        assert_eq!(folder(64).unwrap().folder.unwrap().into_vec().len(), 64);
+        let err = folder(65).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.to_string().contains("folder takes at most 64 entries"),
+            "{err}"
+        );
+        let disks = |n| {
+            fields(&format!(
+                r#"{{"disks": {}}}"#,
+                json_list(n, r#"{"size": 1}"#)
+            ))
+        };
+        assert_eq!(disks(32).unwrap().disks.unwrap().into_vec().len(), 32);
+        let err = disks(100_000).unwrap_err();
+        assert!(
+            err.to_string().contains("disks takes at most 32 entries"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn put_body_becomes_a_patch_of_only_its_fields() {
         let patch = fields(
