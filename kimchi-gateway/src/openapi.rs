@@ -678,7 +678,9 @@ fn operations() -> Vec<Op> {
             "/storagepools/{pool}/storagevolumes",
             "List a pool's volumes",
         )
-        .ok(200, "The volumes", list("Volume")),
+        .ok(200, "The volumes", list("Volume"))
+        // Volumes are read from the pool, which must be active.
+        .errors(&[409]),
         Op::new(
             Post,
             "/storagepools/{pool}/storagevolumes",
@@ -693,7 +695,8 @@ fn operations() -> Vec<Op> {
             "/storagepools/{pool}/storagevolumes/{name}",
             "A volume",
         )
-        .ok(200, "The volume", one("Volume")),
+        .ok(200, "The volume", one("Volume"))
+        .errors(&[409]),
         Op::new(
             Delete,
             "/storagepools/{pool}/storagevolumes/{name}",
