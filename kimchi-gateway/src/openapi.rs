@@ -575,6 +575,8 @@ fn operations() -> Vec<Op> {
         Op::new(Post, "/vms", "Create a VM from a template")
             .input(body("NewVm"))
             .located(201, "The new VM (shut off)", one("Vm"))
+            // No such template or pool.
+            .errors(&[404])
             .task(),
         Op::new(Get, "/vms/{name}", "A VM").ok(200, "The VM", one("Vm")),
         Op::new(Put, "/vms/{name}", "Change a VM")

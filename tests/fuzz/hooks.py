@@ -6,9 +6,10 @@ keeps the fuzzer off the host's own things:
 - a path parameter naming an object that existed before the run (the `default` pool
   and network, other tests' VMs, ...) is replaced by a name nothing has, so those
   are never changed or deleted;
-- half of the other names (chosen by a hash of the value, so a case replays the same)
-  are replaced by the fuzzer's own fixtures (a VM, template, pool, volume, network),
-  so that generated requests also reach objects that exist;
+- half of the other names, in paths and in the body fields that name objects
+  (chosen by a hash of the value, so a case replays the same), are replaced by the
+  fuzzer's own fixtures (a VM, template, pool, volume, network), so that generated
+  requests also reach objects that exist;
 - new storage pools are directory pools inside the run's scratch directory (never a
   logical pool on a host's disk, nor a pool over a host directory), and new networks
   are isolated ones without host interfaces (never a bridge or macvtap on the host's
@@ -52,6 +53,23 @@ def fixture_for(path, param):
     return None
 
 
+# Body fields naming other objects (a VM's template and pool, a NIC's network, a
+# drive's pool and volume) and the fixture they may be given.
+BODY_FIXTURES = {
+    "template": "/templates/" + FIXTURES["template"],
+    "storagepool": "/storagepools/" + FIXTURES["pool"],
+    "network": FIXTURES["network"],
+    "pool": FIXTURES["pool"],
+    "vol": FIXTURES["volume"],
+}
+
+
+def picked(value):
+    """Whether a generated value is replaced by a fixture: for half of the values,
+    decided by their hash so that a case replays the same."""
+    return zlib.crc32(repr(value).encode("utf-8", "replace")) % 2 == 0
+
+
 def safe_path(value):
     name = re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64].strip(".") or "p"
     return os.path.join(SCRATCH, "pools", name)
@@ -68,9 +86,14 @@ def before_call(context, case, **kwargs):
             params[param] = SPARED
             continue
         fixture = fixture_for(path, param)
-        if fixture is not None and zlib.crc32(value.encode("utf-8", "replace")) % 2 == 0:
+        if fixture is not None and picked(value):
             params[param] = fixture
     body = case.body
+    if isinstance(body, dict):
+        for key, value in list(body.items()):
+            fixture = BODY_FIXTURES.get(key)
+            if fixture is not None and picked(value):
+                body[key] = fixture
     if case.method.upper() == "POST" and isinstance(body, dict):
         if path == "/storagepools":
             body.pop("source", None)

@@ -2,7 +2,7 @@
 """What exists on the stack, through the REST API, for tests/fuzz.sh.
 
   inventory.py snapshot OUT.json         every VM, template, pool, volume and network
-  inventory.py fixtures BEFORE.json OUT.json
+  inventory.py fixtures BEFORE.json OUT.json SCRATCH
                                          creates the objects the fuzzer may change
                                          (a template, a VM, a pool with a volume,
                                          a network) and writes their names
@@ -34,6 +34,9 @@ TLS.verify_mode = ssl.CERT_NONE
 
 FIXTURE = "kimchi-fuzz"
 ISO_POOL = "kimchi_isos"
+# The end-to-end tests' objects (tests/src/lib.rs, unique_name): on a shared stack
+# they come and go during a run, and are theirs to remove.
+E2E_PREFIX = "kimchi-t-"
 
 
 def seg(name):
@@ -138,14 +141,22 @@ def wait_for_tasks(seconds=300):
         time.sleep(1)
 
 
-def new_objects(before, after):
-    new = {key: sorted(set(after[key]) - set(before[key])) for key in ("vms", "templates", "pools", "networks")}
-    new["volumes"] = {
-        pool: sorted(set(vols) - set(before["volumes"].get(pool, [])))
-        for pool, vols in after["volumes"].items()
-        if set(vols) - set(before["volumes"].get(pool, []))
+def difference(now, then):
+    """What `now` has and `then` has not, the end-to-end tests' objects left out."""
+    def minus(a, b):
+        return sorted(n for n in set(a) - set(b) if not n.startswith(E2E_PREFIX))
+
+    diff = {key: minus(now[key], then[key]) for key in ("vms", "templates", "pools", "networks")}
+    diff["volumes"] = {
+        pool: minus(vols, then["volumes"].get(pool, []))
+        for pool, vols in now["volumes"].items()
+        if minus(vols, then["volumes"].get(pool, []))
     }
-    return new
+    return diff
+
+
+def new_objects(before, after):
+    return difference(after, before)
 
 
 def attempt(what, method, path, ok=(200, 202, 204, 404, 409)):
@@ -189,13 +200,7 @@ def cleanup(before):
 
 
 def before_gone(before, after):
-    gone = {key: sorted(set(before[key]) - set(after[key])) for key in ("vms", "templates", "pools", "networks")}
-    gone["volumes"] = {
-        pool: sorted(set(vols) - set(after["volumes"].get(pool, [])))
-        for pool, vols in before["volumes"].items()
-        if set(vols) - set(after["volumes"].get(pool, []))
-    }
-    return gone
+    return difference(before, after)
 
 
 def main(argv):
