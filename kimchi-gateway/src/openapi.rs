@@ -452,6 +452,11 @@ impl Success {
             header.description = Some("The URI of the resource or task".into());
             response = response.header("Location", header);
         }
+        if self.status == 202 {
+            let mut header = Header::new(string().enum_values(Some(["respond-async"])));
+            header.description = Some("respond-async, when the request asked for it".into());
+            response = response.header("Preference-Applied", header);
+        }
         response.build()
     }
 }
