@@ -6,7 +6,7 @@ use kimchi_dbus::InterfaceInfo;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 
@@ -70,7 +70,7 @@ fn find(interfaces: Vec<InterfaceInfo>, name: &str) -> Result<InterfaceInfo, Err
     interfaces
         .into_iter()
         .find(|i| i.name == name)
-        .ok_or_else(|| Error::NotFound(format!("no host interface named '{name}'")))
+        .ok_or_else(|| Error::NotFound(format!("no host interface named '{}'", quote(name))))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::body::{self, Text};
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
@@ -110,7 +110,8 @@ fn find(ifaces: Vec<VmIface>, vm: &str, mac: &str) -> Result<VmIface, Error> {
         .find(|i| i.mac.eq_ignore_ascii_case(mac))
         .ok_or_else(|| {
             Error::NotFound(format!(
-                "VM '{vm}' has no network interface with MAC address '{mac}'"
+                "VM '{vm}' has no network interface with MAC address '{}'",
+                quote(mac)
             ))
         })
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::body::{self, Integer, Text};
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
@@ -95,7 +95,8 @@ impl TryFrom<NewStorage> for VmStorageSpec {
                 })
             }
             other => Err(Error::InvalidBody(format!(
-                "`type` must be 'cdrom' or 'disk', not '{other}'"
+                "`type` must be 'cdrom' or 'disk', not '{}'",
+                quote(other)
             ))),
         }
     }
@@ -137,7 +138,7 @@ fn find(storages: Vec<VmStorage>, vm: &str, dev: &str) -> Result<VmStorage, Erro
     storages
         .into_iter()
         .find(|s| s.dev == dev)
-        .ok_or_else(|| Error::NotFound(format!("VM '{vm}' has no drive '{dev}'")))
+        .ok_or_else(|| Error::NotFound(format!("VM '{vm}' has no drive '{}'", quote(dev))))
 }
 
 /// 201 with the new drive and its `Location`.
