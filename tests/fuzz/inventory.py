@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What exists on the stack, through the REST API, for tests/fuzz.sh.
 
+  inventory.py login OUT.json            opens a session: {"cookie", "csrf_token"}
   inventory.py snapshot OUT.json         every VM, template, pool, volume and network
   inventory.py fixtures BEFORE.json OUT.json SCRATCH
                                          creates the objects the fuzzer may change
@@ -10,10 +11,11 @@
                                          then fails if anything new is left
 
 The gateway's URL and credentials come from KIMCHI_URL, KIMCHI_USER and
-KIMCHI_PASSWORD. Standard library only: it runs with the venv's python or any other.
+KIMCHI_PASSWORD; every command but `login` uses the session in KIMCHI_SESSION (the
+file `login` wrote), so that its requests are no login attempts (which the gateway
+throttles per client address). Standard library only.
 """
 
-import base64
 import json
 import os
 import ssl
@@ -24,9 +26,6 @@ import urllib.parse
 import urllib.request
 
 URL = os.environ.get("KIMCHI_URL", "https://localhost:8001")
-AUTH = base64.b64encode(
-    f"{os.environ['KIMCHI_USER']}:{os.environ['KIMCHI_PASSWORD']}".encode()
-).decode()
 # The test stack's certificate is self-signed.
 TLS = ssl.create_default_context()
 TLS.check_hostname = False
@@ -43,22 +42,51 @@ def seg(name):
     return urllib.parse.quote(name, safe="")
 
 
-def call(method, path, body=None, ok=(200, 201, 202, 204)):
+SESSION = None
+
+
+def send(method, path, body, headers):
+    """One request; a 429 is waited out (Retry-After) and sent again, a few times."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(URL + path, data=data, method=method)
-    req.add_header("Authorization", "Basic " + AUTH)
-    req.add_header("Accept", "application/json")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, context=TLS, timeout=300) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
+    for attempt in range(10):
+        req = urllib.request.Request(URL + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, context=TLS, timeout=300) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code != 429 or attempt == 9:
+                return e.code, e.headers, e.read()
+            time.sleep(min(int(e.headers.get("Retry-After", "1")), 30))
+
+
+def call(method, path, body=None, ok=(200, 201, 202, 204)):
+    headers = {
+        "Cookie": "kimchi_session=" + SESSION["cookie"],
+        "X-CSRF-Token": SESSION["csrf_token"],
+    }
+    status, _, raw = send(method, path, body, headers)
     value = json.loads(raw) if raw.strip() else None
     if status not in ok:
         raise RuntimeError(f"{method} {path}: {status} {value}")
     return status, value
+
+
+def login():
+    credentials = {"username": os.environ["KIMCHI_USER"], "password": os.environ["KIMCHI_PASSWORD"]}
+    status, headers, raw = send("POST", "/login", credentials, {})
+    if status != 200:
+        raise RuntimeError(f"POST /login: {status} {raw[:200]!r}")
+    cookie = next(
+        c.split(";")[0].split("=", 1)[1]
+        for c in headers.get_all("Set-Cookie")
+        if c.startswith("kimchi_session=")
+    )
+    return {"cookie": cookie, "csrf_token": json.loads(raw)["csrf_token"]}
 
 
 def get(path):
@@ -204,7 +232,14 @@ def before_gone(before, after):
 
 
 def main(argv):
+    global SESSION
     command = argv[1] if len(argv) > 1 else ""
+    if command == "login" and len(argv) == 3:
+        with open(argv[2], "w") as out:
+            json.dump(login(), out)
+        return 0
+    with open(os.environ["KIMCHI_SESSION"]) as f:
+        SESSION = json.load(f)
     if command == "snapshot" and len(argv) == 3:
         inventory = snapshot()
         inventory["names"] = names(inventory)
