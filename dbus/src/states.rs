@@ -9,6 +9,7 @@ use zbus::Type;
 
 /// A virtual machine's state, as libvirt reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[zbus(signature = "s")]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
@@ -45,6 +46,7 @@ impl VmState {
 
 /// A storage pool's state, as libvirt reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[zbus(signature = "s")]
 #[serde(rename_all = "lowercase")]
 pub enum PoolState {
@@ -69,6 +71,7 @@ impl PoolState {
 
 /// A task's state: it runs, then ends once, finished or failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[zbus(signature = "s")]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -89,6 +92,7 @@ impl TaskState {
 
 /// A virtual network's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[zbus(signature = "s")]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkState {

@@ -242,6 +242,7 @@ pub struct TaskInfo {
 /// A running guest's recent activity, sampled every few seconds in one bulk libvirt
 /// call; all zero (peaks 100, Kimchi's chart scale) for a guest that is not running.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Type)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct VmStats {
     /// 0 to 100, over all of the guest's vCPUs.
     pub cpu_utilization: f64,

@@ -16,6 +16,7 @@ use crate::body;
 use crate::error::{self, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::negotiate;
+use crate::openapi;
 use crate::reply::Reply;
 use crate::resources::screenshots::{Owner, Screenshots};
 use crate::resources::tasks::Respond;
@@ -167,6 +168,7 @@ impl App {
                 let peer = conn.peer.ip();
                 login::login(&self.kimchid, &self.throttle, peer, request_id, &body).await
             }
+            Route::Public(Public::OpenApi) => Ok(openapi::get()),
             Route::Protected(protected) => {
                 let input = Input {
                     method,

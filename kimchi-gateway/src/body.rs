@@ -16,7 +16,7 @@ use hyper::body::Body;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Unexpected, Visitor};
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::error::{bounded, quote, Error};
 
 /// How much of an unwanted body (too big, or refused before it was read) is still read
 /// and thrown away before answering. Clients that cannot take an answer before they have
@@ -84,10 +84,43 @@ pub fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
             "this request needs a JSON object as its body".into(),
         ));
     }
-    let parsed = serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidBody(format!("invalid JSON request body: {e}")))?;
+    let parsed = serde_json::from_slice(body).map_err(|e| {
+        Error::InvalidBody(format!("invalid JSON request body: {}", serde_message(&e)))
+    })?;
     log_ignored_fields::<T>(body);
     Ok(parsed)
+}
+
+/// serde's message, with what it quotes of the body (an unknown field's name, a
+/// string of the wrong type) cut to a short prefix, and its position.
+fn serde_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let (message, position) = match full.strip_suffix(&position) {
+        Some(message) => (message, position.as_str()),
+        None => (full.as_str(), ""),
+    };
+    format!("{}{position}", shorten_quoted(message))
+}
+
+/// `message` with each part between backquotes or double quotes cut as [`quote`]
+/// cuts it, and the whole cut to [`MAX_MESSAGE_CHARS`].
+fn shorten_quoted(message: &str) -> String {
+    const MAX_MESSAGE_CHARS: usize = 512;
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let delimiter = &rest[open..open + 1];
+        let Some(length) = rest[open + 1..].find(delimiter) else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&quote(&rest[open + 1..open + 1 + length]));
+        out.push_str(delimiter);
+        rest = &rest[open + 2 + length..];
+    }
+    out.push_str(rest);
+    bounded(&out, MAX_MESSAGE_CHARS).into_owned()
 }
 
 /// The body of an action (`POST …/start`, `…/resize`, …): none at all or any JSON
@@ -198,7 +231,7 @@ impl<T: FromStr<Err = ParseIntError>> IntegerVisitor<T> {
         digits
             .parse()
             .map(Integer)
-            .map_err(|e| E::custom(format_args!("invalid value {digits}: {e}")))
+            .map_err(|e| E::custom(format_args!("invalid value {}: {e}", quote(digits))))
     }
 }
 
@@ -222,7 +255,7 @@ impl<T: FromStr<Err = ParseIntError>> Visitor<'_> for IntegerVisitor<T> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(E::invalid_value(Unexpected::Str(v), &self));
+            return Err(E::invalid_value(Unexpected::Str(&quote(v)), &self));
         }
         Self::parse(v)
     }
@@ -299,6 +332,230 @@ impl TryFrom<String> for Text {
 impl From<Text> for String {
     fn from(text: Text) -> String {
         text.0
+    }
+}
+
+/// A request body's list of at most `L::MAX` entries: longer ones are refused while
+/// parsing (400 naming the field and the limit), before they take any more memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List<T, L>(Vec<T>, PhantomData<L>);
+
+/// The longest list a request body field takes; the limits are documented in the
+/// README and the OpenAPI document.
+pub trait ListLimit {
+    /// The field, as the client names it.
+    const FIELD: &'static str;
+    const MAX: usize;
+}
+
+/// Declares list limits: `Name: "field", max;`.
+macro_rules! list_limits {
+    ($($(#[$doc:meta])* $name:ident: $field:literal, $max:literal;)+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {}
+
+        impl ListLimit for $name {
+            const FIELD: &'static str = $field;
+            const MAX: usize = $max;
+        }
+    )+};
+}
+
+list_limits! {
+    /// A template's folders (Kimchi's UI shows them as a path).
+    Folders: "folder", 64;
+    /// A template's disks: more than a guest's buses take.
+    Disks: "disks", 32;
+    /// The physical volumes of a logical pool.
+    Devices: "source.devices", 64;
+    /// The host interfaces of a network (bridge and macvtap networks use one).
+    Interfaces: "interfaces", 32;
+}
+
+impl<T, L> List<T, L> {
+    pub fn into_vec(self) -> Vec<T> {
+        self.0
+    }
+}
+
+impl<T, L> Default for List<T, L> {
+    fn default() -> Self {
+        List(Vec::new(), PhantomData)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, L: ListLimit> Deserialize<'de> for List<T, L> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T, L>(PhantomData<(T, L)>);
+
+        impl<'de, T: Deserialize<'de>, L: ListLimit> Visitor<'de> for ListVisitor<T, L> {
+            type Value = List<T, L>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a list of at most {} entries", L::MAX)
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(L::MAX));
+                while let Some(entry) = seq.next_element()? {
+                    if list.len() == L::MAX {
+                        return Err(de::Error::custom(format_args!(
+                            "{} takes at most {} entries",
+                            L::FIELD,
+                            L::MAX
+                        )));
+                    }
+                    list.push(entry);
+                }
+                Ok(List(list, PhantomData))
+            }
+        }
+
+        deserializer.deserialize_seq(ListVisitor(PhantomData))
+    }
+}
+
+pub use schemas::{PositiveU32, PositiveU64};
+
+/// The JSON schemas of the body types above, for the OpenAPI document.
+mod schemas {
+    use std::num::{NonZeroU32, NonZeroU64};
+
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    // The derive composes the schemas of generic types through this trait, which
+    // utoipa does not document.
+    use utoipa::__dev::ComposeSchema;
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{Integer, List, ListLimit, Text, TextOrNumber};
+
+    /// The range of an [`Integer`]'s type.
+    pub trait Range {
+        const MIN: u64;
+        const MAX: u64;
+    }
+
+    macro_rules! range {
+        ($($t:ty: $min:expr, $max:expr;)+) => {$(
+            impl Range for $t {
+                const MIN: u64 = $min;
+                const MAX: u64 = $max as u64;
+            }
+        )+};
+    }
+
+    range! {
+        u32: 0, u32::MAX;
+        u64: 0, u64::MAX;
+        NonZeroU32: 1, u32::MAX;
+        NonZeroU64: 1, u64::MAX;
+    }
+
+    impl<T: Range> ComposeSchema for Integer<T> {
+        fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+            OneOfBuilder::new()
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(T::MIN))
+                        .maximum(Some(T::MAX)),
+                )
+                .item(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[0-9]+$")),
+                )
+                .description(Some(
+                    "A non-negative integer, or a string of its decimal digits",
+                ))
+                .into()
+        }
+    }
+
+    /// `Integer<NonZeroU32>` and `Integer<NonZeroU64>` for the derive, which asks
+    /// the type parameter for a schema too (and std's types cannot have one here):
+    /// fields of those types name these with `#[schema(value_type = …)]`.
+    pub struct PositiveU32;
+    pub struct PositiveU64;
+
+    impl PartialSchema for PositiveU32 {
+        fn schema() -> RefOr<Schema> {
+            Integer::<NonZeroU32>::schema()
+        }
+    }
+
+    impl ToSchema for PositiveU32 {}
+
+    impl PartialSchema for PositiveU64 {
+        fn schema() -> RefOr<Schema> {
+            Integer::<NonZeroU64>::schema()
+        }
+    }
+
+    impl ToSchema for PositiveU64 {}
+
+    // Named `Integer_u32`, … in the document: utoipa adds the type parameters.
+    impl<T: Range> ToSchema for Integer<T> {}
+
+    impl PartialSchema for Text {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("Text without NUL characters"))
+                .into()
+        }
+    }
+
+    impl ToSchema for Text {}
+
+    impl PartialSchema for TextOrNumber {
+        fn schema() -> RefOr<Schema> {
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Number))
+                .description(Some("A string, or a number taken as its JSON text"))
+                .into()
+        }
+    }
+
+    impl ToSchema for TextOrNumber {}
+
+    /// The limits are type parameters of [`List`]; the derive asks for their schemas,
+    /// which the list's schema does not use.
+    macro_rules! no_schema {
+        ($($limit:ty),+) => {$(
+            impl PartialSchema for $limit {
+                fn schema() -> RefOr<Schema> {
+                    ObjectBuilder::new().into()
+                }
+            }
+
+            impl ToSchema for $limit {}
+        )+};
+    }
+
+    no_schema!(
+        super::Folders,
+        super::Disks,
+        super::Devices,
+        super::Interfaces
+    );
+
+    impl<T: ToSchema, L: ListLimit> ComposeSchema for List<T, L> {
+        fn compose(_: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+            ArrayBuilder::new()
+                .items(T::schema())
+                .max_items(Some(L::MAX))
+                .into()
+        }
+    }
+
+    impl<T: ToSchema, L: ListLimit> ToSchema for List<T, L> {
+        fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+            T::schemas(schemas);
+        }
     }
 }
 
@@ -632,6 +889,69 @@ mod tests {
             assert_eq!(err.status().as_u16(), 400, "{given}");
             assert!(err.to_string().contains(message), "{given}: {err}");
         }
+    }
+
+    #[test]
+    fn list_takes_up_to_its_limit() {
+        #[derive(Debug, Deserialize)]
+        struct Folder {
+            folder: List<u8, Folders>,
+        }
+        let body = |n: usize| format!(r#"{{"folder": [{}]}}"#, vec!["1"; n].join(","));
+        let f: Folder = json(body(64).as_bytes()).unwrap();
+        assert_eq!(f.folder.into_vec(), vec![1; 64]);
+        let f: Folder = json(b"{\"folder\": []}").unwrap();
+        assert!(f.folder.into_vec().is_empty());
+        let err = json::<Folder>(body(65).as_bytes()).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(
+            err.to_string().starts_with(
+                "invalid JSON request body: folder takes at most 64 entries at line 1"
+            ),
+            "{err}"
+        );
+        let err = json::<Folder>(br#"{"folder": "a"}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected a list of at most 64 entries"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn messages_quote_only_a_prefix_of_the_input() {
+        let long = "x".repeat(100_000);
+        let err =
+            json::<Sample>(format!(r#"{{"name": "a", "{long}": 1}}"#).as_bytes()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.len() < 600, "{}", message.len());
+        assert!(
+            message.starts_with(&format!(
+                "invalid JSON request body: unknown field `{}…`",
+                "x".repeat(64)
+            )),
+            "{message}"
+        );
+        assert!(message.ends_with(" at line 1 column 100016"), "{message}");
+        let digits = "9".repeat(10_000);
+        // (A bare number too long for u64 is "number out of range", quoting nothing.)
+        for given in [format!("\"{digits}\""), format!("\"{long}\"")] {
+            let err = form(&format!(r#"{{"count": {given}}}"#)).unwrap_err();
+            assert!(err.to_string().len() < 600, "{}", err.to_string().len());
+            assert!(err.to_string().contains("…"), "{err}");
+        }
+    }
+
+    #[test]
+    fn quoted_parts_are_cut_one_by_one() {
+        let a = "a".repeat(70);
+        assert_eq!(
+            shorten_quoted(&format!("x `{a}` and \"b\" and `c")),
+            format!("x `{}…` and \"b\" and `c", "a".repeat(64))
+        );
+        assert_eq!(shorten_quoted("no quotes"), "no quotes");
+        let many = "\"a\" ".repeat(1000);
+        assert_eq!(shorten_quoted(&many).chars().count(), 513);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Prints the OpenAPI document that `GET /openapi.json` serves, and exits.
+    Openapi,
 }
 
 #[cfg(test)]

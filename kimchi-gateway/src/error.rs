@@ -16,7 +16,7 @@ const GATEWAY_PREFIX: &str = "kimchi.gateway";
 pub enum Error {
     #[error("{0}")]
     InvalidPath(String),
-    #[error("no resource at '{0}'")]
+    #[error("no resource at '{}'", quote(.0))]
     UnknownPath(String),
     /// Something the gateway looked for in what kimchid listed and did not find
     /// (a host interface, a VM's NIC or drive: kimchid has no call for a single one).
@@ -34,7 +34,7 @@ pub enum Error {
     NotAcceptable,
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    #[error("this API only accepts application/json request bodies, not '{0}'")]
+    #[error("this API only accepts application/json request bodies, not '{}'", quote(.0))]
     UnsupportedMediaType(String),
     #[error("{0}")]
     InvalidBody(String),
@@ -178,10 +178,14 @@ impl Error {
 }
 
 /// Kimchi's error document (`code` and `reason` as Kimchi clients expect them).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// The status, as `404 Not Found`.
     pub code: String,
+    /// What went wrong, for people.
     pub reason: String,
+    /// The D-Bus error name kimchid sent (`org.kimchi.Kimchi1.Error.*`), or
+    /// `kimchi.gateway.*` when the gateway refused the request itself.
     pub error: String,
     /// The failed task's id (as in `/tasks/:id`), when a task failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -237,7 +241,28 @@ fn bus_reason(e: &BusError) -> String {
             format!("kimchid is not reachable on the system bus: {z}")
         }
         BusError::ZBus(z) => format!("unexpected reply from kimchid: {z}"),
-        other => other.description().unwrap_or_default().to_owned(),
+        // kimchid's messages may quote what the request named, whatever its size.
+        other => bounded(other.description().unwrap_or_default(), MAX_BUS_REASON).into_owned(),
+    }
+}
+
+/// How much of a value from a request an error message quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// The longest message of kimchid's the gateway passes on.
+const MAX_BUS_REASON: usize = 1024;
+
+/// `input` as an error message quotes it: its first [`QUOTED_CHARS`] characters, with
+/// "…" when there was more, so that a huge value never makes a huge answer.
+pub fn quote(input: &str) -> std::borrow::Cow<'_, str> {
+    bounded(input, QUOTED_CHARS)
+}
+
+/// `text` cut to its first `chars` characters, with "…" when there was more.
+pub fn bounded(text: &str, chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(chars) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
     }
 }
 
@@ -292,6 +317,29 @@ mod tests {
 
     fn fdo(e: Fdo) -> Error {
         Error::from(zbus::Error::FDO(Box::new(e)))
+    }
+
+    #[test]
+    fn quote_keeps_a_short_prefix() {
+        assert_eq!(quote("short"), "short");
+        let exact = "é".repeat(QUOTED_CHARS);
+        assert_eq!(quote(&exact), exact);
+        assert_eq!(quote(&"é".repeat(QUOTED_CHARS + 1)), format!("{exact}…"));
+    }
+
+    #[test]
+    fn messages_quote_a_prefix_of_long_input() {
+        let long = "a".repeat(1 << 20);
+        let path = format!("/{long}");
+        let reason = Error::UnknownPath(path.clone()).body().reason;
+        assert_eq!(reason, format!("no resource at '/{}…'", "a".repeat(63)));
+        let reason = Error::UnsupportedMediaType(long.clone()).body().reason;
+        assert!(reason.len() < 200, "{reason}");
+        let reason = Error::from(BusError::InvalidArgument(format!("name '{long}' is bad")))
+            .body()
+            .reason;
+        assert_eq!(reason.chars().count(), MAX_BUS_REASON + 1);
+        assert!(reason.ends_with('…'));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod error;
 mod kimchid;
 mod listener;
 mod negotiate;
+mod openapi;
 mod reply;
 mod resources;
 mod router;
@@ -36,6 +37,16 @@ fn main() -> ExitCode {
     if let Some(cli::Command::GenerateCertificate { out_dir }) = &args.command {
         init_logging("info");
         return generate_certificate(out_dir);
+    }
+    if let Some(cli::Command::Openapi) = &args.command {
+        use std::io::Write;
+        return match std::io::stdout().write_all(openapi::document()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kimchi-gateway: cannot write the document: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match Config::load(&args) {
         Ok(c) => c,

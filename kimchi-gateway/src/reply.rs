@@ -48,6 +48,16 @@ impl Reply {
         }
     }
 
+    /// 200 with a JSON document serialized ahead of time.
+    pub fn json_bytes(body: Bytes) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Some(body),
+            content_type: JSON,
+            headers: HeaderMap::new(),
+        }
+    }
+
     pub fn png(image: Bytes) -> Reply {
         Reply {
             status: StatusCode::OK,

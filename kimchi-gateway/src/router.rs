@@ -7,7 +7,7 @@ use hyper::Method;
 use kimchi_dbus::ISO_POOL;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 
 /// Longest decoded path segment accepted (a file-name-sized limit; libvirt's names
 /// are shorter still).
@@ -27,6 +27,8 @@ pub enum Public {
     Config,
     Capabilities,
     Login,
+    /// This API's OpenAPI document.
+    OpenApi,
 }
 
 /// Needs a session cookie or Basic credentials.
@@ -218,6 +220,7 @@ impl Route {
             ["config"] => Route::Public(Public::Config),
             ["config", "capabilities"] => Route::Public(Public::Capabilities),
             ["login"] => Route::Public(Public::Login),
+            ["openapi.json"] => Route::Public(Public::OpenApi),
             ["logout"] => Route::Protected(Protected::Logout),
             ["vms"] => Route::Protected(Protected::Vms),
             ["vms", name] => Route::Protected(Protected::Vm(owned(name))),
@@ -286,7 +289,7 @@ impl Route {
     fn methods(&self) -> &'static Methods {
         use Protected as P;
         match self {
-            Route::Public(Public::Config | Public::Capabilities)
+            Route::Public(Public::Config | Public::Capabilities | Public::OpenApi)
             | Route::Protected(
                 P::VmScreenshot(_)
                 | P::VmConsole(_)
@@ -317,6 +320,56 @@ impl Route {
         }
     }
 
+    /// The route's path template, as the OpenAPI document writes it. Every route has
+    /// one (the match has no catch-all), and [`TEMPLATES`] lists them all.
+    #[cfg(test)]
+    pub fn template(&self) -> &'static str {
+        use Protected as P;
+        match self {
+            Route::Public(Public::Config) => "/config",
+            Route::Public(Public::Capabilities) => "/config/capabilities",
+            Route::Public(Public::Login) => "/login",
+            Route::Public(Public::OpenApi) => "/openapi.json",
+            Route::Protected(route) => match route {
+                P::Logout => "/logout",
+                P::Vms => "/vms",
+                P::Vm(_) => "/vms/{name}",
+                P::VmAction(_, action) => action.template(),
+                P::VmScreenshot(_) => "/vms/{name}/screenshot",
+                P::VmConsole(_) => "/vms/{name}/console",
+                P::VmIfaces(_) => "/vms/{name}/ifaces",
+                P::VmIface(..) => "/vms/{name}/ifaces/{mac}",
+                P::VmStorages(_) => "/vms/{name}/storages",
+                P::VmStorage(..) => "/vms/{name}/storages/{dev}",
+                P::ScreenshotImage(_) => "/data/screenshots/{id}.png",
+                P::Templates => "/templates",
+                P::Template(_) => "/templates/{name}",
+                P::StoragePools => "/storagepools",
+                P::StoragePool(_) => "/storagepools/{name}",
+                P::StoragePoolAction(_, PoolAction::Activate) => "/storagepools/{name}/activate",
+                P::StoragePoolAction(_, PoolAction::Deactivate) => {
+                    "/storagepools/{name}/deactivate"
+                }
+                P::StorageVolumes(_) => "/storagepools/{pool}/storagevolumes",
+                P::StorageVolume(..) => "/storagepools/{pool}/storagevolumes/{name}",
+                P::StorageVolumeAction(_, _, VolumeAction::Resize) => {
+                    "/storagepools/{pool}/storagevolumes/{name}/resize"
+                }
+                P::StorageVolumeAction(_, _, VolumeAction::Wipe) => {
+                    "/storagepools/{pool}/storagevolumes/{name}/wipe"
+                }
+                P::Tasks => "/tasks",
+                P::Task(_) => "/tasks/{id}",
+                P::Networks => "/networks",
+                P::Network(_) => "/networks/{name}",
+                P::NetworkAction(_, NetworkAction::Activate) => "/networks/{name}/activate",
+                P::NetworkAction(_, NetworkAction::Deactivate) => "/networks/{name}/deactivate",
+                P::Interfaces => "/interfaces",
+                P::Interface(_) => "/interfaces/{name}",
+            },
+        }
+    }
+
     pub fn check_method(&self, method: &Method) -> Result<(), Error> {
         let methods = self.methods();
         if methods.list.contains(method) {
@@ -331,7 +384,100 @@ impl Route {
     }
 }
 
+/// Every route's path template (see [`Route::template`]), each `{parameter}` being
+/// one path segment. The tests check it against the router and the OpenAPI document.
+#[cfg(test)]
+pub const TEMPLATES: &[&str] = &[
+    "/config",
+    "/config/capabilities",
+    "/login",
+    "/openapi.json",
+    "/logout",
+    "/vms",
+    "/vms/{name}",
+    "/vms/{name}/start",
+    "/vms/{name}/stop",
+    "/vms/{name}/poweroff",
+    "/vms/{name}/shutdown",
+    "/vms/{name}/reboot",
+    "/vms/{name}/reset",
+    "/vms/{name}/suspend",
+    "/vms/{name}/resume",
+    "/vms/{name}/connect",
+    "/vms/{name}/screenshot",
+    "/vms/{name}/console",
+    "/vms/{name}/ifaces",
+    "/vms/{name}/ifaces/{mac}",
+    "/vms/{name}/storages",
+    "/vms/{name}/storages/{dev}",
+    "/data/screenshots/{id}.png",
+    "/templates",
+    "/templates/{name}",
+    "/storagepools",
+    "/storagepools/{name}",
+    "/storagepools/{name}/activate",
+    "/storagepools/{name}/deactivate",
+    "/storagepools/{pool}/storagevolumes",
+    "/storagepools/{pool}/storagevolumes/{name}",
+    "/storagepools/{pool}/storagevolumes/{name}/resize",
+    "/storagepools/{pool}/storagevolumes/{name}/wipe",
+    "/tasks",
+    "/tasks/{id}",
+    "/networks",
+    "/networks/{name}",
+    "/networks/{name}/activate",
+    "/networks/{name}/deactivate",
+    "/interfaces",
+    "/interfaces/{name}",
+];
+
+/// Every route template with the methods the router lets through for it (those of
+/// an ordinary name; `kimchi_isos` takes fewer). Each template is checked by parsing
+/// a path made from it, so this is what [`Route::parse`] and the method rules do.
+#[cfg(test)]
+pub fn method_table() -> Vec<(&'static str, &'static [Method])> {
+    TEMPLATES
+        .iter()
+        .map(|&template| {
+            let route = Route::parse(&example_path(template))
+                .unwrap_or_else(|e| panic!("route template {template}: {e}"));
+            assert_eq!(route.template(), template, "route template");
+            (template, route.methods().list)
+        })
+        .collect()
+}
+
+/// A path matching `template`, each parameter being `1` (a valid task id and name).
+#[cfg(test)]
+fn example_path(template: &str) -> String {
+    let mut path = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("parameters are closed") + open;
+        path.push_str(&rest[..open]);
+        path.push('1');
+        rest = &rest[close + 1..];
+    }
+    path.push_str(rest);
+    path
+}
+
 impl VmAction {
+    #[cfg(test)]
+    fn template(self) -> &'static str {
+        match self {
+            VmAction::Start => "/vms/{name}/start",
+            VmAction::Stop => "/vms/{name}/stop",
+            VmAction::Poweroff => "/vms/{name}/poweroff",
+            VmAction::Shutdown => "/vms/{name}/shutdown",
+            VmAction::Reboot => "/vms/{name}/reboot",
+            VmAction::Reset => "/vms/{name}/reset",
+            VmAction::Suspend => "/vms/{name}/suspend",
+            VmAction::Resume => "/vms/{name}/resume",
+            VmAction::Connect => "/vms/{name}/connect",
+        }
+    }
+
     fn parse(segment: &str) -> Option<VmAction> {
         match segment {
             "start" => Some(VmAction::Start),
@@ -390,9 +536,9 @@ fn parse_task_id(segment: &str) -> Option<u32> {
 
 /// The decoded segments of `path`, one trailing slash tolerated.
 fn segments(path: &str) -> Result<Vec<String>, Error> {
-    let relative = path
-        .strip_prefix('/')
-        .ok_or_else(|| Error::InvalidPath(format!("path '{path}' does not start with '/'")))?;
+    let relative = path.strip_prefix('/').ok_or_else(|| {
+        Error::InvalidPath(format!("path '{}' does not start with '/'", quote(path)))
+    })?;
     let relative = relative.strip_suffix('/').unwrap_or(relative);
     if relative.is_empty() {
         return Ok(Vec::new());
@@ -415,10 +561,14 @@ fn decode_segment(raw: &str) -> Result<String, Error> {
     } else if bytes.contains(&0) {
         "contains a NUL byte"
     } else {
-        return String::from_utf8(bytes)
-            .map_err(|_| Error::InvalidPath(format!("path segment '{raw}' is not valid UTF-8")));
+        return String::from_utf8(bytes).map_err(|_| {
+            Error::InvalidPath(format!("path segment '{}' is not valid UTF-8", quote(raw)))
+        });
     };
-    Err(Error::InvalidPath(format!("path segment '{raw}' {why}")))
+    Err(Error::InvalidPath(format!(
+        "path segment '{}' {why}",
+        quote(raw)
+    )))
 }
 
 #[cfg(test)]
@@ -438,6 +588,27 @@ mod tests {
     }
 
     const VMS: Route = Route::Protected(Protected::Vms);
+
+    #[test]
+    fn every_template_is_a_route_and_back() {
+        let table = method_table();
+        assert_eq!(table.len(), TEMPLATES.len());
+        for (template, methods) in table {
+            assert!(!methods.is_empty(), "{template}");
+        }
+        let mut unique = TEMPLATES.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), TEMPLATES.len(), "a template is listed twice");
+        assert_eq!(
+            example_path("/storagepools/{pool}/storagevolumes/{name}/wipe"),
+            "/storagepools/1/storagevolumes/1/wipe"
+        );
+        assert_eq!(
+            example_path("/data/screenshots/{id}.png"),
+            "/data/screenshots/1.png"
+        );
+    }
 
     #[test]
     fn known_paths() {

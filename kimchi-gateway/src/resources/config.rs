@@ -1,13 +1,14 @@
 //! `/config` and `/config/capabilities`: public, as in Kimchi.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
 use crate::kimchid::Kimchid;
 use crate::reply::Reply;
 
-#[derive(Debug, Serialize)]
-struct Config {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Config {
     http_port: u16,
 }
 
@@ -18,8 +19,8 @@ pub fn get(local_port: u16) -> Reply {
     })
 }
 
-#[derive(Debug, Serialize)]
-struct Capabilities {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Capabilities {
     stream_protocols: Vec<String>,
     /// null until kimchid has been able to test screenshots.
     screenshot: Option<bool>,

@@ -4,16 +4,17 @@
 
 use kimchi_dbus::InterfaceInfo;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 
 /// Kimchi's keys. kimchid sends an empty string for what an interface does not have;
 /// that is null here (Kimchi sent ""), so that no client takes "" for an address or
 /// a driver.
-#[derive(Debug, Serialize)]
-struct Interface {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Interface {
     name: String,
     /// nic, bridge, vlan or bond.
     #[serde(rename = "type")]
@@ -69,7 +70,7 @@ fn find(interfaces: Vec<InterfaceInfo>, name: &str) -> Result<InterfaceInfo, Err
     interfaces
         .into_iter()
         .find(|i| i.name == name)
-        .ok_or_else(|| Error::NotFound(format!("no host interface named '{name}'")))
+        .ok_or_else(|| Error::NotFound(format!("no host interface named '{}'", quote(name))))
 }
 
 #[cfg(test)]

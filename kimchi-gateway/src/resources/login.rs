@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use hyper::header::SET_COOKIE;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth;
 use crate::body;
@@ -12,17 +13,17 @@ use crate::kimchid::Kimchid;
 use crate::reply::Reply;
 use crate::throttle::Throttle;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
     /// Kimchi's own UI sends `userid`.
     #[serde(alias = "userid")]
     username: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
-struct LoginReply {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LoginReply {
     user: String,
     groups: Vec<String>,
     csrf_token: String,

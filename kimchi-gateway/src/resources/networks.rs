@@ -7,15 +7,16 @@
 use hyper::StatusCode;
 use kimchi_dbus::{NetworkInfo, NetworkPatch, NetworkSpec, NetworkState};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::body::{self, Integer, Text};
+use crate::body::{self, Integer, Interfaces, List, Text};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router::{self, NetworkAction};
 
-#[derive(Debug, Serialize)]
-struct Network {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Network {
     name: String,
     /// active or inactive.
     state: NetworkState,
@@ -40,8 +41,8 @@ struct Network {
     vms: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Dhcp {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Dhcp {
     start: String,
     end: String,
 }
@@ -70,15 +71,15 @@ impl From<NetworkInfo> for Network {
 
 /// `POST /networks`. Other fields are ignored (and logged at debug), as on pool
 /// creation: Kimchi's clients send what they have.
-#[derive(Debug, Deserialize)]
-struct NewNetwork {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewNetwork {
     name: Text,
     /// nat, isolated, bridge or macvtap; kimchid says which it takes.
     connection: Text,
     /// Left out or empty: kimchid picks a free private /24 (nat, isolated).
     subnet: Option<Text>,
     /// The host interface of a bridge or macvtap network (Kimchi 3's list).
-    interfaces: Option<Vec<Text>>,
+    interfaces: Option<List<Text, Interfaces>>,
     /// The same as one name, as Kimchi 2 took it; known so that its clients' bridge
     /// networks do not lose their interface to the leniency above.
     interface: Option<Text>,
@@ -96,7 +97,7 @@ impl TryFrom<NewNetwork> for NetworkSpec {
                     "give the host interface as `interfaces` or as `interface`, not both".into(),
                 ))
             }
-            (Some(list), None) => list.into_iter().map(String::from).collect(),
+            (Some(list), None) => list.into_vec().into_iter().map(String::from).collect(),
             (None, Some(one)) => vec![one.into()],
             (None, None) => Vec::new(),
         };
@@ -112,9 +113,10 @@ impl TryFrom<NewNetwork> for NetworkSpec {
 
 /// The body of `PUT /networks/:name`: strict, so a misspelt field is a 400 rather
 /// than a change silently not made.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+#[schema(as = NetworkChanges)]
+pub(crate) struct Changes {
     /// A new name: the network is renamed (inactive networks only).
     name: Option<Text>,
     /// Inactive networks only.
@@ -291,6 +293,25 @@ mod tests {
 
     fn spec(body: &str) -> Result<NetworkSpec, Error> {
         body::json::<NewNetwork>(body.as_bytes()).and_then(NetworkSpec::try_from)
+    }
+
+    #[test]
+    fn interfaces_are_bounded() {
+        let body = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!(r#""eth{i}""#)).collect();
+            format!(
+                r#"{{"name": "m", "connection": "macvtap", "interfaces": [{}]}}"#,
+                names.join(",")
+            )
+        };
+        assert_eq!(spec(&body(32)).unwrap().interfaces.len(), 32);
+        let err = spec(&body(33)).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.to_string()
+                .contains("interfaces takes at most 32 entries"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,15 +5,16 @@
 use hyper::StatusCode;
 use kimchi_dbus::{PoolInfo, PoolSpec, PoolState};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::body::{self, Text};
+use crate::body::{self, Devices, List, Text};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router::{self, PoolAction};
 
-#[derive(Debug, Serialize)]
-struct Pool {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Pool {
     name: String,
     /// active, inactive, building, degraded or inaccessible.
     state: PoolState,
@@ -49,8 +50,8 @@ impl From<PoolInfo> for Pool {
 /// network and LVM pools. Other fields are ignored, as Kimchi did (its tests send
 /// `capacity` and `allocated`). `source`, which the 2013 API lacks, stays strict: a
 /// misspelt key there would silently leave out part of the pool's definition.
-#[derive(Debug, Deserialize)]
-struct NewPool {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewPool {
     name: Text,
     #[serde(rename = "type")]
     kind: Text,
@@ -59,16 +60,17 @@ struct NewPool {
     source: Option<Source>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Source {
+#[schema(as = PoolSource)]
+pub(crate) struct Source {
     /// netfs: the server.
     host: Option<Text>,
     /// netfs: the exported directory.
     path: Option<Text>,
     /// logical: the physical volumes.
     #[serde(default)]
-    devices: Vec<Text>,
+    devices: List<Text, Devices>,
 }
 
 impl From<NewPool> for PoolSpec {
@@ -81,7 +83,12 @@ impl From<NewPool> for PoolSpec {
             path: text(new.path),
             source_host: text(source.host),
             source_path: text(source.path),
-            source_devices: source.devices.into_iter().map(String::from).collect(),
+            source_devices: source
+                .devices
+                .into_vec()
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }
     }
 }
@@ -215,6 +222,25 @@ mod tests {
 
     fn spec(body: &str) -> Result<PoolSpec, Error> {
         body::json::<NewPool>(body.as_bytes()).map(PoolSpec::from)
+    }
+
+    #[test]
+    fn source_devices_are_bounded() {
+        let body = |n: usize| {
+            let devices: Vec<String> = (0..n).map(|i| format!(r#""/dev/sd{i}""#)).collect();
+            format!(
+                r#"{{"name": "vg", "type": "logical", "source": {{"devices": [{}]}}}}"#,
+                devices.join(",")
+            )
+        };
+        assert_eq!(spec(&body(64)).unwrap().source_devices.len(), 64);
+        let err = spec(&body(65)).unwrap_err();
+        assert_eq!(err.status().as_u16(), 400);
+        assert!(
+            err.to_string()
+                .contains("source.devices takes at most 64 entries"),
+            "{err}"
+        );
     }
 
     #[test]

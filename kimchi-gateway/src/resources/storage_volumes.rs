@@ -5,6 +5,7 @@
 use hyper::StatusCode;
 use kimchi_dbus::{VolumeInfo, VolumeSpec};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::body::{self, Integer, Text};
 use crate::error::Error;
@@ -15,8 +16,8 @@ use crate::router::{self, VolumeAction};
 
 const DEFAULT_FORMAT: &str = "qcow2";
 
-#[derive(Debug, Serialize)]
-struct Volume {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Volume {
     name: String,
     /// file, block, dir, network, …
     #[serde(rename = "type")]
@@ -31,10 +32,14 @@ struct Volume {
     iso: Option<Iso>,
 }
 
-#[derive(Debug, Serialize)]
-struct Iso {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Iso {
+    // Not required in the schema, which is flattened into any volume's.
+    #[schema(required = false)]
     os_distro: String,
+    #[schema(required = false)]
     os_version: String,
+    #[schema(required = false)]
     bootable: bool,
 }
 
@@ -59,8 +64,8 @@ impl From<VolumeInfo> for Volume {
 /// `POST …/storagevolumes`. Other fields are ignored, as Kimchi did: its UI sends
 /// `type`, which the pool decides (a file in a directory pool, a logical volume in an
 /// LVM pool).
-#[derive(Debug, Deserialize)]
-struct NewVolume {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewVolume {
     name: Text,
     /// MiB.
     capacity: Integer<u64>,
@@ -84,8 +89,8 @@ impl From<NewVolume> for VolumeSpec {
 }
 
 /// `POST …/:name/resize`; other fields are ignored, as for every action.
-#[derive(Debug, Deserialize)]
-struct Resize {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Resize {
     /// The new capacity, MiB.
     size: Integer<u64>,
 }

@@ -6,6 +6,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, StatusCode};
 use kimchi_dbus::{TaskInfo, TaskState};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
@@ -16,8 +17,8 @@ const PREFER: HeaderName = HeaderName::from_static("prefer");
 const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 const RESPOND_ASYNC: &str = "respond-async";
 
-#[derive(Debug, Serialize)]
-struct Task {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Task {
     /// A string, as in Kimchi.
     id: String,
     /// running, finished or failed.

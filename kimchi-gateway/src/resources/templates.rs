@@ -9,15 +9,16 @@ use std::num::{NonZeroU32, NonZeroU64};
 use hyper::StatusCode;
 use kimchi_dbus::{TemplateDisk, TemplateInfo, TemplatePatch, TemplateSpec};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::body::{self, Integer, Text, TextOrNumber};
+use crate::body::{self, Disks, Folders, Integer, List, Text, TextOrNumber};
 use crate::error::Error;
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
 
-#[derive(Debug, Serialize)]
-struct Template {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Template {
     name: String,
     folder: Vec<String>,
     icon: Option<String>,
@@ -31,8 +32,9 @@ struct Template {
     disks: Vec<Disk>,
 }
 
-#[derive(Debug, Serialize)]
-struct Disk {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = TemplateDisk)]
+pub(crate) struct Disk {
     index: u32,
     /// GB; left out when the disk's size comes from `volume`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,27 +70,32 @@ impl From<TemplateInfo> for Template {
 
 /// The body of `POST /templates` (where `name` is required) and of `PUT`. Both are
 /// strict, as in Kimchi's schema: a field unknown here is a mistake to report.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Fields {
+#[schema(as = TemplateFields)]
+pub(crate) struct Fields {
     name: Option<Text>,
-    folder: Option<Vec<Text>>,
+    folder: Option<List<Text, Folders>>,
     icon: Option<Text>,
     os_distro: Option<TextOrNumber>,
     os_version: Option<TextOrNumber>,
+    #[schema(value_type = Option<body::PositiveU32>)]
     cpus: Option<Integer<NonZeroU32>>,
     /// MiB.
+    #[schema(value_type = Option<body::PositiveU64>)]
     memory: Option<Integer<NonZeroU64>>,
     cdrom: Option<Text>,
-    disks: Option<Vec<DiskFields>>,
+    disks: Option<List<DiskFields, Disks>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DiskFields {
+#[schema(as = TemplateDiskFields)]
+pub(crate) struct DiskFields {
     /// Its position in `disks` when left out.
     index: Option<Integer<u32>>,
     /// GB.
+    #[schema(value_type = Option<body::PositiveU64>)]
     size: Option<Integer<NonZeroU64>>,
     volume: Option<Text>,
 }
@@ -101,7 +108,7 @@ impl Fields {
             name: text(self.name),
             folder: self
                 .folder
-                .map(|folder| folder.into_iter().map(String::from).collect()),
+                .map(|folder| folder.into_vec().into_iter().map(String::from).collect()),
             icon: text(self.icon),
             os_distro: self.os_distro.map(String::from),
             os_version: self.os_version.map(String::from),
@@ -110,6 +117,7 @@ impl Fields {
             cdrom: text(self.cdrom),
             disks: self.disks.map(|disks| {
                 disks
+                    .into_vec()
                     .into_iter()
                     .zip(0..)
                     .map(|(d, position)| TemplateDisk {
@@ -207,6 +215,35 @@ mod tests {
 
     fn fields(json: &str) -> Result<Fields, Error> {
         body::json::<Fields>(json.as_bytes())
+    }
+
+    /// `n` copies of `item`, as a JSON list.
+    fn json_list(n: usize, item: &str) -> String {
+        format!("[{}]", vec![item; n].join(","))
+    }
+
+    #[test]
+    fn folders_and_disks_are_bounded() {
+        let folder = |n| fields(&format!(r#"{{"folder": {}}}"#, json_list(n, r#""a""#)));
+        assert_eq!(folder(64).unwrap().folder.unwrap().into_vec().len(), 64);
+        let err = folder(65).unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            err.to_string().contains("folder takes at most 64 entries"),
+            "{err}"
+        );
+        let disks = |n| {
+            fields(&format!(
+                r#"{{"disks": {}}}"#,
+                json_list(n, r#"{"size": 1}"#)
+            ))
+        };
+        assert_eq!(disks(32).unwrap().disks.unwrap().into_vec().len(), 32);
+        let err = disks(100_000).unwrap_err();
+        assert!(
+            err.to_string().contains("disks takes at most 32 entries"),
+            "{err}"
+        );
     }
 
     #[test]

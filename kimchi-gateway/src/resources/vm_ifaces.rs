@@ -6,15 +6,16 @@
 use hyper::StatusCode;
 use kimchi_dbus::{VmIface, VmIfaceSpec};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::body::{self, Text};
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
 
-#[derive(Debug, Serialize)]
-struct Iface {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Iface {
     mac: String,
     /// libvirt's interface type: network, bridge, user, direct, …
     #[serde(rename = "type")]
@@ -41,8 +42,8 @@ impl From<VmIface> for Iface {
 }
 
 /// `POST /vms/:name/ifaces`. Other fields are ignored, as on every creation.
-#[derive(Debug, Deserialize)]
-struct NewIface {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewIface {
     /// `network`, the only type kimchid attaches; kimchid says so for others.
     #[serde(rename = "type")]
     kind: Text,
@@ -63,9 +64,10 @@ impl From<NewIface> for VmIfaceSpec {
 
 /// The body of `PUT /vms/:name/ifaces/:mac`: strict, so a misspelt field is a 400
 /// rather than a change silently not made.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+#[schema(as = IfaceChanges)]
+pub(crate) struct Changes {
     network: Option<Text>,
     model: Option<Text>,
 }
@@ -108,7 +110,8 @@ fn find(ifaces: Vec<VmIface>, vm: &str, mac: &str) -> Result<VmIface, Error> {
         .find(|i| i.mac.eq_ignore_ascii_case(mac))
         .ok_or_else(|| {
             Error::NotFound(format!(
-                "VM '{vm}' has no network interface with MAC address '{mac}'"
+                "VM '{vm}' has no network interface with MAC address '{}'",
+                quote(mac)
             ))
         })
 }

@@ -6,15 +6,16 @@
 use hyper::StatusCode;
 use kimchi_dbus::{VmStorage, VmStorageSpec};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::body::{self, Integer, Text};
-use crate::error::Error;
+use crate::error::{quote, Error};
 use crate::kimchid::{Call, Kimchid};
 use crate::reply::Reply;
 use crate::router;
 
-#[derive(Debug, Serialize)]
-struct Storage {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Storage {
     dev: String,
     /// disk or cdrom.
     #[serde(rename = "type")]
@@ -40,8 +41,8 @@ impl From<VmStorage> for Storage {
 
 /// `POST /vms/:name/storages`: `{type: cdrom, path}`, `{type: disk, pool, vol}` or
 /// `{type: disk, pool, size}`. Other fields are ignored, as on every creation.
-#[derive(Debug, Deserialize)]
-struct NewStorage {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewStorage {
     #[serde(rename = "type")]
     kind: Text,
     /// A CD-ROM's ISO image: a file's path or a `kimchi_isos` volume name.
@@ -94,7 +95,8 @@ impl TryFrom<NewStorage> for VmStorageSpec {
                 })
             }
             other => Err(Error::InvalidBody(format!(
-                "`type` must be 'cdrom' or 'disk', not '{other}'"
+                "`type` must be 'cdrom' or 'disk', not '{}'",
+                quote(other)
             ))),
         }
     }
@@ -102,9 +104,10 @@ impl TryFrom<NewStorage> for VmStorageSpec {
 
 /// The body of `PUT /vms/:name/storages/:dev`: a CD-ROM's new medium ("" ejects it).
 /// Strict, so a misspelt field is a 400 rather than a change silently not made.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+#[schema(as = StorageChanges)]
+pub(crate) struct Changes {
     path: Text,
 }
 
@@ -135,7 +138,7 @@ fn find(storages: Vec<VmStorage>, vm: &str, dev: &str) -> Result<VmStorage, Erro
     storages
         .into_iter()
         .find(|s| s.dev == dev)
-        .ok_or_else(|| Error::NotFound(format!("VM '{vm}' has no drive '{dev}'")))
+        .ok_or_else(|| Error::NotFound(format!("VM '{vm}' has no drive '{}'", quote(dev))))
 }
 
 /// 201 with the new drive and its `Location`.

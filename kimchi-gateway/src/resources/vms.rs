@@ -9,6 +9,7 @@ use std::time::Instant;
 use hyper::StatusCode;
 use kimchi_dbus::{VmInfo, VmPatch, VmState, VmStats, MAX_SHUTDOWN_TIMEOUT_SECS};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::body::{self, Integer, Text};
 use crate::error::Error;
@@ -17,8 +18,8 @@ use crate::reply::Reply;
 use crate::resources::tasks::{self, Respond};
 use crate::router::{self, Protected, Route, VmAction};
 
-#[derive(Debug, Serialize)]
-struct Vm {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Vm {
     name: String,
     uuid: String,
     state: VmState,
@@ -38,8 +39,8 @@ struct Vm {
     pending_changes: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Graphics {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Graphics {
     /// "vnc", or null when the guest has no graphics Kimchi can show.
     #[serde(rename = "type")]
     kind: Option<&'static str>,
@@ -125,8 +126,8 @@ impl View<'_> {
 }
 
 /// `POST /vms`. Other fields are ignored, as Kimchi did.
-#[derive(Debug, Deserialize)]
-struct NewVm {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewVm {
     /// Chosen by kimchid (`<template>-vm-<n>`) when left out or empty (Kimchi's UI
     /// sends its empty name field).
     name: Option<Text>,
@@ -138,9 +139,10 @@ struct NewVm {
 
 /// The body of `PUT /vms/:name`: strict, so a misspelt field is a 400 rather than a
 /// change silently not made. kimchid checks the values.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+#[schema(as = VmChanges)]
+pub(crate) struct Changes {
     /// A new name: the VM is renamed (shut-off VMs only).
     name: Option<Text>,
     cpus: Option<Integer<u32>>,
@@ -166,8 +168,8 @@ impl Changes {
 }
 
 /// `POST /vms/:name/shutdown`; other fields are ignored, as for every action.
-#[derive(Debug, Deserialize)]
-struct Shutdown {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct Shutdown {
     /// Seconds, 1 to [`MAX_SHUTDOWN_TIMEOUT_SECS`]; kimchid's default when left out.
     timeout: Option<Integer<u32>>,
     /// Power the guest off if it is still running after `timeout`.
