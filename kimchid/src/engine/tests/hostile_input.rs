@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::{TemplatePatch, VmState, VmStorageSpec};
+use kimchi_dbus::{TemplatePatch, VmState};
 
+use super::vm_ops::cdrom;
 use super::{
     assert_error, bootable_iso, new_vm, spec, template, with_cdrom, with_template, with_vm,
 };
@@ -16,14 +17,6 @@ use crate::excerpt::excerpt;
 
 fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-}
-
-fn cdrom(path: &str) -> VmStorageSpec {
-    VmStorageSpec {
-        storage_type: "cdrom".into(),
-        path: path.into(),
-        ..VmStorageSpec::default()
-    }
 }
 
 #[tokio::test]

@@ -366,7 +366,7 @@ fn disk(pool: &str, volume: &str, size_mib: u64) -> VmStorageSpec {
     }
 }
 
-fn cdrom(path: &str) -> VmStorageSpec {
+pub(super) fn cdrom(path: &str) -> VmStorageSpec {
     VmStorageSpec {
         storage_type: "cdrom".into(),
         path: path.into(),
