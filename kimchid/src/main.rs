@@ -128,7 +128,7 @@ async fn run(
     notify::ready(&ready_status);
     tracing::info!("serving {} on the system bus", kimchi_dbus::BUS_NAME);
 
-    tokio::spawn(libvirt.maintain_connection(host_tx));
+    tokio::spawn(libvirt.clone().maintain_connection(host_tx));
     engine.follow(host_rx);
     tokio::spawn(bus.follow(conn.clone(), changes_rx));
     tokio::spawn(notify::watchdog());
@@ -151,6 +151,7 @@ async fn run(
     engine
         .tasks
         .fail_running("kimchid stopped before the task ended");
+    libvirt.stop_probing().await;
     conn.release_name(kimchi_dbus::BUS_NAME).await?;
     Ok(())
 }

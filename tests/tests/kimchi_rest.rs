@@ -1201,6 +1201,25 @@ fn capabilities_tell_stream_protocols_and_screenshot() {
     assert!(doc.get("screenshot").is_some(), "{doc}");
 }
 
+/// kimchid's screenshot probe guest is transient: once the probe has run, libvirt
+/// keeps no definition of it (a defined one would outlive kimchid, and
+/// libvirt-guests would wait on it at shutdown).
+#[test]
+fn the_screenshot_probe_leaves_no_defined_guest() {
+    let k = Kimchi::new();
+    let probed = poll(Duration::from_secs(30), || {
+        let doc = k.doc("/config/capabilities");
+        doc["screenshot"].is_boolean().then_some(doc)
+    });
+    assert!(probed.is_some(), "kimchid never probed screenshots");
+    let defined = virsh(&["list", "--all", "--persistent", "--name"]).expect_ok();
+    assert!(
+        !defined.stdout.lines().any(|l| l.trim() == "kimchi-screenshot-probe"),
+        "the probe guest is defined:\n{}",
+        defined.stdout
+    );
+}
+
 // =================================================================================
 // test_auth_*
 

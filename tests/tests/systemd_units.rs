@@ -123,3 +123,23 @@ fn kimchid_states_private_mounts_for_older_systemd() {
         "kimchid.service must say PrivateMounts=yes"
     );
 }
+
+/// systemd stops units in the reverse order it started them: ordered after
+/// libvirt-guests, kimchid (and its transient screenshot-probe guest) is gone before
+/// libvirt-guests waits for running guests at shutdown.
+#[test]
+fn kimchid_stops_before_libvirt_guests() {
+    let text = unit_text("kimchid.service");
+    let after: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("After="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for unit in [
+        "libvirtd.service",
+        "virtqemud.service",
+        "libvirt-guests.service",
+    ] {
+        assert!(after.contains(&unit), "kimchid is not After={unit}: {after:?}");
+    }
+}

@@ -32,6 +32,7 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 pub struct Libvirt {
     uri: String,
     conn: RwLock<Option<Arc<Connect>>>,
+    probe_guest: probe::ProbeGuest,
 }
 
 impl Libvirt {
@@ -41,6 +42,7 @@ impl Libvirt {
         Ok(Arc::new(Libvirt {
             uri,
             conn: RwLock::new(None),
+            probe_guest: probe::ProbeGuest::default(),
         }))
     }
 
@@ -89,6 +91,19 @@ impl Libvirt {
                 return;
             }
             tokio::time::sleep(RECONNECT_DELAY).await;
+        }
+    }
+
+    /// At kimchid's stop: no screenshot-probe guest outlives it (libvirt-guests would
+    /// wait on it at shutdown).
+    pub async fn stop_probing(self: Arc<Self>) {
+        let stopped = tokio::task::spawn_blocking(move || {
+            let conn = self.conn().ok();
+            self.probe_guest.stop(conn.as_deref());
+        })
+        .await;
+        if let Err(e) = stopped {
+            tracing::error!("stopping the screenshot probe failed: {e}");
         }
     }
 
@@ -180,7 +195,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn probe_capabilities(&self) -> Result<HostCapabilities> {
-        probe::probe(&*self.conn()?)
+        probe::probe(&*self.conn()?, &self.probe_guest)
     }
 
     fn list_pools(&self) -> Result<Vec<PoolRecord>> {

@@ -1,8 +1,10 @@
 //! One-time probes of what this host can do, for `/config/capabilities`.
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use virt::connect::Connect;
+use virt::domain::Domain;
 use virt::stream::Stream;
 
 use crate::engine::hypervisor::HostCapabilities;
@@ -11,17 +13,41 @@ use crate::error::{Error, Result};
 /// The protocols Kimchi offers for streaming an ISO, in its order.
 const STREAM_PROTOCOLS: [&str; 5] = ["http", "https", "ftp", "ftps", "tftp"];
 
+/// The probe guest's name.
+const SCREENSHOT_PROBE: &str = "kimchi-screenshot-probe";
+
 /// A throw-away guest with nothing but a display: enough for libvirt to take a
-/// screenshot. Fixed text, no caller input.
+/// screenshot. Fixed text, no caller input. Always transient (created, never
+/// defined), so destroying it leaves nothing behind.
 const SCREENSHOT_PROBE_XML: &str = "<domain type='qemu'>\
 <name>kimchi-screenshot-probe</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
 <os><type>hvm</type></os><devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/>\
 <video><model type='vga'/></video></devices></domain>";
 
-pub fn probe(conn: &Connect) -> Result<HostCapabilities> {
+/// The screenshot probe's guest exists only while kimchid runs: one probe at a time,
+/// none once kimchid is stopping. The lock is held for a whole probe, so stopping
+/// waits for a running one to destroy its guest.
+#[derive(Default)]
+pub struct ProbeGuest {
+    stopping: Mutex<bool>,
+}
+
+impl ProbeGuest {
+    /// At kimchid's stop: waits for a running probe, keeps new ones from starting and
+    /// destroys a guest a probe could not.
+    pub fn stop(&self, conn: Option<&Connect>) {
+        let mut stopping = self.stopping.lock().expect("probe lock poisoned");
+        *stopping = true;
+        if let Some(conn) = conn {
+            remove_leftover(conn);
+        }
+    }
+}
+
+pub fn probe(conn: &Connect, guest: &ProbeGuest) -> Result<HostCapabilities> {
     Ok(HostCapabilities {
         stream_protocols: stream_protocols(conn)?,
-        screenshot: screenshot_works(conn),
+        screenshot: screenshot_works(conn, guest),
         kvm: kvm_usable(conn),
         memory_mib: conn.node_info()?.memory / 1024,
     })
@@ -80,8 +106,29 @@ fn protocols_in_format_help(help: &str) -> Vec<String> {
         .collect()
 }
 
+/// Destroys a probe guest an earlier kimchid left running (killed mid-probe). A
+/// persistent guest of that name is not kimchid's: it stays.
+fn remove_leftover(conn: &Connect) {
+    let Ok(dom) = conn.lookup_domain_by_name(SCREENSHOT_PROBE) else {
+        return;
+    };
+    if dom.is_persistent().unwrap_or(true) {
+        tracing::warn!("a defined guest is named {SCREENSHOT_PROBE}; it is left alone");
+        return;
+    }
+    match dom.destroy() {
+        Ok(()) => tracing::info!("destroyed a leftover {SCREENSHOT_PROBE} guest"),
+        Err(e) => tracing::warn!("leftover {SCREENSHOT_PROBE} guest not destroyed: {e}"),
+    }
+}
+
 /// Starts the probe guest, takes one screenshot and tears the guest down again.
-fn screenshot_works(conn: &Connect) -> bool {
+fn screenshot_works(conn: &Connect, guest: &ProbeGuest) -> bool {
+    let stopping = guest.stopping.lock().expect("probe lock poisoned");
+    if *stopping {
+        return false;
+    }
+    remove_leftover(conn);
     let dom = match conn.create_domain_xml(SCREENSHOT_PROBE_XML, 0) {
         Ok(d) => d,
         Err(e) => {
@@ -102,7 +149,7 @@ fn screenshot_works(conn: &Connect) -> bool {
     }
 }
 
-fn capture(conn: &Connect, dom: &virt::domain::Domain) -> Result<usize> {
+fn capture(conn: &Connect, dom: &Domain) -> Result<usize> {
     let stream = Stream::new(conn, 0)?;
     dom.screenshot(&stream, 0, 0)?;
     let mut total = 0;
@@ -121,6 +168,34 @@ fn capture(conn: &Connect, dom: &virt::domain::Domain) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn probe_guest_running(conn: &Connect) -> bool {
+        conn.lookup_domain_by_name(SCREENSHOT_PROBE).is_ok_and(|d| d.is_active().unwrap())
+    }
+
+    /// One test for all of it: `test:///default` is one host for the whole process.
+    #[test]
+    fn the_probe_guest_is_transient_and_gone_after_a_probe_and_at_stop() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let guest = ProbeGuest::default();
+
+        // A guest left by a killed kimchid is destroyed by the next probe, which
+        // removes its own too.
+        conn.create_domain_xml(SCREENSHOT_PROBE_XML, 0).unwrap();
+        assert!(probe_guest_running(&conn));
+        screenshot_works(&conn, &guest);
+        assert!(conn.lookup_domain_by_name(SCREENSHOT_PROBE).is_err());
+
+        // Created, never defined: destroying it leaves no definition behind.
+        let dom = conn.create_domain_xml(SCREENSHOT_PROBE_XML, 0).unwrap();
+        assert!(!dom.is_persistent().unwrap());
+        guest.stop(Some(&conn));
+        assert!(conn.lookup_domain_by_name(SCREENSHOT_PROBE).is_err());
+
+        // Once stopping, no probe guest is started.
+        assert!(!screenshot_works(&conn, &guest));
+        assert!(conn.lookup_domain_by_name(SCREENSHOT_PROBE).is_err());
+    }
 
     #[test]
     fn protocols_are_read_from_qemu_format_help() {
