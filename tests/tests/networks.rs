@@ -661,6 +661,47 @@ fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
     assert_not_defined(net.name());
 }
 
+/// A guest whose network is down does not start, and the answer says so with
+/// libvirt's own reason: never a guess such as "already shut off" (the network here is
+/// the test's own, never the shared `default`).
+#[test]
+fn starting_a_guest_on_an_inactive_network_gives_libvirts_reason() {
+    let web = Web::admin();
+    let net = TestNetwork::planned("net-down");
+    create_routed(&web, &net, "isolated");
+    let guest = TemplateVm::create(&web, "net-down");
+    virsh(&[
+        "attach-interface",
+        "--domain",
+        guest.name(),
+        "--type",
+        "network",
+        "--source",
+        net.name(),
+        "--config",
+    ])
+    .expect_ok();
+    let doc = get(&web, &net);
+    assert_eq!(doc["state"], "inactive", "created inactive: {doc}");
+
+    let start = format!("{}/start", guest.vm.uri());
+    let resp = web.action(&start);
+    assert!(
+        resp.status == 409 || resp.status == 400,
+        "a start on a down network is refused: {resp:?}"
+    );
+    let reason = refused(&resp, resp.status, &[&format!("network '{}' is not active", net.name())]);
+    assert!(
+        !reason.to_lowercase().contains("already"),
+        "a guess, not libvirt's reason: {reason}"
+    );
+    let vm = expect(web.get(&guest.vm.uri()), 200, "get the VM").json();
+    assert_eq!(vm["state"], "shutoff", "{vm}");
+
+    expect(activate(&web, &net), 200, "activate again");
+    expect(web.action(&start), 200, "start once the network is up");
+}
+
 // ---------------------------------------------------------------------------------
 // 3. Changes
 
