@@ -143,3 +143,38 @@ fn kimchid_stops_before_libvirt_guests() {
         assert!(after.contains(&unit), "kimchid is not After={unit}: {after:?}");
     }
 }
+
+/// What the unit takes back from the syscall deny list: exactly the calls kimchid's
+/// libraries make (found with strace), each under a comment saying who makes it.
+/// SQLite's fchown of its journal files is not here: kimchid skips it when the owner
+/// is already right (tests/tests/syscalls.rs).
+#[test]
+fn kimchid_allows_back_only_the_syscalls_its_libraries_make_with_the_reason() {
+    let text = unit_text("kimchid.service");
+    let lines: Vec<&str> = text.lines().collect();
+    let deny = lines
+        .iter()
+        .position(|l| l.starts_with("SystemCallFilter=~"))
+        .expect("a deny list");
+    let mut allowed = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(deny + 1) {
+        let Some(calls) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        let reason: Vec<&str> = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .copied()
+            .collect();
+        for call in calls.split_whitespace() {
+            assert!(
+                reason.iter().any(|l| l.contains(call)),
+                "no comment above {line:?} says who calls {call}"
+            );
+            allowed.push(call);
+        }
+    }
+    assert_eq!(allowed, ["set_mempolicy"]);
+    assert!(text.contains("libnuma"), "the reason names libnuma");
+}

@@ -10,8 +10,9 @@ use crate::engine::hypervisor::HostInterface;
 use crate::error::{Error, Result};
 
 const SYS_CLASS_NET: &str = "/sys/class/net";
-const PROC_NET_VLAN: &str = "/proc/net/vlan";
-const PROC_NET_ROUTE: &str = "/proc/net/route";
+// /proc/net is a link to /proc/self/net, which ProcSubset=pid (kimchid.service) keeps.
+const PROC_NET_VLAN: &str = "/proc/self/net/vlan";
+const PROC_NET_ROUTE: &str = "/proc/self/net/route";
 
 /// `IFF_UP` of `<linux/if.h>`.
 const IFF_UP: u32 = 0x1;
