@@ -13,6 +13,7 @@ pub mod networks;
 pub mod sessions;
 #[cfg(test)]
 mod sim;
+mod sqlite_fchown;
 pub mod storage_pools;
 pub mod storage_volumes;
 pub mod tasks;

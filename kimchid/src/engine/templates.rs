@@ -88,6 +88,7 @@ impl Templates {
         model: Arc<Model>,
         changes: mpsc::UnboundedSender<Change>,
     ) -> Result<Self> {
+        super::sqlite_fchown::skip_needless_fchown();
         let db = Connection::open(state_dir.join("templates.db"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
