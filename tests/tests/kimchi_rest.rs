@@ -1214,7 +1214,10 @@ fn the_screenshot_probe_leaves_no_defined_guest() {
     assert!(probed.is_some(), "kimchid never probed screenshots");
     let defined = virsh(&["list", "--all", "--persistent", "--name"]).expect_ok();
     assert!(
-        !defined.stdout.lines().any(|l| l.trim() == "kimchi-screenshot-probe"),
+        !defined
+            .stdout
+            .lines()
+            .any(|l| l.trim() == "kimchi-screenshot-probe"),
         "the probe guest is defined:\n{}",
         defined.stdout
     );

@@ -690,7 +690,11 @@ fn starting_a_guest_on_an_inactive_network_gives_libvirts_reason() {
         resp.status == 409 || resp.status == 400,
         "a start on a down network is refused: {resp:?}"
     );
-    let reason = refused(&resp, resp.status, &[&format!("network '{}' is not active", net.name())]);
+    let reason = refused(
+        &resp,
+        resp.status,
+        &[&format!("network '{}' is not active", net.name())],
+    );
     assert!(
         !reason.to_lowercase().contains("already"),
         "a guess, not libvirt's reason: {reason}"

@@ -119,7 +119,9 @@ fn exposure_holds_under_bookworms_systemd_252() {
 #[test]
 fn kimchid_states_private_mounts_for_older_systemd() {
     assert!(
-        unit_text("kimchid.service").lines().any(|l| l == "PrivateMounts=yes"),
+        unit_text("kimchid.service")
+            .lines()
+            .any(|l| l == "PrivateMounts=yes"),
         "kimchid.service must say PrivateMounts=yes"
     );
 }
@@ -140,7 +142,10 @@ fn kimchid_stops_before_libvirt_guests() {
         "virtqemud.service",
         "libvirt-guests.service",
     ] {
-        assert!(after.contains(&unit), "kimchid is not After={unit}: {after:?}");
+        assert!(
+            after.contains(&unit),
+            "kimchid is not After={unit}: {after:?}"
+        );
     }
 }
 

@@ -170,7 +170,8 @@ mod tests {
     use super::*;
 
     fn probe_guest_running(conn: &Connect) -> bool {
-        conn.lookup_domain_by_name(SCREENSHOT_PROBE).is_ok_and(|d| d.is_active().unwrap())
+        conn.lookup_domain_by_name(SCREENSHOT_PROBE)
+            .is_ok_and(|d| d.is_active().unwrap())
     }
 
     /// One test for all of it: `test:///default` is one host for the whole process.
