@@ -25,6 +25,10 @@ cargo fmt --all -- --check || die "rustfmt: the code is not formatted (run cargo
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems"
 
+step "bookworm's own systemd-analyze (252), for the units' exposure test (cached)"
+[ -x "${KIMCHI_SYSTEMD_252:-$ROOT/target/systemd-252}/usr/bin/systemd-analyze" ] ||
+  "$ROOT/tests/fetch-systemd-252.sh" || die "cannot unpack systemd 252 (tests/fetch-systemd-252.sh)"
+
 step "cargo test --workspace -- --test-threads=4"
 cargo test --workspace -- --test-threads=4 || die "tests failed (logs: $KIMCHI_LOG_DIR/)"
 
