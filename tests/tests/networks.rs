@@ -3,7 +3,8 @@
 //! every host route) or one given, their life (create → activate → deactivate →
 //! delete) as `ip route` sees it, guests attached with virsh, renames and autostart,
 //! a network stopped with virsh behind kimchi's back (REST and PropertiesChanged),
-//! every refusal (and that it defines nothing), bridge and macvtap networks on host
+//! a guest refused to start on an inactive network with libvirt's reason, every
+//! refusal (and that it defines nothing), bridge and macvtap networks on host
 //! devices the tests create, the host's interfaces, what a reader may not do, and
 //! busctl.
 //!
@@ -702,7 +703,7 @@ fn starting_a_guest_on_an_inactive_network_gives_libvirts_reason() {
     let vm = expect(web.get(&guest.vm.uri()), 200, "get the VM").json();
     assert_eq!(vm["state"], "shutoff", "{vm}");
 
-    expect(activate(&web, &net), 200, "activate again");
+    expect(activate(&web, &net), 200, "activate");
     expect(web.action(&start), 200, "start once the network is up");
 }
 
