@@ -13,7 +13,8 @@
 # once and cached in /var/cache/kimchi-tests/systemd-vm/ (KIMCHI_VM_CACHE); it is
 # rebuilt when the package list changes. Each run unpacks it, installs the project,
 # boots it with KVM when /dev/kvm works (else TCG) for at most KIMCHI_VM_TIMEOUT
-# seconds, and reads the results back from a second raw disk the guest writes.
+# seconds (KIMCHI_VM_ACCEL=tcg skips KVM), and reads the results back from a second raw disk the guest writes.
+# shellcheck disable=SC2016 # mmdebstrap runs the hooks with the root as $1
 set -euo pipefail
 
 say() { printf '[systemd-vm] %s\n' "$*"; }
@@ -59,7 +60,7 @@ BACKPORTS_PKGS=(
 build_base() {
   local out=$1 include
   include=$(printf '%s,' "${MAIN_PKGS[@]}" "${BACKPORTS_PKGS[@]}")
-  mmdebstrap --variant=minbase --components=main \
+  mmdebstrap --variant=minbase --format=tar --components=main \
     --aptopt='APT::Install-Recommends "false"' \
     --include="${include%,}" \
     --setup-hook='mkdir -p "$1/etc/apt/preferences.d"' \
@@ -82,7 +83,8 @@ mkdir -p "$CACHE"
 if [[ ! -s $BASE ]]; then
   say "building the base image with mmdebstrap (first run on this machine; takes minutes)"
   started=$SECONDS
-  build_base "$BASE.tmp"
+  rm -rf "$BASE.tmp"
+  build_base "$BASE.tmp" || { rm -rf "$BASE.tmp"; die "mmdebstrap failed"; }
   mv "$BASE.tmp" "$BASE"
   find "$CACHE" -maxdepth 1 -name 'base-*.tar' ! -name "base-$key.tar" -delete
   say "base image built in $((SECONDS - started)) s: $BASE"
@@ -134,38 +136,57 @@ rm -rf "$ROOT"
 truncate -s 1M "$WORK/results.img"
 
 # --- Boot ----------------------------------------------------------------------------
-if [[ -r /dev/kvm && -w /dev/kvm ]]; then
-  accel=(-accel kvm -accel tcg)
-  how="KVM (TCG if KVM does not start)"
-  TIMEOUT=${KIMCHI_VM_TIMEOUT:-900}
-else
-  accel=(-accel tcg)
-  how="TCG (no usable /dev/kvm)"
-  TIMEOUT=${KIMCHI_VM_TIMEOUT:-3600}
-fi
 CONSOLE=$CACHE/last-console.log
-say "booting the guest with $how, 2 vCPUs, 3 GiB, at most $TIMEOUT s; console: $CONSOLE"
+timed_out=0
+# boot TIMEOUT QEMU-ARGS...: runs the guest until it powers off or TIMEOUT seconds pass.
+# A guest whose console stays empty for 60 s is stopped (nested KVM can hang before the
+# kernel's first line): false then.
+boot() {
+  local timeout=$1 deadline silent_deadline=$((SECONDS + 60))
+  shift
+  : >"$CONSOLE"
+  qemu-system-x86_64 "$@" -machine q35 -smp 2 -m 3072 \
+    -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+    -append "root=/dev/vda rw console=ttyS0 panic=-1" \
+    -drive file="$WORK/root.img",format=raw,if=virtio,cache=unsafe \
+    -drive file="$WORK/results.img",format=raw,if=virtio \
+    -nic none -display none -monitor none -serial file:"$CONSOLE" -no-reboot &
+  QEMU_PID=$!
+  deadline=$((SECONDS + timeout))
+  while kill -0 "$QEMU_PID" 2>/dev/null && ((SECONDS < deadline)); do
+    if [[ ! -s $CONSOLE ]] && ((SECONDS > silent_deadline)); then
+      say "no console output for 60 s: stopping the guest"
+      kill -KILL "$QEMU_PID" 2>/dev/null || true
+      wait "$QEMU_PID" 2>/dev/null || true
+      QEMU_PID=
+      return 1
+    fi
+    sleep 2
+  done
+  if kill -0 "$QEMU_PID" 2>/dev/null; then
+    say "the guest is still running after $timeout s: stopping it"
+    kill -TERM "$QEMU_PID" 2>/dev/null || true
+    timed_out=1
+  fi
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=
+}
+
+say "booting the guest (2 vCPUs, 3 GiB); console: $CONSOLE"
 started=$SECONDS
-qemu-system-x86_64 "${accel[@]}" -machine q35 -cpu max -smp 2 -m 3072 \
-  -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=auto" \
-  -drive file="$WORK/root.img",format=raw,if=virtio,cache=unsafe \
-  -drive file="$WORK/results.img",format=raw,if=virtio \
-  -nic none -display none -monitor none -serial file:"$CONSOLE" -no-reboot &
-QEMU_PID=$!
-deadline=$((SECONDS + TIMEOUT))
-while kill -0 "$QEMU_PID" 2>/dev/null && ((SECONDS < deadline)); do
-  sleep 2
-done
-if kill -0 "$QEMU_PID" 2>/dev/null; then
-  say "the guest is still running after $TIMEOUT s: stopping it"
-  kill -TERM "$QEMU_PID" 2>/dev/null || true
-  timed_out=1
-else
-  timed_out=0
+booted=0
+if [[ ${KIMCHI_VM_ACCEL:-} != tcg && -r /dev/kvm && -w /dev/kvm ]]; then
+  say "with KVM, at most ${KIMCHI_VM_TIMEOUT:-900} s"
+  # arch-capabilities off: nested KVM hosts often refuse to set that MSR.
+  # QEMU that stops at once or a kernel that never prints: TCG instead.
+  if boot "${KIMCHI_VM_TIMEOUT:-900}" -accel kvm -cpu host,-arch-capabilities && [[ -s $CONSOLE ]]; then
+    booted=1
+  fi
 fi
-wait "$QEMU_PID" 2>/dev/null || true
-QEMU_PID=
+if ((!booted)); then
+  say "with TCG (no usable KVM), at most ${KIMCHI_VM_TIMEOUT:-3600} s"
+  boot "${KIMCHI_VM_TIMEOUT:-3600}" -accel tcg -cpu max
+fi
 say "guest ran $((SECONDS - started)) s"
 
 results=$(tr -d '\0' <"$WORK/results.img")

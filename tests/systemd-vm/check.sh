@@ -3,6 +3,7 @@
 # kimchi-vm-check.service at boot. Every check prints one line
 # "KIMCHI-CHECK PASS|FAIL <name>: <detail>" on the console and in the results that
 # go back to the host on the second disk (/dev/vdb), followed by "KIMCHI-CHECK END".
+# shellcheck disable=SC2016 # the bash -c scripts expand in the child
 set -uo pipefail
 
 RESULTS=/run/kimchi-vm-check.results
@@ -56,7 +57,8 @@ http() {
   CODE=$(curl "${args[@]}" "$@" "https://localhost:8001$path") || CODE=000
   BODY=$(cat /run/kimchi-vm-check.body 2>/dev/null)
 }
-admin() { http "$@" -u "$ADMIN:$PASSWORD"; }
+# admin METHOD PATH [BODY]: http as the administrator, with HTTP Basic.
+admin() { http "$1" "$2" "${3:-}" -u "$ADMIN:$PASSWORD"; }
 # expect_code NAME WANT: PASS when the last http call answered WANT.
 expect_code() {
   if [[ $CODE == "$2" ]]; then pass "$1" "$CODE"; else fail "$1" "HTTP $CODE (wanted $2): $BODY"; fi
@@ -103,14 +105,14 @@ usermod -a -G kimchi-admin "$ADMIN"
 
 # --- kimchid under systemd -------------------------------------------------------
 
-wait_for 60 active libvirtd.service
+wait_for 120 virsh -c qemu:///system version
 check kimchid-enabled-at-boot bash -c 'systemctl is-enabled kimchid.service kimchi-gateway.socket | tr "\n" " "; systemctl is-active kimchid.service'
 
 systemctl stop kimchid.service
 if inactive kimchid.service; then
   # D-Bus activation: a call to the name starts kimchid.service.
-  out=$(timeout 60 busctl --system call org.kimchi.Kimchi1 /org/kimchi/Kimchi1 org.freedesktop.DBus.Peer Ping 2>&1)
-  if [[ $? -eq 0 ]] && active kimchid.service; then
+  if out=$(timeout 60 busctl --system call org.kimchi.Kimchi1 /org/kimchi/Kimchi1 org.freedesktop.DBus.Peer Ping 2>&1) &&
+    active kimchid.service; then
     pass dbus-activation "Ping answered; kimchid.service $(systemctl is-active kimchid.service) (PID $(prop kimchid MainPID))"
   else
     fail dbus-activation "busctl: $out; kimchid.service $(systemctl is-active kimchid.service)"
