@@ -190,6 +190,14 @@ fi
 say "guest ran $((SECONDS - started)) s"
 
 results=$(tr -d '\0' <"$WORK/results.img")
+# System call numbers the guest reports as "comm:NUMBER", named from the host's headers.
+unistd=/usr/include/x86_64-linux-gnu/asm/unistd_64.h
+if [[ -r $unistd ]]; then
+  while read -r nr; do
+    name=$(awk -v n="$nr" '$1 == "#define" && $3 == n { sub("__NR_", "", $2); print $2; exit }' "$unistd")
+    [[ -n $name ]] && results=$(sed -E "/seccomp-log/ s/:$nr(,|$)/:$nr($name)\1/g" <<<"$results")
+  done < <(grep -o 'seccomp-log.*' <<<"$results" | grep -oE ':[0-9]+(,|$)' | tr -dc '0-9\n' | sort -u)
+fi
 printf '%s\n' "$results" | grep '^KIMCHI-CHECK' | sed 's/^KIMCHI-CHECK //'
 passed=$(grep -c '^KIMCHI-CHECK PASS' <<<"$results" || true)
 failed=$(grep -c '^KIMCHI-CHECK FAIL' <<<"$results" || true)

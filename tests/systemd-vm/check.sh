@@ -72,12 +72,15 @@ echo "KIMCHI-CHECK BEGIN systemd $(systemctl --version | head -1), kernel $(unam
 
 # --- The installation ----------------------------------------------------------
 
+# Warnings about other units verify loads (bookworm's systemd 252 does not know the
+# Type=notify-reload of backports' libvirtd.service) are shown, not counted.
 check units-verify bash -c '
   out=$(systemd-analyze verify /usr/lib/systemd/system/kimchid.service \
     /usr/lib/systemd/system/kimchi-gateway.service /usr/lib/systemd/system/kimchi-gateway.socket \
     /usr/lib/systemd/system/kimchi-gateway-certificate.service 2>&1) || { echo "$out"; exit 1; }
-  [[ -z $out ]] || { echo "warnings: $out"; exit 1; }
-  echo "4 units, no warning"'
+  ours=$(grep -v -E "^/[^:]*/[^/:k][^/:]*:|^/[^:]*/k[^i][^/:]*:" <<<"$out")
+  [[ -z $ours ]] || { echo "warnings: $ours"; exit 1; }
+  echo "4 units, no warning about them${out:+ (about other units: $out)}"'
 
 check sysusers bash -c '
   u=$(getent passwd _kimchi-gw) || { echo "no user _kimchi-gw"; exit 1; }
@@ -217,7 +220,7 @@ vm_flow() {
   admin POST "/vms/$vm/start" "{}"
   if [[ $CODE == 200 ]]; then
     admin GET "/vms/$vm"
-    pass "$tag-vm-start" "state $(jq -r .state <<<"$BODY") ($VIRT_NOTE)"
+    pass "$tag-vm-start" "state $(jq -r .state <<<"$BODY"), libvirt domain type $(virsh -c qemu:///system dumpxml "$vm" | sed -n "s/^<domain type='\([a-z]*\)'.*/\1/p") ($VIRT_NOTE)"
     admin POST "/vms/$vm/poweroff" "{}"
     [[ $CODE == 200 ]] || { admin POST "/vms/$vm/stop" "{}"; }
   else
@@ -234,7 +237,7 @@ vm_flow() {
   expect_code "$tag-pool-delete" 204
 }
 
-if [[ -w /dev/kvm ]]; then VIRT_NOTE="guest has /dev/kvm (nested KVM)"; else VIRT_NOTE="no /dev/kvm in the guest: QEMU under TCG"; fi
+if [[ -w /dev/kvm ]]; then VIRT_NOTE="the guest has /dev/kvm"; else VIRT_NOTE="no /dev/kvm in the guest: QEMU under TCG"; fi
 virsh -q net-start default >/dev/null 2>&1
 vm_flow flow
 
@@ -242,10 +245,11 @@ vm_flow flow
 pid=$(prop kimchid MainPID)
 if timeout 60 systemctl reload kimchid.service && active kimchid.service && [[ $(prop kimchid MainPID) == "$pid" ]]; then
   admin GET /vms
-  if [[ $CODE == 200 ]]; then
-    pass reload "systemctl reload: same PID $pid, active, STATUS=$(prop kimchid StatusText), GET /vms 200"
+  status=$(prop kimchid StatusText)
+  if [[ $CODE == 200 && $status == "libvirt: connected"* ]]; then
+    pass reload "systemctl reload: same PID $pid, active, STATUS=$status, GET /vms 200"
   else
-    fail reload "after reload GET /vms $CODE"
+    fail reload "after reload GET /vms $CODE, STATUS=$status (libvirt is connected: STATUS should say so)"
   fi
 else
   fail reload "kimchid.service $(systemctl is-active kimchid.service), PID $pid -> $(prop kimchid MainPID)"
@@ -269,16 +273,6 @@ score_check() {
 score_check kimchid.service 1.5
 score_check kimchi-gateway.service 0.5
 
-# --- Journal: nothing at warning or worse from the kimchi units ----------------------
-journal_units=()
-for u in "${KIMCHI_UNITS[@]}"; do journal_units+=(-u "$u"); done
-warnings=$(journalctl -b -q --no-pager -p warning "${journal_units[@]}" 2>&1)
-if [[ -z $warnings ]]; then
-  pass journal-no-warnings "no line at warning or worse from ${KIMCHI_UNITS[*]}"
-else
-  fail journal-no-warnings "$(printf '%s' "$warnings" | head -20)"
-fi
-
 # --- Watchdog: pings reach systemd (a short WatchdogSec= so they are seen) -------------
 mkdir -p /run/systemd/system/kimchid.service.d
 printf '[Service]\nWatchdogSec=4s\n' >/run/systemd/system/kimchid.service.d/50-vm-check-watchdog.conf
@@ -295,6 +289,16 @@ else
 fi
 rm -f /run/systemd/system/kimchid.service.d/50-vm-check-watchdog.conf
 systemctl daemon-reload
+
+# --- Journal: nothing at warning or worse from the kimchi units ----------------------
+journal_units=()
+for u in "${KIMCHI_UNITS[@]}"; do journal_units+=(-u "$u"); done
+warnings=$(journalctl -b -q --no-pager -p warning "${journal_units[@]}" 2>&1)
+if [[ -z $warnings ]]; then
+  pass journal-no-warnings "no line at warning or worse from ${KIMCHI_UNITS[*]}"
+else
+  fail journal-no-warnings "$(printf '%s' "$warnings" | head -20)"
+fi
 
 # --- Seccomp: the filter swapped for SystemCallLog= of what it would refuse -------------
 # The shipped filter allows @system-service minus @privileged and @resources; the
