@@ -176,16 +176,16 @@ say "booting the guest (2 vCPUs, 3 GiB); console: $CONSOLE"
 started=$SECONDS
 booted=0
 if [[ ${KIMCHI_VM_ACCEL:-} != tcg && -r /dev/kvm && -w /dev/kvm ]]; then
-  say "with KVM, at most ${KIMCHI_VM_TIMEOUT:-900} s"
+  say "with KVM, at most ${KIMCHI_VM_TIMEOUT:-600} s"
   # arch-capabilities off: nested KVM hosts often refuse to set that MSR.
   # QEMU that stops at once or a kernel that never prints: TCG instead.
-  if boot "${KIMCHI_VM_TIMEOUT:-900}" -accel kvm -cpu host,-arch-capabilities && [[ -s $CONSOLE ]]; then
+  if boot "${KIMCHI_VM_TIMEOUT:-600}" -accel kvm -cpu host,-arch-capabilities && [[ -s $CONSOLE ]]; then
     booted=1
   fi
 fi
 if ((!booted)); then
-  say "with TCG (no usable KVM), at most ${KIMCHI_VM_TIMEOUT:-3600} s"
-  boot "${KIMCHI_VM_TIMEOUT:-3600}" -accel tcg -cpu max
+  say "with TCG (no usable KVM), at most ${KIMCHI_VM_TIMEOUT:-1200} s"
+  boot "${KIMCHI_VM_TIMEOUT:-1200}" -accel tcg -cpu max
 fi
 say "guest ran $((SECONDS - started)) s"
 
