@@ -202,8 +202,13 @@ vm_flow() {
   expect_code "$tag-pool-activate" 200
   admin POST "/storagepools/$pool/storagevolumes" '{"name": "data.qcow2", "capacity": 64, "format": "qcow2"}'
   if [[ $CODE == 201 || $CODE == 200 ]]; then
+    local created=$CODE
     admin GET "/storagepools/$pool/storagevolumes/data.qcow2"
-    expect_code "$tag-volume-create" 200
+    if [[ $CODE == 200 ]]; then
+      pass "$tag-volume-create" "POST $created, GET 200, capacity $(jq -r .capacity <<<"$BODY")"
+    else
+      fail "$tag-volume-create" "POST $created, then GET $CODE: $BODY"
+    fi
   else
     fail "$tag-volume-create" "HTTP $CODE: $BODY"
   fi
@@ -211,9 +216,10 @@ vm_flow() {
   expect_code "$tag-template-create" 201
   admin POST /vms "{\"name\": \"$vm\", \"template\": \"/templates/$tpl\", \"storagepool\": \"/storagepools/$pool\"}"
   if [[ $CODE == 201 || $CODE == 202 ]]; then
+    local created=$CODE
     wait_for 120 bash -c "curl -sk -u '$ADMIN:$PASSWORD' https://localhost:8001/vms/$vm | jq -e '.state' >/dev/null"
     admin GET "/vms/$vm"
-    pass "$tag-vm-create" "HTTP $CODE, state $(jq -r .state <<<"$BODY")"
+    pass "$tag-vm-create" "POST /vms $created, state $(jq -r .state <<<"$BODY")"
   else
     fail "$tag-vm-create" "HTTP $CODE: $BODY"
   fi
