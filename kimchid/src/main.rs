@@ -142,7 +142,7 @@ async fn run(
             _ = hup.recv() => {
                 notify::reloading();
                 config = reload(&args, config, &log, &engine.sessions);
-                notify::ready(&ready_status);
+                notify::reloaded();
             }
         }
     }

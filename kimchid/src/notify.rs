@@ -7,6 +7,11 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// READY=1 after a reload; the status line stays what the model last said.
+pub fn reloaded() {
+    send(&[NotifyState::Ready]);
+}
+
 pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);
 }
