@@ -307,13 +307,29 @@ else
 fi
 
 # --- Seccomp: the filter swapped for SystemCallLog= of what it would refuse -------------
-# The shipped filter allows @system-service minus @privileged and @resources; the
-# drop-in removes the filter and logs exactly the calls it would have refused (the
-# kernel's audit lines type=1326), while kimchid and the gateway do their work.
+# The drop-in removes the shipped filter and logs exactly the calls it would have
+# refused (the kernel's audit lines type=1326), while kimchid and the gateway do their
+# work. It is made from the unit's own lines: its allow list is what is not logged
+# (`~…`), a call the unit denies is logged (an entry without `~` takes it out of the
+# not-logged set), and a call the unit allows back after that is not logged again.
+syscall_log_dropin() {
+  local unit=$1 line value first=true
+  printf '[Service]\nSystemCallFilter=\n'
+  while IFS= read -r line; do
+    value=${line#SystemCallFilter=}
+    if $first; then
+      printf 'SystemCallLog=~%s\n' "$value"
+      first=false
+    elif [[ $value == "~"* ]]; then
+      printf 'SystemCallLog=%s\n' "${value#\~}"
+    else
+      printf 'SystemCallLog=~%s\n' "$value"
+    fi
+  done < <(grep '^SystemCallFilter=' "/usr/lib/systemd/system/$unit.service")
+}
 for u in kimchid kimchi-gateway; do
   mkdir -p "/run/systemd/system/$u.service.d"
-  printf '[Service]\nSystemCallFilter=\nSystemCallLog=~@system-service\nSystemCallLog=@privileged @resources\n' \
-    >"/run/systemd/system/$u.service.d/50-vm-check-syscall-log.conf"
+  syscall_log_dropin "$u" >"/run/systemd/system/$u.service.d/50-vm-check-syscall-log.conf"
 done
 systemctl daemon-reload
 seccomp_cursor=$(journalctl -n0 --show-cursor -q | sed -n 's/^-- cursor: //p')

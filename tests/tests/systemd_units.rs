@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kimchi_tests::run;
+use kimchi_tests::systemd::{bookworm_252, systemd_252_root};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -29,29 +30,6 @@ fn unit_text(unit: &str) -> String {
 /// `systemd-analyze security --offline=yes` overall exposure of one unit.
 fn exposure(unit: &str) -> f64 {
     exposure_with(&mut Command::new("systemd-analyze"), unit)
-}
-
-/// Where `tests/fetch-systemd-252.sh` unpacks bookworm's own systemd-analyze.
-fn systemd_252_root() -> PathBuf {
-    std::env::var_os("KIMCHI_SYSTEMD_252")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target").join("systemd-252"))
-}
-
-/// bookworm's systemd 252 `systemd-analyze`, run from its unpacked packages with
-/// their own libsystemd-shared, when `tests/fetch-systemd-252.sh` has fetched it.
-fn systemd_analyze_252() -> Option<Command> {
-    let root = systemd_252_root();
-    let binary = root.join("usr/bin/systemd-analyze");
-    if !binary.exists() {
-        return None;
-    }
-    let mut cmd = Command::new(binary);
-    cmd.env(
-        "LD_LIBRARY_PATH",
-        root.join("usr/lib/x86_64-linux-gnu/systemd"),
-    );
-    Some(cmd)
 }
 
 fn exposure_with(analyze: &mut Command, unit: &str) -> f64 {
@@ -98,22 +76,21 @@ fn gateway_service_exposure_is_at_most_1_0() {
 /// the units state it, so bookworm's own systemd-analyze agrees with the newer one.
 #[test]
 fn exposure_holds_under_bookworms_systemd_252() {
-    let Some(mut analyze) = systemd_analyze_252() else {
+    let Some(analyze) = bookworm_252() else {
         println!(
             "SKIPPED: no systemd 252 under {} (run tests/fetch-systemd-252.sh)",
             systemd_252_root().display()
         );
         return;
     };
-    let version = run(systemd_analyze_252().expect("found above").arg("--version")).expect_ok();
+    let version = run(analyze.command().arg("--version")).expect_ok();
     assert!(
         version.stdout.starts_with("systemd 252"),
         "{}",
         version.stdout
     );
-    assert!(exposure_with(&mut analyze, "kimchid.service") <= 2.0);
-    let mut analyze = systemd_analyze_252().expect("found above");
-    assert!(exposure_with(&mut analyze, "kimchi-gateway.service") <= 1.0);
+    assert!(exposure_with(&mut analyze.command(), "kimchid.service") <= 2.0);
+    assert!(exposure_with(&mut analyze.command(), "kimchi-gateway.service") <= 1.0);
 }
 
 #[test]
@@ -180,6 +157,7 @@ fn kimchid_allows_back_only_the_syscalls_its_libraries_make_with_the_reason() {
             allowed.push(call);
         }
     }
-    assert_eq!(allowed, ["set_mempolicy"]);
+    assert_eq!(allowed, ["set_mempolicy", "seccomp"]);
     assert!(text.contains("libnuma"), "the reason names libnuma");
+    assert!(text.contains("QEMU"), "the reason names QEMU");
 }
