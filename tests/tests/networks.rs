@@ -615,12 +615,8 @@ fn unknown_network_is_404() {
 // ---------------------------------------------------------------------------------
 // 2. Guests
 
-#[test]
-fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
-    let web = Web::admin();
-    let net = TestNetwork::planned("net-guest");
-    create_routed(&web, &net, "isolated");
-    let guest = TemplateVm::create(&web, "net-guest");
+/// A NIC on `net` in the guest's stored definition, added behind kimchid's back.
+fn attach_to(guest: &TemplateVm, net: &TestNetwork) {
     virsh(&[
         "attach-interface",
         "--domain",
@@ -632,6 +628,15 @@ fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
         "--config",
     ])
     .expect_ok();
+}
+
+#[test]
+fn network_used_by_a_guest_lists_it_and_is_not_deleted_until_detached() {
+    let web = Web::admin();
+    let net = TestNetwork::planned("net-guest");
+    create_routed(&web, &net, "isolated");
+    let guest = TemplateVm::create(&web, "net-guest");
+    attach_to(&guest, &net);
 
     let doc = wait_for_doc(&web, &net, "the guest on the network", |d| {
         d["in_use"] == true
@@ -671,17 +676,7 @@ fn starting_a_guest_on_an_inactive_network_gives_libvirts_reason() {
     let net = TestNetwork::planned("net-down");
     create_routed(&web, &net, "isolated");
     let guest = TemplateVm::create(&web, "net-down");
-    virsh(&[
-        "attach-interface",
-        "--domain",
-        guest.name(),
-        "--type",
-        "network",
-        "--source",
-        net.name(),
-        "--config",
-    ])
-    .expect_ok();
+    attach_to(&guest, &net);
     let doc = get(&web, &net);
     assert_eq!(doc["state"], "inactive", "created inactive: {doc}");
 
