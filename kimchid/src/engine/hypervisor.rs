@@ -253,6 +253,34 @@ pub enum PoolDefinition {
     },
 }
 
+impl PoolDefinition {
+    pub fn name(&self) -> &str {
+        match self {
+            PoolDefinition::Dir { name, .. }
+            | PoolDefinition::Netfs { name, .. }
+            | PoolDefinition::Logical { name, .. } => name,
+        }
+    }
+
+    /// libvirt's pool type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PoolDefinition::Dir { .. } => "dir",
+            PoolDefinition::Netfs { .. } => "netfs",
+            PoolDefinition::Logical { .. } => "logical",
+        }
+    }
+
+    /// Where the pool's volumes appear: its directory, or a logical pool's volume
+    /// group under /dev.
+    pub fn target_path(&self) -> String {
+        match self {
+            PoolDefinition::Dir { path, .. } | PoolDefinition::Netfs { path, .. } => path.clone(),
+            PoolDefinition::Logical { name, .. } => format!("/dev/{name}"),
+        }
+    }
+}
+
 /// A storage pool; sizes in bytes, zero while inactive (libvirt keeps stale ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRecord {

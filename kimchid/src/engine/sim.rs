@@ -734,35 +734,21 @@ impl Hypervisor for Sim {
     }
 
     fn define_pool(&self, def: &PoolDefinition) -> Result<PoolRecord> {
-        let (name, pool_type, target, source) = match def {
-            PoolDefinition::Dir { name, path } => {
-                (name, "dir", path.clone(), PoolSource::default())
-            }
+        let (name, pool_type, target) = (def.name(), def.kind(), def.target_path());
+        let source = match def {
+            PoolDefinition::Dir { .. } => PoolSource::default(),
             PoolDefinition::Netfs {
-                name,
-                path,
-                host,
-                source_path,
-            } => (
-                name,
-                "netfs",
-                path.clone(),
-                PoolSource {
-                    host: host.clone(),
-                    dir: source_path.clone(),
-                    ..PoolSource::default()
-                },
-            ),
-            PoolDefinition::Logical { name, devices } => (
-                name,
-                "logical",
-                format!("/dev/{name}"),
-                PoolSource {
-                    name: name.clone(),
-                    devices: devices.clone(),
-                    ..PoolSource::default()
-                },
-            ),
+                host, source_path, ..
+            } => PoolSource {
+                host: host.clone(),
+                dir: source_path.clone(),
+                ..PoolSource::default()
+            },
+            PoolDefinition::Logical { name, devices } => PoolSource {
+                name: name.clone(),
+                devices: devices.clone(),
+                ..PoolSource::default()
+            },
         };
         let mut state = self.enter("define_pool")?;
         // libvirt's duplicate checks, as the adapter reports them.

@@ -50,6 +50,18 @@ pub enum Busy {
 /// Held while a volume is changed; the volume and its pool are busy until dropped.
 pub type VolumeGuard = Claim<Busy>;
 
+fn volume_busy(pool: &str, volume: &str) -> Error {
+    Error::Busy(format!(
+        "volume '{volume}' in pool '{pool}' has an operation in progress"
+    ))
+}
+
+fn pool_going_away(pool: &str) -> Error {
+    Error::Busy(format!(
+        "storage pool '{pool}' is being deactivated or deleted"
+    ))
+}
+
 impl StoragePools {
     pub fn new(backend: Arc<Backend>, model: Arc<Model>, isos: Arc<Isos>) -> Self {
         StoragePools {
@@ -65,15 +77,11 @@ impl StoragePools {
     pub fn claim_volume(&self, pool: &str, name: &str) -> Result<VolumeGuard> {
         self.busy.claim_with(|busy| {
             if busy.contains(&Busy::Pool(pool.to_owned())) {
-                return Err(Error::Busy(format!(
-                    "storage pool '{pool}' is being deactivated or deleted"
-                )));
+                return Err(pool_going_away(pool));
             }
             let key = Busy::Volume(pool.to_owned(), name.to_owned());
             if busy.contains(&key) {
-                return Err(Error::Busy(format!(
-                    "volume '{name}' in pool '{pool}' has an operation in progress"
-                )));
+                return Err(volume_busy(pool, name));
             }
             Ok(key)
         })
@@ -85,16 +93,8 @@ impl StoragePools {
         self.busy.claim_with(|busy| {
             for held in busy {
                 match held {
-                    Busy::Volume(p, volume) if p == pool => {
-                        return Err(Error::Busy(format!(
-                            "volume '{volume}' in pool '{pool}' has an operation in progress"
-                        )))
-                    }
-                    Busy::Pool(p) if p == pool => {
-                        return Err(Error::Busy(format!(
-                            "storage pool '{pool}' is being deactivated or deleted"
-                        )))
-                    }
+                    Busy::Volume(p, volume) if p == pool => return Err(volume_busy(pool, volume)),
+                    Busy::Pool(p) if p == pool => return Err(pool_going_away(pool)),
                     _ => {}
                 }
             }

@@ -446,42 +446,35 @@ fn volume_kind(kind: u32) -> &'static str {
 }
 
 fn pool_xml(def: &PoolDefinition) -> String {
-    let (kind, name, target, source) = match def {
-        PoolDefinition::Dir { name, path } => ("dir", name, path.clone(), None),
+    let source = match def {
+        PoolDefinition::Dir { .. } => None,
         PoolDefinition::Netfs {
-            name,
-            path,
-            host,
-            source_path,
-        } => (
-            "netfs",
-            name,
-            path.clone(),
-            Some(
-                Element::new("source")
-                    .child(Element::new("host").attr("name", host.as_str()))
-                    .child(Element::new("dir").attr("path", source_path.as_str()))
-                    .child(Element::new("format").attr("type", "auto")),
-            ),
+            host, source_path, ..
+        } => Some(
+            Element::new("source")
+                .child(Element::new("host").attr("name", host.as_str()))
+                .child(Element::new("dir").attr("path", source_path.as_str()))
+                .child(Element::new("format").attr("type", "auto")),
         ),
         PoolDefinition::Logical { name, devices } => {
             let mut source = Element::new("source");
             for device in devices {
                 source = source.child(Element::new("device").attr("path", device.as_str()));
             }
-            source = source
-                .child(Element::leaf("name", name.as_str()))
-                .child(Element::new("format").attr("type", "lvm2"));
-            ("logical", name, format!("/dev/{name}"), Some(source))
+            Some(
+                source
+                    .child(Element::leaf("name", name.as_str()))
+                    .child(Element::new("format").attr("type", "lvm2")),
+            )
         }
     };
     let mut pool = Element::new("pool")
-        .attr("type", kind)
-        .child(Element::leaf("name", name.as_str()));
+        .attr("type", def.kind())
+        .child(Element::leaf("name", def.name()));
     if let Some(source) = source {
         pool = pool.child(source);
     }
-    pool.child(Element::new("target").child(Element::leaf("path", target)))
+    pool.child(Element::new("target").child(Element::leaf("path", def.target_path())))
         .render()
 }
 
