@@ -79,6 +79,34 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     dir
 }
 
+/// A loop device over a sparse file of `size` (as `truncate -s` takes it), detached
+/// and the file removed on drop.
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub path: String,
+    image: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(what: &str, size: &str) -> LoopDevice {
+        let image = std::env::temp_dir().join(format!("{}.img", unique_name(what)));
+        run(Command::new("truncate").args(["-s", size]).arg(&image)).expect_ok();
+        let path = run(Command::new("losetup").args(["-f", "--show"]).arg(&image))
+            .expect_ok()
+            .stdout
+            .trim()
+            .to_owned();
+        LoopDevice { path, image }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = run(Command::new("losetup").args(["-d", &self.path]));
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
 /// Creates the groups and test users with their passwords, once per process. A file
 /// lock serialises test binaries (and nextest's per-test processes) doing the same.
 pub fn ensure_test_users() {

@@ -3,33 +3,22 @@
 //! volumes needs device-mapper, which these machines' kernels do not offer, so the
 //! test stops at the pool.)
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use kimchi_tests::{manager_call, run, unique_name};
+use kimchi_tests::{manager_call, run, unique_name, LoopDevice};
 
-/// A loop device over a sparse file, plus the pool and volume group made on it;
-/// all removed on drop.
+/// A loop device and the pool and volume group made on it; all removed on drop
+/// (the pool and group first, then the device).
 struct LoopPool {
     name: String,
-    image: PathBuf,
-    device: String,
+    device: LoopDevice,
 }
 
 impl LoopPool {
     fn new() -> LoopPool {
-        let name = unique_name("kvg").replace('-', "_");
-        let image = std::env::temp_dir().join(format!("{name}.img"));
-        run(Command::new("truncate").args(["-s", "128M"]).arg(&image)).expect_ok();
-        let device = run(Command::new("losetup").args(["-f", "--show"]).arg(&image))
-            .expect_ok()
-            .stdout
-            .trim()
-            .to_owned();
         LoopPool {
-            name,
-            image,
-            device,
+            name: unique_name("kvg").replace('-', "_"),
+            device: LoopDevice::new("kvg", "128M"),
         }
     }
 }
@@ -39,9 +28,7 @@ impl Drop for LoopPool {
         manager_call("DeactivateStoragePool", "sa{sv}", &[&self.name, "0"]);
         manager_call("DeleteStoragePool", "sa{sv}", &[&self.name, "0"]);
         let _ = run(Command::new("vgremove").args(["-f", &self.name]));
-        let _ = run(Command::new("pvremove").args(["-ff", "-y", &self.device]));
-        let _ = run(Command::new("losetup").args(["-d", &self.device]));
-        let _ = std::fs::remove_file(&self.image);
+        let _ = run(Command::new("pvremove").args(["-ff", "-y", &self.device.path]));
     }
 }
 
@@ -51,7 +38,16 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
     let created = manager_call(
         "CreateStoragePool",
         "(sssssas)a{sv}",
-        &[&pool.name, "logical", "", "", "", "1", &pool.device, "0"],
+        &[
+            &pool.name,
+            "logical",
+            "",
+            "",
+            "",
+            "1",
+            &pool.device.path,
+            "0",
+        ],
     )
     .expect_ok();
     assert!(
@@ -72,9 +68,9 @@ fn logical_pool_builds_a_volume_group_on_its_device() {
         .stdout;
     assert!(
         vgs.lines()
-            .any(|l| l.contains(&pool.name) && l.contains(&pool.device)),
+            .any(|l| l.contains(&pool.name) && l.contains(&pool.device.path)),
         "volume group not built on {}: {vgs}",
-        pool.device
+        pool.device.path
     );
 
     manager_call("DeactivateStoragePool", "sa{sv}", &[&pool.name, "0"]).expect_ok();

@@ -15,7 +15,7 @@ use common::{
 };
 use futures_util::StreamExt;
 use kimchi_dbus::{PoolState, ISO_POOL, STORAGE_POOL_INTERFACE};
-use kimchi_tests::{run, system_bus, unique_name, virsh, READER};
+use kimchi_tests::{run, system_bus, virsh, LoopDevice, READER};
 use serde_json::{json, Value};
 use zbus::message::Type as MessageType;
 use zbus::{MatchRule, MessageStream, OwnedVariant};
@@ -433,38 +433,12 @@ fn netfs_pool_without_source_host_is_400() {
     assert!(!virsh(&["pool-info", &pool.name]).ok);
 }
 
-/// A loop device over a sparse file, detached and removed on drop.
-struct LoopDevice {
-    path: String,
-    image: std::path::PathBuf,
-}
-
-impl LoopDevice {
-    fn new() -> LoopDevice {
-        let image = std::env::temp_dir().join(format!("{}.img", unique_name("lvm-dev")));
-        run(Command::new("truncate").args(["-s", "16M"]).arg(&image)).expect_ok();
-        let path = run(Command::new("losetup").args(["-f", "--show"]).arg(&image))
-            .expect_ok()
-            .stdout
-            .trim()
-            .to_owned();
-        LoopDevice { path, image }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = run(Command::new("losetup").args(["-d", &self.path]));
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
-
 #[test]
 fn logical_pool_is_defined_with_its_source_devices() {
     let web = Web::admin();
     let pool = TestPool::planned("pool-lvm");
     // A device must exist to be named (a missing one is 400: hostile_storage.rs).
-    let loop_device = LoopDevice::new();
+    let loop_device = LoopDevice::new("lvm-dev", "16M");
     let device = loop_device.path.as_str();
     let body = json!({
         "name": pool.name, "type": "logical", "source": {"devices": [device]}
