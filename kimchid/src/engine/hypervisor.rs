@@ -218,6 +218,8 @@ pub struct GuestDisk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDefinition {
     pub name: String,
+    /// Chosen by kimchid, so that a creation cut short can find what it defined.
+    pub uuid: String,
     /// Hardware virtualization usable: `type='kvm'`, else QEMU emulation.
     pub kvm: bool,
     pub memory_mib: u64,
@@ -511,8 +513,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// A new volume holding a copy of `source` (same pool), at least as large.
     fn clone_volume(&self, pool: &str, source: &str, copy: &VolumeSpec) -> Result<VolumeRecord>;
     fn resize_volume(&self, pool: &str, name: &str, capacity_mib: u64, shrink: bool) -> Result<()>;
-    /// Zeroes the volume, keeping it usable (same format and capacity).
-    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()>;
+    /// Zeroes the volume, keeping it usable: afterwards it is an empty image of
+    /// `format` and `capacity` bytes, what it was before (a wipe cut short and done
+    /// again finds it zeroed, looking raw).
+    fn wipe_volume(&self, pool: &str, name: &str, format: &str, capacity: u64) -> Result<()>;
     fn delete_volume(&self, pool: &str, name: &str) -> Result<()>;
     /// Deletes the volume at `path`; one the hypervisor no longer knows is gone already.
     fn delete_volume_at(&self, path: &str) -> Result<()>;

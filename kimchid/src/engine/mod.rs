@@ -7,7 +7,9 @@
 mod claims;
 mod credentials;
 pub mod hypervisor;
+mod in_flight;
 pub mod isos;
+mod journal;
 pub mod model;
 pub mod networks;
 pub mod sessions;
@@ -31,7 +33,9 @@ use tokio::sync::mpsc;
 use crate::error::Result;
 use crate::osinfo::OsDatabase;
 use hypervisor::{Backend, HostEvent, Hypervisor};
+use in_flight::InFlight;
 use isos::Isos;
+use journal::{Entry, Operation};
 use model::{Change, Model};
 use networks::Networks;
 use sessions::Sessions;
@@ -72,6 +76,12 @@ impl Engine {
         let backend = Backend::new(hypervisor);
         let model = Model::new(backend.clone(), changes.clone());
         let tasks = Tasks::new(changes.clone());
+        let (in_flight, left) = InFlight::open(
+            settings.state_dir,
+            tasks.clone(),
+            backend.clone(),
+            model.clone(),
+        )?;
         let osdb = OsDatabase::new(settings.osinfo_dir);
         let isos = Arc::new(Isos::new(backend.clone(), model.clone(), osdb.clone()));
         let pools = Arc::new(StoragePools::new(
@@ -85,6 +95,7 @@ impl Engine {
             tasks.clone(),
             pools.clone(),
             isos.clone(),
+            in_flight.clone(),
         );
         let templates = Arc::new(Templates::open(
             settings.state_dir,
@@ -100,13 +111,15 @@ impl Engine {
             tasks.clone(),
             templates.clone(),
             isos,
+            pools.clone(),
+            in_flight.clone(),
         );
         let sessions = Arc::new(Sessions::new(
             settings.session_idle,
             settings.session_max,
             settings.gateway_uid,
         ));
-        Ok(Arc::new(Engine {
+        let engine = Engine {
             model,
             vms,
             templates,
@@ -115,7 +128,34 @@ impl Engine {
             networks,
             tasks,
             sessions,
-        }))
+        };
+        engine.resume(&in_flight, left);
+        Ok(Arc::new(engine))
+    }
+
+    /// Undoes the operations a previous run left unfinished, each holding what it
+    /// held then, so no request can take its names meanwhile.
+    fn resume(&self, in_flight: &Arc<InFlight>, left: Vec<Entry>) {
+        for entry in left {
+            let volume = |pool: &str, name: &str| self.pools.claim_volume(pool, name).ok();
+            match &entry.operation {
+                Operation::VmCreate {
+                    name,
+                    pool,
+                    volumes,
+                    ..
+                } => {
+                    let disks: Vec<_> = volumes.iter().map(|v| volume(pool, v)).collect();
+                    let claims = (self.vms.reserve(name, "").ok(), disks);
+                    in_flight.resume(entry, claims);
+                }
+                Operation::VolumeCreate { pool, name }
+                | Operation::VolumeWipe { pool, name, .. } => {
+                    let claim = volume(pool, name);
+                    in_flight.resume(entry, claim);
+                }
+            }
+        }
     }
 
     /// Keeps the model current from `events` and samples guest statistics, for as

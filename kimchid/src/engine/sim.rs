@@ -483,7 +483,13 @@ impl Hypervisor for Sim {
                 def.name
             )));
         }
-        let uuid = state.new_uuid();
+        if state.domains.contains_key(&def.uuid) {
+            return Err(Error::AlreadyExists(format!(
+                "domain with uuid '{}' already exists",
+                def.uuid
+            )));
+        }
+        let uuid = def.uuid.clone();
         let mut drives: Vec<Drive> = def
             .disks
             .iter()
@@ -869,9 +875,15 @@ impl Hypervisor for Sim {
         Ok(())
     }
 
-    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()> {
+    fn wipe_volume(&self, pool: &str, name: &str, format: &str, capacity: u64) -> Result<()> {
         let mut state = self.enter("wipe_volume")?;
-        state.active_pool(pool)?.file_volume(name).map(drop)
+        let pool = state.active_pool(pool)?;
+        pool.file_volume(name)?;
+        let volume = pool.volumes.get_mut(name).expect("looked up above");
+        volume.format = format.to_owned();
+        volume.capacity = capacity;
+        volume.allocation = 0;
+        Ok(())
     }
 
     fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {
@@ -1006,12 +1018,17 @@ pub struct Harness {
     pub engine: Arc<super::Engine>,
     pub sim: Arc<Sim>,
     pub changes: tokio::sync::mpsc::UnboundedReceiver<super::model::Change>,
-    _state_dir: tempfile::TempDir,
+    pub state_dir: tempfile::TempDir,
 }
 
 pub async fn harness() -> Harness {
-    let sim = Sim::new();
     let state_dir = tempfile::tempdir().expect("temporary directory");
+    harness_with(Sim::new(), state_dir).await
+}
+
+/// An engine over `sim` keeping its state in `state_dir` (where a previous run may
+/// have left something), connected and synced.
+pub async fn harness_with(sim: Arc<Sim>, state_dir: tempfile::TempDir) -> Harness {
     let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
     let settings = super::Settings {
         state_dir: state_dir.path(),
@@ -1030,6 +1047,6 @@ pub async fn harness() -> Harness {
         engine,
         sim,
         changes,
-        _state_dir: state_dir,
+        state_dir,
     }
 }

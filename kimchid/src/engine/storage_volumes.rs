@@ -7,7 +7,9 @@ use std::sync::Arc;
 use kimchi_dbus::{TaskInfo, VolumeInfo, VolumeSpec, ISO_POOL, MIB};
 
 use super::hypervisor::{Backend, PoolRecord, VolumeRecord};
+use super::in_flight::InFlight;
 use super::isos::Isos;
+use super::journal::Operation;
 use super::model::Model;
 use super::storage_pools::{StoragePools, VolumeGuard};
 use super::tasks::{Tasks, Wait};
@@ -25,6 +27,7 @@ pub struct StorageVolumes {
     tasks: Arc<Tasks>,
     pools: Arc<StoragePools>,
     isos: Arc<Isos>,
+    in_flight: Arc<InFlight>,
 }
 
 impl StorageVolumes {
@@ -34,6 +37,7 @@ impl StorageVolumes {
         tasks: Arc<Tasks>,
         pools: Arc<StoragePools>,
         isos: Arc<Isos>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         StorageVolumes {
             backend,
@@ -41,6 +45,7 @@ impl StorageVolumes {
             tasks,
             pools,
             isos,
+            in_flight,
         }
     }
 
@@ -114,17 +119,22 @@ impl StorageVolumes {
             )));
         }
         let (backend, model) = (self.backend.clone(), self.model.clone());
-        let uri = volume_uri(&pool, &spec.name);
-        let id = self.tasks.start("storagevolume.create", uri, async move {
-            let _guard = guard;
-            // A new volume is qcow2 or raw, never an ISO image: of the model, only the
-            // pool's sizes and count change.
-            let (record, pool) = backend
-                .run(move |hv| Ok((hv.create_volume(&pool, &spec)?, hv.pool_by_name(&pool)?)))
-                .await?;
-            model.upsert_pool(pool);
-            Ok(format!("created {}", record.path))
-        });
+        let operation = Operation::VolumeCreate {
+            pool: pool.clone(),
+            name: spec.name.clone(),
+        };
+        let id = self
+            .in_flight
+            .start(operation, guard, async move {
+                // A new volume is qcow2 or raw, never an ISO image: of the model, only
+                // the pool's sizes and count change.
+                let (record, pool) = backend
+                    .run(move |hv| Ok((hv.create_volume(&pool, &spec)?, hv.pool_by_name(&pool)?)))
+                    .await?;
+                model.upsert_pool(pool);
+                Ok(format!("created {}", record.path))
+            })
+            .await?;
         self.tasks.reply(id, wait).await
     }
 
@@ -176,15 +186,24 @@ impl StorageVolumes {
     pub async fn wipe(&self, pool: &str, name: &str, wait: Wait) -> Result<TaskInfo> {
         let (guard, current) = self.begin(pool, name).await?;
         self.refuse_in_use(&current)?;
+        let (format, capacity) = (current.format.clone(), current.capacity);
         let (pool, name) = self.check_inside(current).await?;
+        let operation = Operation::VolumeWipe {
+            pool: pool.clone(),
+            name: name.clone(),
+            format: format.clone(),
+            capacity,
+        };
         let backend = self.backend.clone();
         let id = self
-            .tasks
-            .start("storagevolume.wipe", volume_uri(&pool, &name), async move {
-                let _guard = guard;
-                backend.run(move |hv| hv.wipe_volume(&pool, &name)).await?;
+            .in_flight
+            .start(operation, guard, async move {
+                backend
+                    .run(move |hv| hv.wipe_volume(&pool, &name, &format, capacity))
+                    .await?;
                 Ok("wiped".to_owned())
-            });
+            })
+            .await?;
         self.tasks.reply(id, wait).await
     }
 
@@ -297,7 +316,7 @@ pub fn bytes(mib: u64, what: &str) -> Result<u64> {
     }
 }
 
-fn volume_uri(pool: &str, name: &str) -> String {
+pub(super) fn volume_uri(pool: &str, name: &str) -> String {
     format!("/storagepools/{pool}/storagevolumes/{name}")
 }
 

@@ -1,6 +1,7 @@
 //! Long operations run as tasks: they get an id at once, run on their own, and stay
 //! listed for a while after they end so `GET /tasks/:id` still answers. Tasks live
-//! in memory only: after a restart no task claims to have finished.
+//! in memory only: after a restart no task claims to have finished, and only those
+//! whose operation the journal holds (`in_flight.rs`) are listed again.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -104,11 +105,36 @@ impl Tasks {
     where
         F: Future<Output = Result<String>> + Send + 'static,
     {
+        let id = self.reserve_id();
+        self.start_as(id, operation, target_uri, SystemTime::now(), work);
+        id
+    }
+
+    /// An id no task has had in this run, for a task started later with `start_as`
+    /// (its operation is written down under that id first).
+    pub fn reserve_id(&self) -> u32 {
+        let mut inner = self.inner.lock().expect("task lock poisoned");
+        let id = inner.next_id;
+        inner.next_id += 1;
+        id
+    }
+
+    /// Starts `work` as task `id` (reserved, or one a previous run gave out: ids after
+    /// it are then not given out again), begun at `started`.
+    pub fn start_as<F>(
+        self: &Arc<Self>,
+        id: u32,
+        operation: &'static str,
+        target_uri: String,
+        started: SystemTime,
+        work: F,
+    ) where
+        F: Future<Output = Result<String>> + Send + 'static,
+    {
         let (done_tx, done_rx) = watch::channel(false);
-        let id = {
+        {
             let mut inner = self.inner.lock().expect("task lock poisoned");
-            let id = inner.next_id;
-            inner.next_id += 1;
+            inner.next_id = inner.next_id.max(id + 1);
             inner.tasks.insert(
                 id,
                 TaskRecord {
@@ -117,13 +143,12 @@ impl Tasks {
                     target_uri,
                     state: TaskState::Running,
                     message: "running".into(),
-                    started: SystemTime::now(),
+                    started,
                     ended: None,
                 },
             );
             inner.done.insert(id, done_rx);
-            id
-        };
+        }
         let _ = self.changes.send(Change::TaskAdded(id));
         let tasks = self.clone();
         tokio::spawn(async move {
@@ -135,7 +160,6 @@ impl Tasks {
             tasks.end(id, state, message);
             let _ = done_tx.send(true);
         });
-        id
     }
 
     /// Waits until task `id` has ended (returns at once for unknown or ended tasks).
@@ -398,6 +422,20 @@ mod tests {
         assert_eq!(ended.state, TaskState::Finished);
         assert_eq!(ended.message, "done");
         assert_eq!(ended.path.as_str(), "/org/kimchi/Kimchi1/task/1");
+    }
+
+    #[tokio::test]
+    async fn a_task_started_under_an_earlier_id_keeps_it_and_later_ids_follow_it() {
+        let (tasks, _changes) = registry();
+        let reserved = tasks.reserve_id();
+        let started = UNIX_EPOCH + Duration::from_secs(1_000);
+        tasks.start_as(41, "test.op", "/x".into(), started, async {
+            Ok(String::new())
+        });
+        tasks.wait(41).await;
+        assert_eq!(tasks.get(41).unwrap().started, started);
+        let next = tasks.start("op", "/a".into(), async { Ok(String::new()) });
+        assert_eq!((reserved, next), (1, 42));
     }
 
     #[test]

@@ -23,8 +23,11 @@ use super::hypervisor::{
     Apply, Backend, Cdrom, DomainChange, DomainRecord, GuestDefinition, GuestDisk, Hypervisor,
     Power,
 };
+use super::in_flight::InFlight;
 use super::isos::Isos;
+use super::journal::Operation;
 use super::model::{Model, DEFAULT_POOL};
+use super::storage_pools::StoragePools;
 use super::tasks::{Tasks, Wait};
 use super::templates::{Template, Templates};
 use crate::error::{Error, Result};
@@ -72,6 +75,8 @@ pub struct Vms {
     tasks: Arc<Tasks>,
     templates: Arc<Templates>,
     isos: Arc<Isos>,
+    pools: Arc<StoragePools>,
+    in_flight: Arc<InFlight>,
     /// Names of VMs being created, so that two requests cannot take the same one.
     creating: Claims<String>,
     /// UUIDs of VMs being deleted: changes to them are refused meanwhile.
@@ -92,6 +97,8 @@ impl Vms {
         tasks: Arc<Tasks>,
         templates: Arc<Templates>,
         isos: Arc<Isos>,
+        pools: Arc<StoragePools>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         Vms {
             backend,
@@ -99,6 +106,8 @@ impl Vms {
             tasks,
             templates,
             isos,
+            pools,
+            in_flight,
             creating: Claims::new(),
             deleting: Claims::new(),
             in_use: Mutex::default(),
@@ -180,6 +189,10 @@ impl Vms {
                 source: d.volume.clone(),
             })
             .collect();
+        let disk_claims = plan
+            .iter()
+            .map(|d| self.pools.claim_volume(pool, &d.volume))
+            .collect::<Result<Vec<_>>>()?;
         let has_network = self.check_volumes(pool, &plan).await?;
         check_template_cdrom(&template.spec.cdrom).await?;
         let mut def = self.definition(&template, &name, has_network)?;
@@ -189,25 +202,32 @@ impl Vms {
             "qcow2"
         };
 
+        let operation = Operation::VmCreate {
+            name,
+            uuid: def.uuid.clone(),
+            pool: pool.to_owned(),
+            volumes: plan.iter().map(|d| d.volume.clone()).collect(),
+        };
         let (backend, model) = (self.backend.clone(), self.model.clone());
         let pool = pool.to_owned();
+        let claims = (reservation, disk_claims);
         let id = self
-            .tasks
-            .start("vm.create", format!("/vms/{name}"), async move {
-                let _reservation = reservation;
+            .in_flight
+            .start(operation, claims, async move {
                 let record = backend
                     .run(move |hv| create_guest(hv, &pool, format, &plan, &mut def))
                     .await?;
                 let message = format!("created VM '{}'", record.name);
                 model.upsert(record);
                 Ok(message)
-            });
+            })
+            .await?;
         self.tasks.reply(id, wait).await
     }
 
     /// Holds the requested name, or the first free `<template>-vm-<n>`, while the VM
     /// is created (or renamed).
-    fn reserve(&self, requested: &str, template: &str) -> Result<Claim<String>> {
+    pub(super) fn reserve(&self, requested: &str, template: &str) -> Result<Claim<String>> {
         self.creating.claim_with(|creating| {
             let taken = |n: &str| creating.contains(n) || self.model.vm_by_name(n).is_ok();
             let name = if requested.is_empty() {
@@ -280,6 +300,7 @@ impl Vms {
         };
         Ok(GuestDefinition {
             name: name.to_owned(),
+            uuid: new_uuid(),
             kvm: self.model.host().kvm,
             memory_mib: spec.memory_mib,
             cpus: spec.cpus,
@@ -748,6 +769,22 @@ pub fn create_guest(
     result
 }
 
+/// A random (version 4) UUID in libvirt's text form.
+fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// A VM name: a valid file-name component (disks are named after it) with nothing
 /// that reads as markup.
 pub fn check_vm_name(name: &str) -> Result<()> {
@@ -765,6 +802,16 @@ pub fn check_vm_name(name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::assert_error;
+
+    #[test]
+    fn new_uuids_are_random_version_4() {
+        let (a, b) = (new_uuid(), new_uuid());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert_eq!(&a[14..15], "4");
+        assert!("89ab".contains(&a[19..20]), "{a}");
+    }
 
     #[test]
     fn vm_names_refuse_markup_and_paths() {

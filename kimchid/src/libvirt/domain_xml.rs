@@ -58,6 +58,7 @@ pub fn guest_xml(def: &GuestDefinition) -> String {
     Element::new("domain")
         .attr("type", if def.kvm { "kvm" } else { "qemu" })
         .child(Element::leaf("name", def.name.as_str()))
+        .child(Element::leaf("uuid", def.uuid.as_str()))
         .child(Element::new("metadata").child(metadata_xml(
             Namespace::Declared,
             &def.icon,
@@ -212,6 +213,7 @@ mod tests {
     fn guest() -> GuestDefinition {
         GuestDefinition {
             name: "web<1>&'\"".into(),
+            uuid: "0b6a7c52-3f0e-4d7a-9a57-0c6f1e2d3a4b".into(),
             kvm: true,
             memory_mib: 2048,
             cpus: 2,

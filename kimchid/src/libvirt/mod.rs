@@ -254,8 +254,8 @@ impl Hypervisor for Libvirt {
         storage::resize_volume(&*self.conn()?, pool, name, capacity_mib, shrink)
     }
 
-    fn wipe_volume(&self, pool: &str, name: &str) -> Result<()> {
-        storage::wipe_volume(&*self.conn()?, pool, name)
+    fn wipe_volume(&self, pool: &str, name: &str, format: &str, capacity: u64) -> Result<()> {
+        storage::wipe_volume(&*self.conn()?, pool, name, format, capacity)
     }
 
     fn delete_volume(&self, pool: &str, name: &str) -> Result<()> {

@@ -233,10 +233,20 @@ pub fn resize_volume(
 /// Zeroes the volume. Zeroing also erases an image format's header, so a non-raw
 /// volume then gets an empty image of its format and capacity written over it in
 /// place: the volume stays in libvirt's list (and every listing) throughout.
-pub fn wipe_volume(conn: &Connect, pool_name: &str, name: &str) -> Result<()> {
+pub fn wipe_volume(
+    conn: &Connect,
+    pool_name: &str,
+    name: &str,
+    format: &str,
+    capacity: u64,
+) -> Result<()> {
     let pool = active_pool(conn, pool_name)?;
     let vol = lookup_volume(&pool, pool_name, name)?;
-    let before = read_volume(pool_name, &vol)?;
+    let before = VolumeRecord {
+        format: format.to_owned(),
+        capacity,
+        ..read_volume(pool_name, &vol)?
+    };
     check_inside(&read_pool(&pool)?, &before.path)?;
     vol.wipe(0)?;
     if matches!(before.format.as_str(), "raw" | "iso") {

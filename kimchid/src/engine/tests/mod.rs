@@ -3,6 +3,7 @@
 //! exact error kind and sentence a caller would get.
 
 mod hostile_input;
+mod in_flight;
 mod model;
 mod networks;
 mod storage;

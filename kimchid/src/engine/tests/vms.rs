@@ -423,6 +423,7 @@ async fn a_failed_creation_task_is_failed_with_the_errors_message_and_leaves_not
 fn definition(name: &str) -> GuestDefinition {
     GuestDefinition {
         name: name.into(),
+        uuid: format!("00000000-0000-4000-8000-{:012}", name.len()),
         kvm: true,
         memory_mib: 1024,
         cpus: 1,
