@@ -32,8 +32,8 @@ step "bookworm's own systemd-analyze (252), for the units' exposure test (cached
 step "cargo test --workspace -- --test-threads=4"
 cargo test --workspace -- --test-threads=4 || die "tests failed (logs: $KIMCHI_LOG_DIR/)"
 
-step "cargo test: tests that restart shared services, one at a time"
-cargo test -p kimchi-tests --test libvirt_restart -- --ignored --test-threads=1 ||
+step "cargo test: tests that restart or kill shared services, one at a time"
+cargo test -p kimchi-tests --test libvirt_restart --test crash_safety -- --ignored --test-threads=1 ||
   die "tests failed (logs: $KIMCHI_LOG_DIR/)"
 
 step "tests/fuzz.sh: schema-driven fuzzing of the running stack"

@@ -4,6 +4,7 @@
 
 pub mod daemons;
 pub mod guest;
+pub mod services;
 pub mod systemd;
 pub mod tls;
 pub mod websocket;

@@ -332,9 +332,11 @@ fn pool_is_files(pool: &StoragePool) -> Result<bool> {
     Ok(files_are_volumes(&read_pool(pool)?))
 }
 
+/// The pool; only libvirt saying it has none becomes our sentence (a lost
+/// connection stays what it is).
 fn lookup_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
     conn.lookup_storage_pool_by_name(name)
-        .map_err(|_| Error::NotFound(format!("no storage pool named '{name}'")))
+        .map_err(|e| missing(e, || format!("no storage pool named '{name}'")))
 }
 
 fn active_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
@@ -348,8 +350,19 @@ fn active_pool(conn: &Connect, name: &str) -> Result<StoragePool> {
 }
 
 fn lookup_volume(pool: &StoragePool, pool_name: &str, name: &str) -> Result<StorageVol> {
-    pool.lookup_storage_vol_by_name(name)
-        .map_err(|_| Error::NotFound(format!("no storage volume '{name}' in pool '{pool_name}'")))
+    pool.lookup_storage_vol_by_name(name).map_err(|e| {
+        missing(e, || {
+            format!("no storage volume '{name}' in pool '{pool_name}'")
+        })
+    })
+}
+
+/// libvirt's "not found" as `sentence`; any other failure as libvirt gave it.
+fn missing(e: virt::error::Error, sentence: impl FnOnce() -> String) -> Error {
+    match Error::from(e) {
+        Error::NotFound(_) => Error::NotFound(sentence()),
+        other => other,
+    }
 }
 
 fn read_pool(pool: &StoragePool) -> Result<PoolRecord> {
