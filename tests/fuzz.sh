@@ -81,7 +81,8 @@ s = json.load(open(sys.argv[1]))
 print(s["cookie"], s["csrf_token"])
 ' "$KIMCHI_SESSION")
 
-kimchid_pid=$(pid_from_file "$KIMCHI_RUN_DIR/kimchid.pid" kimchid) || die "kimchid is not running"
+# The bus name's owner: the crash tests leave a kimchid started by D-Bus activation.
+kimchid_pid=$(owner_pid "$KIMCHI_BUS_NAME") || die "kimchid is not running"
 gateway_pid=$(pid_from_file "$KIMCHI_RUN_DIR/gateway.pid" kimchi-gateway) ||
   die "kimchi-gateway is not running"
 
