@@ -20,6 +20,7 @@ LIBDIR       = $(PREFIX)/lib
 TARGETDIR    = target/$(PROFILE)
 BINARIES     = kimchid kimchi-gateway
 UNITS        = systemd/kimchid.service systemd/kimchi-gateway.service systemd/kimchi-gateway.socket \
+               systemd/kimchi-url-check.socket systemd/kimchi-url-check@.service \
                systemd/kimchi-gateway-certificate.service
 # Configuration files: repository path -> name under $(SYSCONFDIR)/kimchi/.
 CONFIGS      = kimchid/kimchid.conf kimchi-gateway/gateway.conf

@@ -25,10 +25,13 @@ BACKPORTS_PKGS=(
 )
 # From bookworm: the system bus, polkit, build dependencies, and the tools the
 # scripts and the tests call (curl, openssl, capsh/getpcaps, ip, setpriv, useradd,
-# chpasswd, busctl, systemd-analyze, strace, make, a C toolchain for cargo's linker).
+# chpasswd, busctl, systemd-analyze, systemd-socket-activate, strace, make, a C
+# toolchain for cargo's linker; mmdebstrap and mkfs.ext4 build the guest image of the
+# systemd check, tests/systemd-vm.sh, which boots it with qemu-system-x86 from above).
 MAIN_PKGS=(
   dbus dbus-daemon polkitd pkexec pkg-config libpam0g-dev libsqlite3-dev osinfo-db xorriso
   curl openssl libcap2-bin iproute2 util-linux passwd systemd make gcc libc6-dev lvm2 strace
+  mmdebstrap e2fsprogs
 )
 
 is_installed() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stops kimchi-gateway and kimchid started by tests/stack-up.sh (by their pid files in
-# /run/kimchi). The system bus, polkitd, virtlogd and libvirtd keep running.
+# Stops kimchi-gateway, kimchid and the URL check listener started by tests/stack-up.sh
+# (by their pid files in /run/kimchi). The system bus, polkitd, virtlogd and libvirtd
+# keep running.
 #
 #   sudo tests/stack-down.sh
 set -euo pipefail
@@ -27,6 +28,10 @@ stop() {
 # The gateway first: it is kimchid's client.
 stop kimchi-gateway kimchi-gateway "$KIMCHI_RUN_DIR/gateway.pid"
 stop kimchid kimchid "$KIMCHI_RUN_DIR/kimchid.pid"
+stop "URL check listener" systemd-socket- "$KIMCHI_RUN_DIR/url-check.pid"
+if [[ -S $KIMCHI_URL_CHECK_SOCKET ]] && ! ss -Hxl "src $KIMCHI_URL_CHECK_SOCKET" 2>/dev/null | grep -q .; then
+  rm -f "$KIMCHI_URL_CHECK_SOCKET"
+fi
 
 # Verify: nothing of ours is left serving (another copy may have been started by hand,
 # or kimchid by D-Bus activation; those are reported, not killed).
@@ -40,7 +45,11 @@ if ss -Hltn "sport = :$KIMCHI_PORT" 2>/dev/null | grep -q .; then
   warn "something still listens on port $KIMCHI_PORT: $(ss -Hltnp "sport = :$KIMCHI_PORT" | head -1)"
   left=1
 fi
+if ss -Hxl "src $KIMCHI_URL_CHECK_SOCKET" 2>/dev/null | grep -q .; then
+  warn "something still listens on $KIMCHI_URL_CHECK_SOCKET: $(ss -Hxlp "src $KIMCHI_URL_CHECK_SOCKET" | head -1)"
+  left=1
+fi
 if ((left)); then
   die "processes not started by stack-up.sh still serve kimchi (see above)"
 fi
-say "kimchid and kimchi-gateway are down; bus, polkitd and libvirtd left running"
+say "kimchid, kimchi-gateway and the URL check listener are down; bus, polkitd and libvirtd left running"

@@ -5,6 +5,8 @@ KIMCHI_RUN_DIR=/run/kimchi
 KIMCHI_LOG_DIR=/var/log/kimchi
 KIMCHI_BUS_NAME=org.kimchi.Kimchi1
 KIMCHI_PORT=8001
+# kimchi-url-check.socket's path, kimchid's default url_check_socket.
+KIMCHI_URL_CHECK_SOCKET=/run/kimchi-url-check.sock
 
 step() { printf '\n==> %s\n' "$*"; }
 say() { printf '    %s\n' "$*"; }

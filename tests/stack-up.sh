@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs, builds and starts the whole Kimchi stack on this machine, without systemd:
-# system bus, polkitd, virtlogd + libvirtd, then kimchid (root) and kimchi-gateway
-# (user _kimchi-gw, no capabilities) serving https://<host>:8001/.
+# system bus, polkitd, virtlogd + libvirtd, the URL check listener (what
+# kimchi-url-check.socket does), then kimchid (root) and kimchi-gateway (user
+# _kimchi-gw, no capabilities) serving https://<host>:8001/.
 #
 #   sudo tests/stack-up.sh
 #
 # Idempotent: what already runs and answers is kept; kimchid and the gateway are
-# restarted only when they are not running or their installed binary changed.
+# restarted only when they are not running or their installed binary changed (the
+# URL check runs the installed kimchid afresh for every connection).
 # Environment:
 #   KIMCHI_PROFILE=release|debug  cargo profile to build and install (default release)
 #   KIMCHI_REPLACE=1              stop a kimchid/gateway this script did not start
@@ -263,6 +265,54 @@ tail_log() {
 }
 
 # ---------------------------------------------------------------------------------
+step "URL check listener (kimchi-url-check.socket's stand-in)"
+# kimchid asks whether a template's ISO URL answers over $KIMCHI_URL_CHECK_SOCKET
+# (under systemd it has no IP). As under systemd, the listener is root's (PID 1 there)
+# and so is the socket, mode 0600: only root may connect. Each connection runs
+# `kimchid check-url` as nobody, without capabilities or a way to gain any, the
+# connection as its stdin and stdout (kimchi-url-check@.service).
+URL_CHECK_PIDFILE=$KIMCHI_RUN_DIR/url-check.pid
+URL_CHECK_LOG=$KIMCHI_LOG_DIR/url-check.log
+SOCKET_ACTIVATE=$(command -v systemd-socket-activate) ||
+  die "systemd-socket-activate is missing (package systemd)"
+url_check_ready() {
+  [[ -S $KIMCHI_URL_CHECK_SOCKET &&
+    $(stat -c '%U:%G %a' "$KIMCHI_URL_CHECK_SOCKET") == "root:root 600" ]] &&
+    ss -Hxl "src $KIMCHI_URL_CHECK_SOCKET" 2>/dev/null | grep -q .
+}
+listener=$(ss -Hxlp "src $KIMCHI_URL_CHECK_SOCKET" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+url_check_pid=$(current_daemon "URL check listener" systemd-socket- "$URL_CHECK_PIDFILE" \
+  "$SOCKET_ACTIVATE" "$listener")
+if [[ -n $url_check_pid ]] && ! url_check_ready; then
+  say "the URL check listener (PID $url_check_pid) has no root-only socket at $KIMCHI_URL_CHECK_SOCKET; restarting"
+  stop_pid "$url_check_pid" "URL check listener"
+  url_check_pid=""
+fi
+if [[ -z $url_check_pid ]]; then
+  # Nothing listens there (checked above): a file left behind would fail the bind.
+  rm -f "$KIMCHI_URL_CHECK_SOCKET"
+  start_daemon "URL check listener" "$URL_CHECK_PIDFILE" "$URL_CHECK_LOG" \
+    "$SOCKET_ACTIVATE" --accept --inetd --listen="$KIMCHI_URL_CHECK_SOCKET" -- \
+    "$(command -v setpriv)" --reuid=nobody --regid=nogroup --clear-groups \
+    --inh-caps=-all --bounding-set=-all --no-new-privs \
+    "$SBIN/kimchid" check-url
+  url_check_pid=$(<"$URL_CHECK_PIDFILE")
+  if ! wait_until 10 test -S "$KIMCHI_URL_CHECK_SOCKET"; then
+    tail_log "$URL_CHECK_LOG"
+    die "the URL check listener (PID $url_check_pid) made no socket at $KIMCHI_URL_CHECK_SOCKET"
+  fi
+  # systemd-socket-activate makes it root's, 0644 (only root may write, so connect);
+  # stated here as the socket unit states it.
+  chown root:root "$KIMCHI_URL_CHECK_SOCKET"
+  chmod 0600 "$KIMCHI_URL_CHECK_SOCKET"
+  if ! wait_until 10 url_check_ready; then
+    tail_log "$URL_CHECK_LOG"
+    die "the URL check listener (PID $url_check_pid) does not listen on $KIMCHI_URL_CHECK_SOCKET"
+  fi
+fi
+say "URL check listener (PID $url_check_pid) on $KIMCHI_URL_CHECK_SOCKET: $(stat -c '%U:%G %a' "$KIMCHI_URL_CHECK_SOCKET"); checks run as nobody"
+
+# ---------------------------------------------------------------------------------
 step "kimchid"
 KIMCHID_PIDFILE=$KIMCHI_RUN_DIR/kimchid.pid
 KIMCHID_LOG=$KIMCHI_LOG_DIR/kimchid.log
@@ -336,7 +386,8 @@ The Kimchi stack is up.
   REST API   https://$host:$KIMCHI_PORT/   (also $GW_URL/; self-signed certificate: curl -k)
   kimchid    PID $kimchid_pid, $KIMCHI_BUS_NAME on the system bus, log $KIMCHID_LOG
   gateway    PID $gw_pid, user $GW_USER, log $GW_LOG
-  stop both  sudo tests/stack-down.sh   (bus, polkitd and libvirtd keep running)
+  URL check  PID $url_check_pid on $KIMCHI_URL_CHECK_SOCKET, log $URL_CHECK_LOG
+  stop them  sudo tests/stack-down.sh   (bus, polkitd and libvirtd keep running)
 
 Log in as a member of kimchi-admin (everything) or kimchi-users (read only):
   useradd -m -G kimchi-admin NAME && passwd NAME

@@ -2,8 +2,10 @@
 # The systemd check: boots a Debian bookworm guest (systemd 252 as PID 1) with the
 # project installed as a package would install it, and runs tests/systemd-vm/check.sh
 # there at boot (units verify, sysusers/tmpfiles, start, D-Bus and socket activation,
-# HTTPS logins, a pool + volume + template + VM flow, reload, watchdog, online
-# exposure, journal, seccomp). Exits non-zero when any check fails.
+# HTTPS logins, template ISO URLs checked by kimchi-url-check@.service while kimchid
+# has no IP, an image kimchid may not read, a pool + volume + template + VM flow,
+# reload, watchdog, online exposure, journal, seccomp). Exits non-zero when any check
+# fails.
 #
 #   sudo tests/systemd-vm.sh
 #
@@ -49,6 +51,8 @@ MAIN_PKGS=(
   systemd systemd-sysv udev dbus polkitd libpam-modules libpam-runtime
   linux-image-amd64 initramfs-tools kmod procps iproute2 passwd
   curl ca-certificates jq xorriso osinfo-db libsqlite3-0 nftables ipxe-qemu dnsmasq-base
+  # Its httpd serves the ISO image of the template URL checks.
+  busybox
 )
 BACKPORTS_PKGS=(
   libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu

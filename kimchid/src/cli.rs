@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// kimchid: the root daemon behind org.kimchi.Kimchi1.
 ///
@@ -8,6 +8,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 pub struct Args {
+    /// Without a subcommand, kimchid runs as the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Configuration file (TOML); a missing file means all defaults.
     #[arg(
         long,
@@ -39,4 +43,17 @@ pub struct Args {
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long)]
     pub log_level: Option<String>,
+
+    /// The socket of the URL check service (kimchi-url-check.socket), which asks
+    /// whether a template's ISO URL answers: kimchid itself has no IP.
+    #[arg(long, env = "KIMCHI_URL_CHECK_SOCKET")]
+    pub url_check_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Checks one ISO URL for kimchid: reads a request line on stdin, writes the
+    /// answer line on stdout (the connection kimchi-url-check@.service is given).
+    /// Reads no configuration.
+    CheckUrl,
 }

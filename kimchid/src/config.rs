@@ -24,6 +24,8 @@ pub struct Config {
     pub session_max_secs: u64,
     /// Log filter: a level or tracing directives; `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Where kimchi-url-check.socket listens (template ISO URLs are checked there).
+    pub url_check_socket: PathBuf,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             session_idle_secs: 1800,
             session_max_secs: 28800,
             log_level: "info".into(),
+            url_check_socket: "/run/kimchi-url-check.sock".into(),
         }
     }
 }
@@ -75,6 +78,9 @@ impl Config {
         if let Some(v) = &args.log_level {
             self.log_level = v.clone();
         }
+        if let Some(v) = &args.url_check_socket {
+            self.url_check_socket = v.clone();
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -88,6 +94,12 @@ impl Config {
             return Err(format!(
                 "state_dir must be an absolute path, not '{}'",
                 self.state_dir.display()
+            ));
+        }
+        if !self.url_check_socket.is_absolute() {
+            return Err(format!(
+                "url_check_socket must be an absolute path, not '{}'",
+                self.url_check_socket.display()
             ));
         }
         if self.session_idle_secs == 0 || self.session_max_secs == 0 {
@@ -207,5 +219,29 @@ mod tests {
             config.validate().unwrap_err(),
             "state_dir must be an absolute path, not 'var/lib/kimchi'"
         );
+        config.state_dir = "/var/lib/kimchi".into();
+        config.url_check_socket = "url-check.sock".into();
+        assert_eq!(
+            config.validate().unwrap_err(),
+            "url_check_socket must be an absolute path, not 'url-check.sock'"
+        );
+    }
+
+    #[test]
+    fn the_url_check_socket_comes_from_the_file_or_the_flag() {
+        let mut config =
+            Config::parse("url_check_socket = \"/run/a.sock\"\n", Path::new("k.conf")).unwrap();
+        assert_eq!(config.url_check_socket, Path::new("/run/a.sock"));
+        config.apply(&args(&["--url-check-socket", "/run/b.sock"]));
+        assert_eq!(config.url_check_socket, Path::new("/run/b.sock"));
+    }
+
+    #[test]
+    fn check_url_is_a_subcommand_taking_no_configuration() {
+        assert_eq!(
+            Args::parse_from(["kimchid", "check-url"]).command,
+            Some(crate::cli::Command::CheckUrl)
+        );
+        assert_eq!(Args::parse_from(["kimchid"]).command, None);
     }
 }

@@ -1,17 +1,12 @@
 //! ISO images QEMU streams from a web or FTP server: the URL, split into what
-//! libvirt's network disk needs, and a check that the server answers for it.
-
-use std::time::Duration;
-
-use tokio::process::Command;
+//! libvirt's network disk needs. Whether the server answers is asked by the URL check
+//! service (`url_check`), which parses the URL again with this.
 
 use crate::error::{Error, Result};
 use crate::excerpt::excerpt;
 
 /// Schemes a template's `cdrom` may use.
 const SCHEMES: [(&str, u16); 3] = [("http", 80), ("https", 443), ("ftp", 21)];
-/// How long a server may take to answer the check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsoUrl {
@@ -73,38 +68,6 @@ impl IsoUrl {
             port: port.unwrap_or(default_port),
             path: path.to_owned(),
         })
-    }
-
-    /// Asks the server for the image's headers (HEAD, or SIZE over FTP) with curl,
-    /// the library QEMU itself streams with; refuses a server that does not answer
-    /// or answers with an error.
-    pub async fn check_answers(&self, url: &str) -> Result<()> {
-        let output = Command::new("curl")
-            .args(["--silent", "--show-error", "--fail", "--head", "--location"])
-            .args([
-                "--proto",
-                "=http,https,ftp",
-                "--proto-redir",
-                "=http,https,ftp",
-            ])
-            .args(["--max-time", &CHECK_TIMEOUT.as_secs().to_string()])
-            .args(["--output", "/dev/null", "--"])
-            .arg(url)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| {
-                Error::Internal(format!("cannot run curl to check '{}': {e}", excerpt(url)))
-            })?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let reason = String::from_utf8_lossy(&output.stderr);
-        let reason = reason.trim().trim_start_matches("curl: ");
-        Err(Error::InvalidArgument(format!(
-            "cdrom URL '{}' does not answer: {reason}",
-            excerpt(url)
-        )))
     }
 }
 
@@ -174,19 +137,5 @@ mod tests {
         assert!(IsoUrl::looks_like_url("gopher://x/y"));
         assert!(!IsoUrl::looks_like_url("/srv/x.iso"));
         assert!(!IsoUrl::looks_like_url("default:x.iso"));
-    }
-
-    #[tokio::test]
-    async fn a_closed_port_does_not_answer() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        let url = format!("http://127.0.0.1:{port}/x.iso");
-        // The reason after the colon is curl's.
-        let refused = format!("cdrom URL '{url}' does not answer: ");
-        match IsoUrl::parse(&url).unwrap().check_answers(&url).await {
-            Err(Error::InvalidArgument(m)) => assert!(m.starts_with(&refused), "{m}"),
-            other => panic!("expected InvalidArgument({refused:?}…), got {other:?}"),
-        }
     }
 }

@@ -15,6 +15,7 @@ mod notify;
 mod osinfo;
 mod pam;
 mod stats;
+mod url_check;
 mod user_file;
 
 use std::path::Path;
@@ -38,9 +39,23 @@ use crate::logging::LogControl;
 const OSINFO_DIR: &str = "/usr/share/osinfo";
 
 fn main() -> std::process::ExitCode {
+    let args = cli::Args::parse();
+    if args.command == Some(cli::Command::CheckUrl) {
+        // One check for one connection: no daemon, no configuration, one thread.
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(url_check::helper::run()),
+            Err(e) => {
+                eprintln!("kimchid check-url: cannot start the async runtime: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     allocator::configure();
     match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(start()),
+        Ok(runtime) => runtime.block_on(start(args)),
         Err(e) => {
             eprintln!("kimchid: cannot start the async runtime: {e}");
             std::process::ExitCode::FAILURE
@@ -48,8 +63,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn start() -> std::process::ExitCode {
-    let args = cli::Args::parse();
+async fn start(args: cli::Args) -> std::process::ExitCode {
     let config = match Config::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -99,6 +113,7 @@ async fn run(
     let settings = Settings {
         state_dir: &config.state_dir,
         osinfo_dir: Path::new(OSINFO_DIR),
+        url_check_socket: &config.url_check_socket,
         session_idle: config.session_idle(),
         session_max: config.session_max(),
         gateway_uid,
@@ -173,9 +188,11 @@ fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &Sessions) 
     if new.libvirt_uri != old.libvirt_uri
         || new.gateway_user != old.gateway_user
         || new.state_dir != old.state_dir
+        || new.url_check_socket != old.url_check_socket
     {
         tracing::warn!(
-            "libvirt_uri, gateway_user and state_dir changes take effect at the next start"
+            "libvirt_uri, gateway_user, state_dir and url_check_socket changes take effect \
+             at the next start"
         );
     }
     tracing::info!("configuration reloaded");
@@ -183,6 +200,7 @@ fn reload(args: &cli::Args, old: Config, log: &LogControl, sessions: &Sessions) 
         libvirt_uri: old.libvirt_uri,
         gateway_user: old.gateway_user,
         state_dir: old.state_dir,
+        url_check_socket: old.url_check_socket,
         ..new
     }
 }

@@ -28,6 +28,13 @@ pub enum UserFileError {
     NotFound,
     #[error("is not a regular file or block device")]
     NotRegular,
+    /// kimchid.service keeps no CAP_DAC_READ_SEARCH: root reads only what the file's
+    /// and its directories' permissions let root read.
+    #[error(
+        "cannot be read: permission denied (kimchid overrides no file permissions: the \
+         file and its directories must be readable by root as their owner or group, or by all)"
+    )]
+    NotReadable,
     #[error("cannot be read: {0}")]
     Io(io::Error),
     #[error("did not answer within {} s", .0.as_secs())]
@@ -41,6 +48,7 @@ impl From<io::Error> for UserFileError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::NotFound => UserFileError::NotFound,
+            io::ErrorKind::PermissionDenied => UserFileError::NotReadable,
             _ => UserFileError::Io(e),
         }
     }
@@ -174,6 +182,62 @@ mod tests {
             read(&dir.path().join("nothing"), contents).await,
             "does not exist",
         );
+    }
+
+    /// Takes CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of this thread's effective
+    /// capabilities, as kimchid.service runs root without them (capset(2) changes only
+    /// the calling thread).
+    fn drop_dac_capabilities_of_this_thread() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Default, Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const DAC: u32 = (1 << 1) | (1 << 2);
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: header and two data structs as capget/capset(2) take for version 3.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+                0
+            );
+            data[0].effective &= !DAC;
+            assert_eq!(
+                libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_root_may_not_read_by_its_permissions_is_refused_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.iso");
+        std::fs::write(&path, "content").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        drop_dac_capabilities_of_this_thread();
+        match open(&path) {
+            Err(e) => assert_eq!(
+                e.to_string(),
+                "cannot be read: permission denied (kimchid overrides no file permissions: the \
+                 file and its directories must be readable by root as their owner or group, or \
+                 by all)"
+            ),
+            Ok(_) => panic!("read a file of mode 000 without CAP_DAC_OVERRIDE"),
+        }
     }
 
     #[tokio::test]

@@ -13,7 +13,10 @@ ADMIN=vmadmin
 NOBODY=vmnobody
 PASSWORD='Kimchi-vm-1!'
 WORK=/var/lib/kimchi-vmtest
-KIMCHI_UNITS=(kimchid.service kimchi-gateway.service kimchi-gateway.socket kimchi-gateway-certificate.service)
+KIMCHI_UNITS=(kimchid.service kimchi-gateway.service kimchi-gateway.socket kimchi-gateway-certificate.service
+  kimchi-url-check.socket 'kimchi-url-check@*.service')
+# busybox httpd serves the ISO image for the template URL checks on this port.
+HTTP_PORT=8080
 
 result() {
   local line="KIMCHI-CHECK $1 $2${3:+: $3}"
@@ -77,10 +80,12 @@ echo "KIMCHI-CHECK BEGIN systemd $(systemctl --version | head -1), kernel $(unam
 check units-verify bash -c '
   out=$(systemd-analyze verify /usr/lib/systemd/system/kimchid.service \
     /usr/lib/systemd/system/kimchi-gateway.service /usr/lib/systemd/system/kimchi-gateway.socket \
-    /usr/lib/systemd/system/kimchi-gateway-certificate.service 2>&1) || { echo "$out"; exit 1; }
+    /usr/lib/systemd/system/kimchi-gateway-certificate.service \
+    /usr/lib/systemd/system/kimchi-url-check.socket /usr/lib/systemd/system/kimchi-url-check@.service 2>&1) ||
+    { echo "$out"; exit 1; }
   ours=$(grep -v -E "^/[^:]*/[^/:k][^/:]*:|^/[^:]*/k[^i][^/:]*:" <<<"$out")
   [[ -z $ours ]] || { echo "warnings: $ours"; exit 1; }
-  echo "4 units, no warning about them${out:+ (about other units: $out)}"'
+  echo "6 units, no warning about them${out:+ (about other units: $out)}"'
 
 check sysusers bash -c '
   u=$(getent passwd _kimchi-gw) || { echo "no user _kimchi-gw"; exit 1; }
@@ -110,6 +115,12 @@ usermod -a -G kimchi-admin "$ADMIN"
 
 wait_for 120 virsh -c qemu:///system version
 check kimchid-enabled-at-boot bash -c 'systemctl is-enabled kimchid.service kimchi-gateway.socket | tr "\n" " "; systemctl is-active kimchid.service'
+# Enabled with kimchid.service (its Also=), listening as the unit says.
+check url-check-socket bash -c '
+  [[ $(systemctl is-enabled kimchi-url-check.socket) == enabled && $(systemctl is-active kimchi-url-check.socket) == active ]] ||
+    { echo "kimchi-url-check.socket $(systemctl is-enabled kimchi-url-check.socket) $(systemctl is-active kimchi-url-check.socket)"; exit 1; }
+  got=$(stat -c "%U:%G %a" /run/kimchi-url-check.sock) && [[ $got == "root:root 600" ]] || { echo "socket: $got"; exit 1; }
+  echo "enabled, active, /run/kimchi-url-check.sock $got"'
 
 systemctl stop kimchid.service
 if inactive kimchid.service; then
@@ -186,16 +197,20 @@ else
 fi
 
 # --- Pool, volume, template, VM --------------------------------------------------------
+# A small bootable ISO image, $WORK/iso/x.iso (its directory is what busybox httpd serves).
+make_iso() {
+  [[ -s $WORK/iso/x.iso ]] && return
+  mkdir -p "$WORK/iso/src"
+  head -c 4096 /dev/zero >"$WORK/iso/src/boot.img"
+  xorriso -as mkisofs -V 'Ubuntu-Server 22.04.1 LTS amd64' -b boot.img -no-emul-boot \
+    -boot-load-size 4 -o "$WORK/iso/x.iso" "$WORK/iso/src" >/dev/null 2>&1
+}
+
 # The whole flow as one function so that the seccomp phase can run it again.
 vm_flow() {
   local tag=$1 pool=vmt-pool-$1 tpl=vmt-tpl-$1 vm=vmt-vm-$1
-  mkdir -p "$WORK/$pool" "$WORK/iso"
-  if [[ ! -s $WORK/iso/x.iso ]]; then
-    mkdir -p "$WORK/iso/src"
-    head -c 4096 /dev/zero >"$WORK/iso/src/boot.img"
-    xorriso -as mkisofs -V 'Ubuntu-Server 22.04.1 LTS amd64' -b boot.img -no-emul-boot \
-      -boot-load-size 4 -o "$WORK/iso/x.iso" "$WORK/iso/src" >/dev/null 2>&1
-  fi
+  mkdir -p "$WORK/$pool"
+  make_iso
   admin POST /storagepools "{\"name\": \"$pool\", \"type\": \"dir\", \"path\": \"$WORK/$pool\"}"
   expect_code "$tag-pool-create" 201
   admin POST "/storagepools/$pool/activate" "{}"
@@ -243,6 +258,63 @@ vm_flow() {
   expect_code "$tag-pool-delete" 204
 }
 
+# --- Template ISO URLs: kimchid has no IP; kimchi-url-check@.service asks the server -----
+# One connection to kimchi-url-check.socket per check (its NAccepted counts them).
+url_flow() {
+  local tag=$1 tpl=vmt-url-$1 accepted closed_port=8081
+  accepted=$(prop kimchi-url-check.socket NAccepted)
+  admin POST /templates "{\"name\": \"$tpl\", \"cdrom\": \"http://127.0.0.1:$HTTP_PORT/x.iso\", \"memory\": 128, \"disks\": [{\"size\": 1}]}"
+  if [[ $CODE == 201 && $(prop kimchi-url-check.socket NAccepted) -gt $accepted ]]; then
+    pass "$tag-url-template" "cdrom http://127.0.0.1:$HTTP_PORT/x.iso: 201, checked by kimchi-url-check@.service (connections $accepted -> $(prop kimchi-url-check.socket NAccepted))"
+  else
+    fail "$tag-url-template" "HTTP $CODE: $BODY; connections $accepted -> $(prop kimchi-url-check.socket NAccepted); $(journalctl -b -q --no-pager -u 'kimchi-url-check@*' | tail -5)"
+  fi
+  admin DELETE "/templates/$tpl"
+  admin POST /templates "{\"name\": \"$tpl-closed\", \"cdrom\": \"http://127.0.0.1:$closed_port/x.iso\"}"
+  if [[ $CODE == 400 && $BODY == *"does not answer"* ]]; then
+    pass "$tag-url-template-closed-port" "400: $(jq -r .reason <<<"$BODY")"
+  else
+    fail "$tag-url-template-closed-port" "HTTP $CODE (wanted 400, does not answer): $BODY"
+  fi
+}
+
+make_iso
+busybox httpd -p "127.0.0.1:$HTTP_PORT" -h "$WORK/iso"
+url_flow flow
+families=$(prop kimchid RestrictAddressFamilies)
+denied=$(prop kimchid IPAddressDeny)
+if [[ -n $families && $families != *AF_INET* && -n $denied ]] && admin GET /config && [[ $CODE == 200 ]]; then
+  pass kimchid-no-ip "RestrictAddressFamilies=$families, IPAddressDeny=$denied; the gateway answers and URLs are checked (above)"
+else
+  fail kimchid-no-ip "RestrictAddressFamilies=$families, IPAddressDeny=$denied, GET /config $CODE"
+fi
+
+# --- Files kimchid may not read: root without CAP_DAC_READ_SEARCH -----------------------
+# An image only its owner (not root) may read: refused as a template's cdrom with a
+# 400 saying so, and listed in kimchi_isos as an image that cannot be identified.
+mkdir -p "$WORK/isos-pool"
+cp "$WORK/iso/x.iso" "$WORK/isos-pool/public.iso"
+cp "$WORK/iso/x.iso" "$WORK/isos-pool/private.iso"
+chown "$NOBODY:" "$WORK/isos-pool/private.iso"
+chmod 0600 "$WORK/isos-pool/private.iso"
+admin POST /templates "{\"name\": \"vmt-private\", \"cdrom\": \"$WORK/isos-pool/private.iso\"}"
+if [[ $CODE == 400 && $BODY == *"permission denied"* ]]; then
+  pass unreadable-iso-template "400: $(jq -r .reason <<<"$BODY")"
+else
+  fail unreadable-iso-template "HTTP $CODE (wanted 400 saying permission denied): $BODY"
+fi
+admin POST /storagepools "{\"name\": \"vmt-isos\", \"type\": \"dir\", \"path\": \"$WORK/isos-pool\"}"
+admin POST /storagepools/vmt-isos/activate "{}"
+admin GET /storagepools/kimchi_isos/storagevolumes
+listed=$(jq -c '[.[] | select(.name | startswith("vmt-isos:")) | {name, bootable}] | sort_by(.name)' <<<"$BODY" 2>/dev/null)
+if [[ $CODE == 200 && $listed == '[{"name":"vmt-isos:private.iso","bootable":false},{"name":"vmt-isos:public.iso","bootable":true}]' ]]; then
+  pass unreadable-iso-listed "GET kimchi_isos 200: $listed"
+else
+  fail unreadable-iso-listed "HTTP $CODE: $listed $BODY"
+fi
+admin POST /storagepools/vmt-isos/deactivate "{}"
+admin DELETE /storagepools/vmt-isos
+
 if [[ -w /dev/kvm ]]; then VIRT_NOTE="the guest has /dev/kvm"; else VIRT_NOTE="no /dev/kvm in the guest: QEMU under TCG"; fi
 virsh -q net-start default >/dev/null 2>&1
 vm_flow flow
@@ -278,6 +350,8 @@ score_check() {
 }
 score_check kimchid.service 1.5
 score_check kimchi-gateway.service 0.5
+# An instance loaded for the analysis (each connection gets one).
+score_check kimchi-url-check@vm-check.service 1.5
 
 # --- Watchdog: pings reach systemd (a short WatchdogSec= so they are seen) -------------
 mkdir -p /run/systemd/system/kimchid.service.d
@@ -327,7 +401,7 @@ syscall_log_dropin() {
     fi
   done < <(grep '^SystemCallFilter=' "/usr/lib/systemd/system/$unit.service")
 }
-for u in kimchid kimchi-gateway; do
+for u in kimchid kimchi-gateway kimchi-url-check@; do
   mkdir -p "/run/systemd/system/$u.service.d"
   syscall_log_dropin "$u" >"/run/systemd/system/$u.service.d/50-vm-check-syscall-log.conf"
 done
@@ -337,16 +411,17 @@ systemctl stop kimchi-gateway.service kimchid.service
 systemctl start kimchid.service
 http GET /config
 vm_flow seccomp
+url_flow seccomp
 timeout 60 systemctl reload kimchid.service
 sleep 2
 # Kernel audit records, through journald's audit or kernel transport.
 refusals=$(journalctl -q --no-pager --after-cursor="$seccomp_cursor" | grep -E 'type=1326|SECCOMP')
 if [[ -z $refusals ]]; then
-  pass seccomp-log "no call outside the filter (kimchid start, gateway, flow, reload)"
+  pass seccomp-log "no call outside the filter (kimchid start, gateway, flow, URL checks, reload)"
 else
   # "syscall=N comm=..." per distinct call.
   summary=$(grep -o 'comm="[^"]*".*syscall=[0-9]*' <<<"$refusals" | sed -E 's/comm="([^"]*)".*syscall=([0-9]+)/\1:\2/' | sort | uniq -c | tr -s ' ' | tr '\n' ',')
   fail seccomp-log "calls the shipped filter refuses (comm:syscall-number): $summary"
 fi
-for u in kimchid kimchi-gateway; do rm -f "/run/systemd/system/$u.service.d/50-vm-check-syscall-log.conf"; done
+for u in kimchid kimchi-gateway kimchi-url-check@; do rm -f "/run/systemd/system/$u.service.d/50-vm-check-syscall-log.conf"; done
 systemctl daemon-reload

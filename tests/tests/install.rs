@@ -15,6 +15,8 @@ const EXPECTED_FILES: &[&str] = &[
     "usr/lib/systemd/system/kimchi-gateway-certificate.service",
     "usr/lib/systemd/system/kimchi-gateway.service",
     "usr/lib/systemd/system/kimchi-gateway.socket",
+    "usr/lib/systemd/system/kimchi-url-check.socket",
+    "usr/lib/systemd/system/kimchi-url-check@.service",
     "usr/lib/systemd/system/kimchid.service",
     "usr/lib/sysusers.d/kimchi.conf",
     "usr/lib/tmpfiles.d/kimchi.conf",

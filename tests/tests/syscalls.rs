@@ -1,9 +1,14 @@
-//! The system calls kimchid.service's seccomp filter refuses are ones kimchid never
-//! makes: kimchid, started on a private bus and a fresh state directory, and the QEMU
-//! block-driver probe it runs are traced with strace for every call the filter
-//! refuses (outside its allow list, or taken out of it and not put back).
+//! The system calls a unit's seccomp filter refuses are ones its programs never make:
+//! kimchid, started on a private bus and a fresh state directory, and the QEMU
+//! block-driver probe it runs, against kimchid.service; `kimchid check-url` and the
+//! curl it runs, against kimchi-url-check@.service. Each is traced with strace for
+//! every call the filter refuses (outside its allow list, or taken out of it and not
+//! put back).
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,27 +17,32 @@ use kimchi_tests::daemons::{kimchid_bin, PrivateBus, Reaped};
 use kimchi_tests::systemd::{every_systemd_analyze, SystemdAnalyze};
 use kimchi_tests::{poll, run, unique_name};
 
-fn unit() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/kimchid.service");
-    std::fs::read_to_string(path).expect("kimchid.service is readable")
+const KIMCHID: &str = "kimchid.service";
+const URL_CHECK: &str = "kimchi-url-check@.service";
+
+fn unit(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../systemd")
+        .join(name);
+    std::fs::read_to_string(path).expect("the unit is readable")
 }
 
-/// The calls kimchid.service's filter refuses under any systemd at hand (the
-/// machine's, and bookworm's 252 once fetched: their groups differ — 254's `@default`
-/// holds `@sandbox`, 252's does not).
-fn refused() -> BTreeSet<String> {
+/// The calls the unit's filter refuses under any systemd at hand (the machine's, and
+/// bookworm's 252 once fetched: their groups differ — 254's `@default` holds
+/// `@sandbox`, 252's does not).
+fn refused(unit: &str) -> BTreeSet<String> {
     every_systemd_analyze()
         .iter()
-        .flat_map(refused_by)
+        .flat_map(|analyze| refused_by(analyze, unit))
         .collect()
 }
 
 /// The calls one systemd's filter refuses: every call it knows (`@known`) but those
 /// the unit's `SystemCallFilter=` lines permit, read in order as systemd does (an
 /// allow list, calls taken out of it with `~`, calls put back).
-fn refused_by(analyze: &SystemdAnalyze) -> BTreeSet<String> {
+fn refused_by(analyze: &SystemdAnalyze, name: &str) -> BTreeSet<String> {
     let mut permitted: Option<BTreeSet<String>> = None;
-    for value in unit()
+    for value in unit(name)
         .lines()
         .filter_map(|l| l.strip_prefix("SystemCallFilter="))
     {
@@ -45,7 +55,7 @@ fn refused_by(analyze: &SystemdAnalyze) -> BTreeSet<String> {
             .flat_map(|item| expand(analyze, item))
             .collect();
         let set = permitted.get_or_insert_with(|| {
-            assert!(!deny, "kimchid.service's filter starts with an allow list");
+            assert!(!deny, "{name}'s filter starts with an allow list");
             BTreeSet::new()
         });
         if deny {
@@ -54,7 +64,7 @@ fn refused_by(analyze: &SystemdAnalyze) -> BTreeSet<String> {
             set.extend(calls);
         }
     }
-    let permitted = permitted.expect("kimchid.service has a system call filter");
+    let permitted = permitted.unwrap_or_else(|| panic!("{name} has a system call filter"));
     expand(analyze, "@known")
         .difference(&permitted)
         .cloned()
@@ -103,16 +113,16 @@ fn calls_in(trace: &Path) -> BTreeSet<String> {
 
 /// Only refused calls are traced: any call in the trace is one the unit refuses.
 #[track_caller]
-fn assert_none_refused(made: &BTreeSet<String>, who: &str, log: &str) {
+fn assert_none_refused(made: &BTreeSet<String>, who: &str, unit: &str, log: &str) {
     assert!(
         made.is_empty(),
-        "{who} makes {made:?}, which kimchid.service refuses:\n{log}"
+        "{who} makes {made:?}, which {unit} refuses:\n{log}"
     );
 }
 
 #[test]
 fn kimchid_makes_no_call_its_unit_refuses() {
-    let filter = traceable(&refused()).join(",");
+    let filter = traceable(&refused(KIMCHID)).join(",");
     let dir = std::env::temp_dir().join(unique_name("syscalls"));
     std::fs::create_dir_all(&dir).unwrap();
     let bus = PrivateBus::start(&dir);
@@ -154,7 +164,12 @@ fn kimchid_makes_no_call_its_unit_refuses() {
         assert!(text().contains("stopping"), "{}", text());
         let made = calls_in(&trace);
         let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
-        assert_none_refused(&made, &format!("kimchid ({start} start)"), &trace_text);
+        assert_none_refused(
+            &made,
+            &format!("kimchid ({start} start)"),
+            KIMCHID,
+            &trace_text,
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -163,7 +178,7 @@ fn kimchid_makes_no_call_its_unit_refuses() {
 /// (kimchid/src/libvirt/probe.rs); the unit's filter applies to it too.
 #[test]
 fn the_qemu_probe_makes_no_call_kimchids_unit_refuses() {
-    let filter = traceable(&refused()).join(",");
+    let filter = traceable(&refused(KIMCHID)).join(",");
     let dir = std::env::temp_dir().join(unique_name("syscalls-qemu"));
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join("trace");
@@ -183,6 +198,63 @@ fn the_qemu_probe_makes_no_call_kimchids_unit_refuses() {
         ]))
     .expect_ok();
     let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
-    assert_none_refused(&calls_in(&trace), "the QEMU probe", &trace_text);
+    assert_none_refused(&calls_in(&trace), "the QEMU probe", KIMCHID, &trace_text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP server on 127.0.0.1 that answers one request with 200; its address.
+fn one_answer_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    });
+    address.to_string()
+}
+
+/// `kimchid check-url` serves one connection, given as its standard input and output
+/// the way kimchi-url-check.socket's Accept=yes does, and runs curl for a server that
+/// answers: neither makes a call kimchi-url-check@.service refuses.
+#[test]
+fn the_url_check_helper_and_its_curl_make_no_call_their_unit_refuses() {
+    let filter = traceable(&refused(URL_CHECK)).join(",");
+    let dir = std::env::temp_dir().join(unique_name("syscalls-url-check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("trace");
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let theirs: std::os::fd::OwnedFd = theirs.into();
+    let mut helper = Reaped(
+        Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args(["-e", &format!("trace={filter}")])
+            .arg(kimchid_bin())
+            .arg("check-url")
+            .stdin(Stdio::from(theirs.try_clone().unwrap()))
+            .stdout(Stdio::from(theirs))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run strace"),
+    );
+    let url = format!("http://{}/install.iso", one_answer_server());
+    writeln!(ours, "{}", serde_json::json!({ "url": url })).unwrap();
+    let mut answer = String::new();
+    ours.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "{\"outcome\":\"answers\"}\n");
+    let ended = poll(Duration::from_secs(30), || helper.0.try_wait().unwrap());
+    assert!(ended.is_some_and(|s| s.success()), "{ended:?}");
+    let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert_none_refused(
+        &calls_in(&trace),
+        "kimchid check-url (and curl)",
+        URL_CHECK,
+        &trace_text,
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

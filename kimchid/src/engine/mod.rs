@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 use crate::osinfo::OsDatabase;
+use crate::url_check::client::UrlChecker;
 use hypervisor::{Backend, HostEvent, Hypervisor};
 use in_flight::InFlight;
 use isos::Isos;
@@ -49,6 +50,8 @@ use vms::Vms;
 pub struct Settings<'a> {
     pub state_dir: &'a Path,
     pub osinfo_dir: &'a Path,
+    /// Where the URL check service listens (`url_check`).
+    pub url_check_socket: &'a Path,
     pub session_idle: Duration,
     pub session_max: Duration,
     /// The gateway's uid, whose calls must carry a web session.
@@ -101,6 +104,7 @@ impl Engine {
             settings.state_dir,
             osdb,
             isos.clone(),
+            UrlChecker::new(settings.url_check_socket),
             model.clone(),
             changes,
         )?);

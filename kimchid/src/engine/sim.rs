@@ -1030,10 +1030,14 @@ pub async fn harness() -> Harness {
 /// have left something), connected and synced.
 pub async fn harness_with(sim: Arc<Sim>, state_dir: tempfile::TempDir) -> Harness {
     let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+    // The URL check service, served in this process as the socket unit would.
+    let url_check_socket = state_dir.path().join("url-check.sock");
+    crate::url_check::tests::helper_at(&url_check_socket);
     let settings = super::Settings {
         state_dir: state_dir.path(),
         // No osinfo-db: every OS is unknown and gets Kimchi's fallbacks.
         osinfo_dir: state_dir.path(),
+        url_check_socket: &url_check_socket,
         session_idle: std::time::Duration::from_secs(60),
         session_max: std::time::Duration::from_secs(600),
         gateway_uid: Some(990),

@@ -23,6 +23,7 @@ use crate::excerpt::excerpt;
 use crate::iso_url::IsoUrl;
 use crate::names::{check_absolute_path, check_name, check_name_within, MAX_TEMPLATE_NAME_BYTES};
 use crate::osinfo::OsDatabase;
+use crate::url_check::client::UrlChecker;
 
 const UNKNOWN_OS: &str = "unknown";
 const DEFAULT_CPUS: u32 = 1;
@@ -75,6 +76,8 @@ pub struct Templates {
     writer: tokio::sync::Mutex<()>,
     osdb: Arc<OsDatabase>,
     isos: Arc<Isos>,
+    /// Asks whether a cdrom URL answers (kimchid has no IP itself).
+    urls: UrlChecker,
     model: Arc<Model>,
     changes: mpsc::UnboundedSender<Change>,
 }
@@ -85,6 +88,7 @@ impl Templates {
         state_dir: &Path,
         osdb: Arc<OsDatabase>,
         isos: Arc<Isos>,
+        urls: UrlChecker,
         model: Arc<Model>,
         changes: mpsc::UnboundedSender<Change>,
     ) -> Result<Self> {
@@ -123,6 +127,7 @@ impl Templates {
             writer: tokio::sync::Mutex::new(()),
             osdb,
             isos,
+            urls,
             model,
             changes,
         })
@@ -379,7 +384,7 @@ impl Templates {
                     url.scheme
                 )));
             }
-            url.check_answers(cdrom).await?;
+            self.urls.check(cdrom).await?;
             return Ok(medium);
         }
         if !cdrom.starts_with('/') {

@@ -230,9 +230,12 @@ async fn adopt_pool(h: &Harness, name: &str, pool_type: &str, active: bool) -> S
 /// An engine over `sim` keeping its templates in `state_dir`, not yet connected.
 fn engine_over(sim: &Arc<Sim>, state_dir: &Path) -> (Arc<Engine>, mpsc::UnboundedReceiver<Change>) {
     let (tx, changes) = mpsc::unbounded_channel();
+    // No URL check service listens there: these engines are not asked about URLs.
+    let url_check_socket = state_dir.join("url-check.sock");
     let settings = Settings {
         state_dir,
         osinfo_dir: state_dir,
+        url_check_socket: &url_check_socket,
         session_idle: Duration::from_secs(60),
         session_max: Duration::from_secs(600),
         gateway_uid: Some(990),

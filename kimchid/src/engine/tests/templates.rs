@@ -379,3 +379,37 @@ async fn templates_survive_a_restart_of_the_store() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_cdrom_url_is_asked_of_the_url_check_service_and_kept_as_given() {
+    let h = harness().await;
+    let (base, requests) = crate::url_check::tests::http_server("200 OK");
+    let url = format!("{base}/isos/install.iso");
+    let t = template_from(&h, with_cdrom("t", &url)).await;
+    assert_eq!(t.spec.cdrom, url);
+    assert_eq!(requests.recv().unwrap(), "HEAD /isos/install.iso HTTP/1.1");
+}
+
+#[tokio::test]
+async fn without_the_url_check_service_a_cdrom_url_is_unavailable_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _changes) = engine_over(&Sim::new(), dir.path());
+    engine
+        .model
+        .apply(crate::engine::hypervisor::HostEvent::Connected)
+        .await;
+    let message = format!(
+        "URL check service not reachable at {}: No such file or directory (os error 2); \
+         is kimchi-url-check.socket enabled?",
+        dir.path().join("url-check.sock").display()
+    );
+    assert_error!(
+        engine
+            .templates
+            .create(with_cdrom("t", "http://127.0.0.1:9/x.iso"))
+            .await,
+        Unavailable,
+        message
+    );
+    assert!(engine.templates.list().is_empty());
+}
