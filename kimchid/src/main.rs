@@ -54,13 +54,19 @@ fn main() -> std::process::ExitCode {
         };
     }
     allocator::configure();
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(start(args)),
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("kimchid: cannot start the async runtime: {e}");
-            std::process::ExitCode::FAILURE
+            return std::process::ExitCode::FAILURE;
         }
-    }
+    };
+    let code = runtime.block_on(start(args));
+    // Out without the runtime's shutdown: it would wait for the libvirt calls still
+    // running (a wipe takes minutes; the in-flight journal has it for the next start)
+    // and fail the queued ones, each logged as an error of a stopping daemon.
+    std::mem::forget(runtime);
+    code
 }
 
 async fn start(args: cli::Args) -> std::process::ExitCode {
