@@ -234,6 +234,12 @@ pub trait Manager {
     /// What the host can do; public by design, answered without authorization.
     fn get_capabilities(&self, options: Options) -> Result<Capabilities, Error>;
 
+    /// For the gateway's uid only: a socket on which kimchid serves this Manager and
+    /// Sessions peer to peer (no bus daemon in between), judging every call as it
+    /// judges the caller's calls on the bus, with the caller's bus name as polkit's
+    /// subject. The socket closes when that bus name goes.
+    fn open_gateway_link(&self, options: Options) -> Result<zbus::OwnedFd, Error>;
+
     /// All virtual networks by name (action `org.kimchi.read`).
     fn list_networks(&self, options: Options) -> Result<Vec<NetworkInfo>, Error>;
 

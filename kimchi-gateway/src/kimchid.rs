@@ -1,6 +1,9 @@
 //! The D-Bus client of kimchid. The system bus connection is opened on first use and
 //! reopened when it dies, so a restart of kimchid or of the bus itself heals without
-//! restarting the gateway.
+//! restarting the gateway. Over it the gateway asks kimchid for its link
+//! (`Manager.OpenGatewayLink`): a socket on which kimchid serves Manager and Sessions
+//! peer to peer, judging each call as the gateway's on the bus. Every request goes
+//! over the link; consoles, which are rare, are opened on the bus.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,10 +32,12 @@ pub struct Kimchid {
     link: Mutex<Option<Link>>,
 }
 
-/// The bus connection and the proxies every request uses, made once per connection.
+/// The bus connection, the link kimchid gave on it, and the proxies every request
+/// uses on the link, made once per link.
 #[derive(Clone)]
 struct Link {
     conn: Connection,
+    link: Connection,
     manager: ManagerProxy<'static>,
     sessions: SessionsProxy<'static>,
 }
@@ -49,11 +54,14 @@ impl Kimchid {
     /// reconnection.
     async fn link(&self) -> Result<Link, Error> {
         let mut current = self.link.lock().await;
-        if let Some(link) = current.as_ref().filter(|l| !l.conn.is_closed()) {
+        if let Some(link) = current
+            .as_ref()
+            .filter(|l| !l.conn.is_closed() && !l.link.is_closed())
+        {
             return Ok(link.clone());
         }
         if current.take().is_some() {
-            tracing::warn!("system bus connection lost; reconnecting");
+            tracing::warn!("connection to kimchid lost; reconnecting");
         }
         let connect = zbus::connection::Builder::system()
             .method_timeout(CALL_TIMEOUT)
@@ -71,18 +79,28 @@ impl Kimchid {
             unique_name = ?conn.unique_name().map(|n| n.as_str()),
             "connected to the system bus"
         );
-        // The gateway reads nothing but method replies: the bus policy refuses it
-        // Properties calls, which a property cache would make (GetAll) on every proxy.
-        let manager = ManagerProxy::builder(&conn)
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, open_link(&conn))
+            .await
+            .map_err(|_| {
+                let timed_out = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "opening the link to kimchid timed out",
+                );
+                zbus::Error::InputOutput(timed_out.into())
+            })??;
+        // The gateway reads nothing but method replies: a property cache would make
+        // Properties calls (GetAll) on every proxy, which the bus policy refuses too.
+        let manager = ManagerProxy::builder(&link)
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let sessions = SessionsProxy::builder(&conn)
+        let sessions = SessionsProxy::builder(&link)
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
         let link = Link {
             conn,
+            link,
             manager,
             sessions,
         };
@@ -139,6 +157,24 @@ impl Kimchid {
         let manager = self.manager().await?;
         Ok(manager.get_capabilities(call.options()).await?)
     }
+}
+
+/// kimchid's link, asked for on the bus `conn` (which activates kimchid if needed).
+async fn open_link(conn: &Connection) -> Result<Connection, Error> {
+    let manager = ManagerProxy::builder(conn)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    let options = Call::sessionless("gateway-link").options();
+    let fd: std::os::fd::OwnedFd = manager.open_gateway_link(options).await?.into();
+    let link = zbus::connection::Builder::unix_stream(std::os::unix::net::UnixStream::from(fd))
+        .p2p()
+        .auth_mechanism(zbus::connection::AuthMechanism::Anonymous)
+        .method_timeout(CALL_TIMEOUT)
+        .build()
+        .await?;
+    tracing::info!("link to kimchid open");
+    Ok(link)
 }
 
 /// What every call to kimchid carries besides its arguments.

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use kimchi_dbus::{CallOptions, SessionInfo};
 use zbus::fdo::DBusProxy;
-use zbus::message::Header;
-use zbus::names::BusName;
-use zbus_polkit::policykit1::{AuthorityProxy, CheckAuthorizationFlags, Subject};
+use zbus::names::{BusName, UniqueName};
+use zbus::Variant;
+use zbus_polkit::policykit1::{AuthorityProxy, AuthorizationResult, CheckAuthorizationFlags};
 
 use crate::engine::sessions::{SessionStore, Sessions};
 use crate::error::{Error, Result};
@@ -118,12 +118,8 @@ impl Authority {
         Ok(())
     }
 
-    /// The kernel-attested uid of the sender of `hdr`, asked of the bus once per
-    /// connection.
-    pub async fn caller_uid(&self, hdr: &Header<'_>) -> Result<u32> {
-        let sender = hdr
-            .sender()
-            .ok_or_else(|| Error::NotAuthorized("message has no sender".into()))?;
+    /// The kernel-attested uid of `sender`, asked of the bus once per connection.
+    pub async fn caller_uid(&self, sender: &UniqueName<'_>) -> Result<u32> {
         if let Some(uid) = self.remembered.uid(sender) {
             return Ok(uid);
         }
@@ -136,16 +132,29 @@ impl Authority {
         Ok(uid)
     }
 
-    /// Identifies the caller and asks polkit whether it may perform `action`;
-    /// `object` names the target (`[("kimchi.vm.name", "web01")]`) for targeted rules.
+    /// Refuses every caller but the gateway's uid.
+    pub async fn check_gateway(&self, sender: &UniqueName<'_>) -> Result<()> {
+        let uid = self.caller_uid(sender).await?;
+        if self.sessions.gateway_uid() == Some(uid) {
+            Ok(())
+        } else {
+            Err(Error::NotAuthorized(format!(
+                "only the gateway's user may open a gateway link, not uid {uid}"
+            )))
+        }
+    }
+
+    /// Identifies the caller (`sender` on the bus) and asks polkit whether it may
+    /// perform `action`; `object` names the target (`[("kimchi.vm.name", "web01")]`)
+    /// for targeted rules.
     pub async fn authorize(
         &self,
-        hdr: &Header<'_>,
+        sender: &UniqueName<'_>,
         opts: &CallOptions,
         action: Action,
         object: &[(&str, &str)],
     ) -> Result<()> {
-        let uid = self.caller_uid(hdr).await?;
+        let uid = self.caller_uid(sender).await?;
         let caller = identify(
             self.sessions.store(),
             self.sessions.gateway_uid(),
@@ -168,7 +177,7 @@ impl Authority {
             }
         }
         let question = Question {
-            subject: hdr.sender().map(|s| s.to_string()).unwrap_or_default(),
+            subject: sender.to_string(),
             action: action.id(),
             details: details
                 .iter()
@@ -180,11 +189,19 @@ impl Authority {
             return Ok(());
         }
         let epoch = self.remembered.epoch();
-        let subject =
-            Subject::new_for_message_header(hdr).map_err(|e| Error::Polkit(e.to_string()))?;
-        let result = self
+        // polkit's `system-bus-name` subject, named here rather than taken from a
+        // message header: a call over the gateway's link carries none.
+        let subject = (
+            "system-bus-name",
+            HashMap::from([("name", Variant::from(sender.as_str()))]),
+        );
+        let result: AuthorizationResult = self
             .polkit
-            .check_authorization(&subject, action.id(), &details, flags, "")
+            .inner()
+            .call(
+                "CheckAuthorization",
+                &(subject, action.id(), &details, flags, ""),
+            )
             .await
             .map_err(|e| Error::Polkit(e.to_string()))?;
         if result.is_authorized {

@@ -9,6 +9,7 @@ use kimchi_dbus::{
     CallOptions, Error as BusError, MANAGER_INTERFACE, SESSIONS_INTERFACE, VM_INTERFACE,
 };
 use zbus::message::Header;
+use zbus::names::OwnedUniqueName;
 
 use super::Options;
 use crate::authority::{Action, Authority};
@@ -23,6 +24,8 @@ pub enum Access {
     Public,
     /// Root or the gateway's uid; the sessions service checks which (PAM follows).
     Login,
+    /// The gateway's uid alone.
+    Gateway,
     /// polkit's yes to this action (web users through their session).
     Polkit(Action),
 }
@@ -30,10 +33,11 @@ pub enum Access {
 /// Every method kimchid serves, by what it takes. A method missing here is refused,
 /// never open.
 fn access(interface: &str, member: &str) -> Option<Access> {
-    use Access::{Login, Polkit, Public};
+    use Access::{Gateway, Login, Polkit, Public};
     use Action::*;
     let access = match (interface, member) {
         (MANAGER_INTERFACE, "GetCapabilities") => Public,
+        (MANAGER_INTERFACE, "OpenGatewayLink") => Gateway,
         (SESSIONS_INTERFACE, "Login" | "Logout") => Login,
         (
             MANAGER_INTERFACE,
@@ -108,11 +112,47 @@ impl<'a> Object<'a> {
 
 pub struct Guard {
     authority: Arc<Authority>,
+    peer: Peer,
+}
+
+/// Whose calls a guard judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// Each message's sender on the bus.
+    Bus,
+    /// Everything on the gateway's link comes from the bus name that opened it.
+    Link(OwnedUniqueName),
 }
 
 impl Guard {
     pub fn new(authority: Arc<Authority>) -> Self {
-        Guard { authority }
+        Guard {
+            authority,
+            peer: Peer::Bus,
+        }
+    }
+
+    /// The guard of a link opened by `opener`: the same authority, one caller.
+    pub fn for_link(&self, opener: OwnedUniqueName) -> Self {
+        Guard {
+            authority: self.authority.clone(),
+            peer: Peer::Link(opener),
+        }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Who sent the call `hdr` belongs to, as the bus knows it.
+    pub fn sender(&self, hdr: &Header<'_>) -> Result<OwnedUniqueName, BusError> {
+        match &self.peer {
+            Peer::Link(opener) => Ok(opener.clone()),
+            Peer::Bus => hdr
+                .sender()
+                .map(|s| OwnedUniqueName::from(s.to_owned()))
+                .ok_or_else(|| Error::NotAuthorized("message has no sender".into()).into()),
+        }
     }
 
     /// Parses the options and applies the method's `access`: the first thing
@@ -129,12 +169,17 @@ impl Guard {
             Access::Login => {
                 return Err(Error::Internal("login methods use `caller`".into()).into())
             }
+            Access::Gateway => {
+                let sender = self.sender(hdr)?;
+                self.authority.check_gateway(&sender).await?;
+            }
             Access::Polkit(action) => {
                 if let Some(id) = &opts.request_id {
                     tracing::debug!(request_id = %id, action = action.id(), "authorizing");
                 }
+                let sender = self.sender(hdr)?;
                 self.authority
-                    .authorize(hdr, &opts, action, &object.details())
+                    .authorize(&sender, &opts, action, &object.details())
                     .await?;
             }
         }
@@ -145,7 +190,10 @@ impl Guard {
     pub async fn caller(&self, hdr: &Header<'_>, options: &Options) -> Result<u32, BusError> {
         CallOptions::from_dict(options)?;
         match method_access(hdr)? {
-            Access::Login => Ok(self.authority.caller_uid(hdr).await?),
+            Access::Login => {
+                let sender = self.sender(hdr)?;
+                Ok(self.authority.caller_uid(&sender).await?)
+            }
             _ => Err(Error::Internal("only login methods identify callers this way".into()).into()),
         }
     }

@@ -6,12 +6,14 @@ use kimchi_dbus::{
     VmIface, VmIfaceSpec, VmInfo, VmPatch, VmStorage, VmStorageSpec, VolumeInfo, VolumeSpec,
 };
 use zbus::message::Header;
-use zbus::{interface, OwnedObjectPath};
+use zbus::{interface, Connection, OwnedFd, OwnedObjectPath};
 
-use super::guard::{wait, Guard, Object};
+use super::gateway_link;
+use super::guard::{wait, Guard, Object, Peer};
 use super::Options;
 use crate::engine::hypervisor::Power;
 use crate::engine::Engine;
+use crate::error::Error;
 
 /// Every read and change, keyed by name so that one call does it.
 pub struct Manager {
@@ -667,6 +669,23 @@ impl Manager {
             stream_protocols: host.stream_protocols,
             screenshot: host.screenshot,
         })
+    }
+
+    /// For the gateway's uid: a socket serving this interface and Sessions peer to
+    /// peer (`gateway_link.rs`).
+    #[zbus(name = "OpenGatewayLink")]
+    async fn open_gateway_link(
+        &self,
+        options: Options,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedFd, BusError> {
+        if *self.guard.peer() != Peer::Bus {
+            return Err(Error::NotSupported("this is already the gateway's link".into()).into());
+        }
+        self.guard.check(&hdr, &options, Object::Nothing).await?;
+        let opener = self.guard.sender(&hdr)?;
+        gateway_link::open(self.engine.clone(), &self.guard, conn.clone(), opener)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

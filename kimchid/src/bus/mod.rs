@@ -2,6 +2,7 @@
 //! access table, `guard.rs`), delegate to the engine and convert. No rules of their
 //! own.
 
+mod gateway_link;
 mod guard;
 mod manager;
 mod network;

@@ -1,0 +1,76 @@
+//! The gateway's link: one end of a socket pair goes to the gateway, and on the other
+//! kimchid serves Manager and Sessions peer to peer, so the bus daemon no longer
+//! relays every web request there and back. Nothing else changes for a call: it is
+//! judged as a call of the link's opener on the bus (`Guard::for_link`: its uid, and
+//! its bus name as polkit's subject), which is why the link is closed as soon as that
+//! name leaves the bus.
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use kimchi_dbus::{Error as BusError, MANAGER_PATH, SESSIONS_PATH};
+use zbus::connection::AuthMechanism;
+use zbus::fdo::DBusProxy;
+use zbus::names::OwnedUniqueName;
+use zbus::{Connection, Guid, OwnedFd};
+
+use super::guard::Guard;
+use super::manager::Manager;
+use super::sessions::Sessions;
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// Opens a link for `opener` (already judged to be the gateway) and returns the
+/// gateway's end. The handshake runs once the gateway has its end, after this reply.
+pub fn open(
+    engine: Arc<Engine>,
+    guard: &Guard,
+    bus: Connection,
+    opener: OwnedUniqueName,
+) -> Result<OwnedFd, BusError> {
+    let (ours, theirs) = UnixStream::pair()
+        .map_err(|e| Error::Internal(format!("cannot make the gateway link's sockets: {e}")))?;
+    let guard = Arc::new(guard.for_link(opener.clone()));
+    // Holding the socket is the credential: it was handed over to the gateway's uid.
+    let builder = zbus::connection::Builder::unix_stream(ours)
+        .server(Guid::generate())
+        .p2p()
+        .auth_mechanism(AuthMechanism::Anonymous)
+        .serve_at(MANAGER_PATH, Manager::new(engine.clone(), guard.clone()))
+        .serve_at(SESSIONS_PATH, Sessions::new(engine.sessions.clone(), guard));
+    tokio::spawn(async move {
+        let link = match builder.build().await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(%opener, "gateway link handshake failed: {e}");
+                return;
+            }
+        };
+        tracing::debug!(%opener, "gateway link open");
+        if let Err(e) = until_gone(&bus, &opener).await {
+            tracing::warn!(%opener, "cannot follow the gateway's bus name: {e}");
+        }
+        tracing::debug!(%opener, "gateway link closed: its opener left the bus");
+        let _ = link.close().await;
+    });
+    Ok(OwnedFd::from(std::os::fd::OwnedFd::from(theirs)))
+}
+
+/// Returns once `name` has no owner on the bus.
+async fn until_gone(bus: &Connection, name: &OwnedUniqueName) -> zbus::Result<()> {
+    let driver = DBusProxy::new(bus).await?;
+    let mut changes = driver
+        .receive_name_owner_changed_with_args(&[(0, name.as_str())])
+        .await?;
+    // Subscribed first, then asked: a name gone in between is seen either way.
+    if !driver.name_has_owner(name.as_ref().into()).await? {
+        return Ok(());
+    }
+    while let Some(change) = changes.next().await {
+        if change.args().is_ok_and(|a| a.new_owner().is_none()) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
