@@ -6,7 +6,9 @@
 //! name leaves the bus.
 
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kimchi_dbus::{Error as BusError, MANAGER_PATH, SESSIONS_PATH};
@@ -21,6 +23,35 @@ use super::sessions::Sessions;
 use crate::engine::Engine;
 use crate::error::Error;
 
+/// Links open at once, at most: the gateway keeps one, and opens another only when
+/// it reconnects (the old one closes as its bus name goes).
+const MAX_LINKS: usize = 8;
+
+static OPEN_LINKS: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the gateway may take to start talking on the end it was given.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One of the [`MAX_LINKS`], given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Result<Slot, Error> {
+        OPEN_LINKS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_LINKS).then_some(n + 1)
+            })
+            .map(|_| Slot)
+            .map_err(|_| Error::Busy(format!("{MAX_LINKS} gateway links are open already")))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        OPEN_LINKS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Opens a link for `opener` (already judged to be the gateway) and returns the
 /// gateway's end. The handshake runs once the gateway has its end, after this reply.
 pub fn open(
@@ -29,6 +60,7 @@ pub fn open(
     bus: Connection,
     opener: OwnedUniqueName,
 ) -> Result<OwnedFd, BusError> {
+    let slot = Slot::take()?;
     let (ours, theirs) = UnixStream::pair()
         .map_err(|e| Error::Internal(format!("cannot make the gateway link's sockets: {e}")))?;
     let guard = Arc::new(guard.for_link(opener.clone()));
@@ -40,10 +72,15 @@ pub fn open(
         .serve_at(MANAGER_PATH, Manager::new(engine.clone(), guard.clone()))
         .serve_at(SESSIONS_PATH, Sessions::new(engine.sessions.clone(), guard));
     tokio::spawn(async move {
-        let link = match builder.build().await {
-            Ok(link) => link,
-            Err(e) => {
+        let _slot = slot;
+        let link = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.build()).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
                 tracing::warn!(%opener, "gateway link handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%opener, "gateway link: no handshake within {HANDSHAKE_TIMEOUT:?}");
                 return;
             }
         };
@@ -73,4 +110,21 @@ async fn until_gone(bus: &Connection, name: &OwnedUniqueName) -> zbus::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_links_are_open_and_a_closed_one_gives_its_slot_back() {
+        let slots: Vec<Slot> = (0..MAX_LINKS).map(|_| Slot::take().unwrap()).collect();
+        crate::assert_error!(
+            Slot::take(),
+            Busy,
+            format!("{MAX_LINKS} gateway links are open already")
+        );
+        drop(slots);
+        assert!(Slot::take().is_ok());
+    }
 }
