@@ -79,15 +79,9 @@ impl Kimchid {
             unique_name = ?conn.unique_name().map(|n| n.as_str()),
             "connected to the system bus"
         );
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, open_link(&conn))
-            .await
-            .map_err(|_| {
-                let timed_out = std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "opening the link to kimchid timed out",
-                );
-                zbus::Error::InputOutput(timed_out.into())
-            })??;
+        // Bounded by the call timeout (the call may start kimchid, as any call may) and
+        // kimchid's own bound on the handshake.
+        let link = open_link(&conn).await?;
         // The gateway reads nothing but method replies: a property cache would make
         // Properties calls (GetAll) on every proxy, which the bus policy refuses too.
         let manager = ManagerProxy::builder(&link)
