@@ -111,9 +111,21 @@ fn calls_in(trace: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// strace, following forks, writing to `trace` each call of `filter` (the calls a
+/// unit refuses, from `traceable(&refused(unit))`) that the command after it makes.
+fn traced(filter: &str, trace: &Path) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(trace)
+        .args(["-e", &format!("trace={filter}")]);
+    cmd
+}
+
 /// Only refused calls are traced: any call in the trace is one the unit refuses.
 #[track_caller]
-fn assert_none_refused(made: &BTreeSet<String>, who: &str, unit: &str, log: &str) {
+fn assert_none_refused(trace: &Path, who: &str, unit: &str) {
+    let made = calls_in(trace);
+    let log = std::fs::read_to_string(trace).unwrap_or_default();
     assert!(
         made.is_empty(),
         "{who} makes {made:?}, which {unit} refuses:\n{log}"
@@ -131,10 +143,7 @@ fn kimchid_makes_no_call_its_unit_refuses() {
     // Twice: the first start creates the database and its WAL files, the second opens them.
     for start in ["first", "second"] {
         let strace = Reaped(
-            Command::new("strace")
-                .args(["-f", "-qq", "-o"])
-                .arg(&trace)
-                .args(["-e", &format!("trace={filter}")])
+            traced(&filter, &trace)
                 .arg(kimchid_bin())
                 .args(["--config", "/nonexistent/kimchid.conf"])
                 .args(["--libvirt-uri", "test:///default"])
@@ -162,14 +171,7 @@ fn kimchid_makes_no_call_its_unit_refuses() {
         let stopped = poll(Duration::from_secs(30), || strace.0.try_wait().unwrap());
         assert!(stopped.is_some(), "kimchid did not stop:\n{}", text());
         assert!(text().contains("stopping"), "{}", text());
-        let made = calls_in(&trace);
-        let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
-        assert_none_refused(
-            &made,
-            &format!("kimchid ({start} start)"),
-            KIMCHID,
-            &trace_text,
-        );
+        assert_none_refused(&trace, &format!("kimchid ({start} start)"), KIMCHID);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -182,23 +184,18 @@ fn the_qemu_probe_makes_no_call_kimchids_unit_refuses() {
     let dir = std::env::temp_dir().join(unique_name("syscalls-qemu"));
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join("trace");
-    run(Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(&trace)
-        .args(["-e", &format!("trace={filter}")])
-        .args([
-            "qemu-system-x86_64",
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-drive",
-            "format=help",
-        ]))
+    run(traced(&filter, &trace).args([
+        "qemu-system-x86_64",
+        "-machine",
+        "none",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-drive",
+        "format=help",
+    ]))
     .expect_ok();
-    let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
-    assert_none_refused(&calls_in(&trace), "the QEMU probe", KIMCHID, &trace_text);
+    assert_none_refused(&trace, "the QEMU probe", KIMCHID);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -230,10 +227,7 @@ fn the_url_check_helper_and_its_curl_make_no_call_their_unit_refuses() {
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let theirs: std::os::fd::OwnedFd = theirs.into();
     let mut helper = Reaped(
-        Command::new("strace")
-            .args(["-f", "-qq", "-o"])
-            .arg(&trace)
-            .args(["-e", &format!("trace={filter}")])
+        traced(&filter, &trace)
             .arg(kimchid_bin())
             .arg("check-url")
             .stdin(Stdio::from(theirs.try_clone().unwrap()))
@@ -249,12 +243,6 @@ fn the_url_check_helper_and_its_curl_make_no_call_their_unit_refuses() {
     assert_eq!(answer, "{\"outcome\":\"answers\"}\n");
     let ended = poll(Duration::from_secs(30), || helper.0.try_wait().unwrap());
     assert!(ended.is_some_and(|s| s.success()), "{ended:?}");
-    let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
-    assert_none_refused(
-        &calls_in(&trace),
-        "kimchid check-url (and curl)",
-        URL_CHECK,
-        &trace_text,
-    );
+    assert_none_refused(&trace, "kimchid check-url (and curl)", URL_CHECK);
     let _ = std::fs::remove_dir_all(&dir);
 }
