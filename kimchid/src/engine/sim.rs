@@ -1027,22 +1027,11 @@ pub async fn harness() -> Harness {
 }
 
 /// An engine over `sim` keeping its state in `state_dir` (where a previous run may
-/// have left something), connected and synced.
+/// have left something), connected and synced, the URL check service served in this
+/// process as the socket unit would.
 pub async fn harness_with(sim: Arc<Sim>, state_dir: tempfile::TempDir) -> Harness {
-    let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
-    // The URL check service, served in this process as the socket unit would.
-    let url_check_socket = state_dir.path().join("url-check.sock");
-    crate::url_check::tests::helper_at(&url_check_socket);
-    let settings = super::Settings {
-        state_dir: state_dir.path(),
-        // No osinfo-db: every OS is unknown and gets Kimchi's fallbacks.
-        osinfo_dir: state_dir.path(),
-        url_check_socket: &url_check_socket,
-        session_idle: std::time::Duration::from_secs(60),
-        session_max: std::time::Duration::from_secs(600),
-        gateway_uid: Some(990),
-    };
-    let engine = super::Engine::new(sim.clone(), settings, tx).expect("engine");
+    crate::url_check::tests::helper_at(&state_dir.path().join(URL_CHECK_SOCKET));
+    let (engine, changes) = engine_over(&sim, state_dir.path());
     engine
         .model
         .apply(super::hypervisor::HostEvent::Connected)
@@ -1053,4 +1042,31 @@ pub async fn harness_with(sim: Arc<Sim>, state_dir: tempfile::TempDir) -> Harnes
         changes,
         state_dir,
     }
+}
+
+/// Where in its state directory a test engine asks for URL checks.
+const URL_CHECK_SOCKET: &str = "url-check.sock";
+
+/// An engine over `sim` keeping its state in `state_dir`, not yet connected; nothing
+/// answers its URL checks unless the caller serves them.
+pub fn engine_over(
+    sim: &Arc<Sim>,
+    state_dir: &std::path::Path,
+) -> (
+    Arc<super::Engine>,
+    tokio::sync::mpsc::UnboundedReceiver<super::model::Change>,
+) {
+    let (tx, changes) = tokio::sync::mpsc::unbounded_channel();
+    let url_check_socket = state_dir.join(URL_CHECK_SOCKET);
+    let settings = super::Settings {
+        state_dir,
+        // No osinfo-db: every OS is unknown and gets Kimchi's fallbacks.
+        osinfo_dir: state_dir,
+        url_check_socket: &url_check_socket,
+        session_idle: std::time::Duration::from_secs(60),
+        session_max: std::time::Duration::from_secs(600),
+        gateway_uid: Some(990),
+    };
+    let engine = super::Engine::new(sim.clone(), settings, tx).expect("engine");
+    (engine, changes)
 }

@@ -12,18 +12,15 @@ mod vm_ops;
 mod vms;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use kimchi_dbus::{TaskInfo, TaskState, TemplateSpec, VmState};
 use tokio::sync::mpsc;
 
 use super::hypervisor::{DomainEvent, HostEvent};
 use super::model::Change;
-use super::sim::{harness, Harness, Sim};
+use super::sim::{engine_over, harness, Harness, Sim};
 use super::tasks::Wait;
 use super::templates::Template;
-use super::{Engine, Settings};
 use crate::error::Error;
 
 /// `result` is `Err(Error::<variant>(message))`, exactly. A table-driven test names
@@ -225,23 +222,6 @@ async fn adopt_pool(h: &Harness, name: &str, pool_type: &str, active: bool) -> S
         .apply(HostEvent::Pool { uuid: uuid.clone() })
         .await;
     uuid
-}
-
-/// An engine over `sim` keeping its templates in `state_dir`, not yet connected.
-fn engine_over(sim: &Arc<Sim>, state_dir: &Path) -> (Arc<Engine>, mpsc::UnboundedReceiver<Change>) {
-    let (tx, changes) = mpsc::unbounded_channel();
-    // No URL check service listens there: these engines are not asked about URLs.
-    let url_check_socket = state_dir.join("url-check.sock");
-    let settings = Settings {
-        state_dir,
-        osinfo_dir: state_dir,
-        url_check_socket: &url_check_socket,
-        session_idle: Duration::from_secs(60),
-        session_max: Duration::from_secs(600),
-        gateway_uid: Some(990),
-    };
-    let engine = Engine::new(sim.clone(), settings, tx).expect("engine");
-    (engine, changes)
 }
 
 /// A minimal bootable ISO 9660 image at `path`: a primary volume descriptor, an El
