@@ -3,6 +3,7 @@
 
 mod dict;
 mod error;
+mod link;
 mod network_patch;
 mod options;
 mod proxy;
@@ -12,6 +13,7 @@ mod types;
 mod vm_patch;
 
 pub use error::Error;
+pub use link::link_connection;
 pub use network_patch::NetworkPatch;
 pub use options::{
     CallOptions, OPT_NO_USER_INTERACTION, OPT_REQUEST_ID, OPT_SESSION, OPT_WAIT, OPT_WAIT_TIMEOUT,

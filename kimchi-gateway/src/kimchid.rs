@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kimchi_dbus::{
-    CallOptions, Capabilities, ManagerProxy, SessionInfo, SessionsProxy, VmInfo, VmProxy,
+    link_connection, CallOptions, Capabilities, ManagerProxy, SessionInfo, SessionsProxy, VmInfo,
+    VmProxy,
 };
 use tokio::sync::Mutex;
 use zbus::proxy::CacheProperties;
@@ -161,9 +162,7 @@ async fn open_link(conn: &Connection) -> Result<Connection, Error> {
         .await?;
     let options = Call::sessionless("gateway-link").options();
     let fd: std::os::fd::OwnedFd = manager.open_gateway_link(options).await?.into();
-    let link = zbus::connection::Builder::unix_stream(std::os::unix::net::UnixStream::from(fd))
-        .p2p()
-        .auth_mechanism(zbus::connection::AuthMechanism::Anonymous)
+    let link = link_connection(std::os::unix::net::UnixStream::from(fd))
         .method_timeout(CALL_TIMEOUT)
         .build()
         .await?;

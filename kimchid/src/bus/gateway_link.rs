@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kimchi_dbus::{Error as BusError, MANAGER_PATH, SESSIONS_PATH};
-use zbus::connection::AuthMechanism;
+use kimchi_dbus::{link_connection, Error as BusError, MANAGER_PATH, SESSIONS_PATH};
 use zbus::fdo::DBusProxy;
 use zbus::names::OwnedUniqueName;
 use zbus::{Connection, Guid, OwnedFd};
@@ -64,11 +63,8 @@ pub fn open(
     let (ours, theirs) = UnixStream::pair()
         .map_err(|e| Error::Internal(format!("cannot make the gateway link's sockets: {e}")))?;
     let guard = Arc::new(guard.for_link(opener.clone()));
-    // Holding the socket is the credential: it was handed over to the gateway's uid.
-    let builder = zbus::connection::Builder::unix_stream(ours)
+    let builder = link_connection(ours)
         .server(Guid::generate())
-        .p2p()
-        .auth_mechanism(AuthMechanism::Anonymous)
         .serve_at(MANAGER_PATH, Manager::new(engine.clone(), guard.clone()))
         .serve_at(SESSIONS_PATH, Sessions::new(engine.sessions.clone(), guard));
     tokio::spawn(async move {

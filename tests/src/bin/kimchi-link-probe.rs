@@ -7,8 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use kimchi_dbus::{CallOptions, ManagerProxy};
-use zbus::connection::AuthMechanism;
+use kimchi_dbus::{link_connection, CallOptions, ManagerProxy};
 use zbus::proxy::CacheProperties;
 
 #[tokio::main(flavor = "current_thread")]
@@ -30,11 +29,7 @@ async fn probe() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .build()
         .await?;
     let fd: std::os::fd::OwnedFd = manager.open_gateway_link(options()).await?.into();
-    let link = zbus::connection::Builder::unix_stream(UnixStream::from(fd))
-        .p2p()
-        .auth_mechanism(AuthMechanism::Anonymous)
-        .build()
-        .await?;
+    let link = link_connection(UnixStream::from(fd)).build().await?;
     let on_link = ManagerProxy::builder(&link)
         .cache_properties(CacheProperties::No)
         .build()
