@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use regex_lite::Regex;
 
@@ -69,7 +69,15 @@ pub struct OsDb {
     by_id: HashMap<String, usize>,
     /// Volume id patterns in the order `identify` tries them.
     media: Vec<Media>,
+    /// Answers by volume id. One lookup compiles two thousand patterns (tens of
+    /// milliseconds and thousands of short-lived allocations, which leave the heap
+    /// fragmented when template creations run side by side), while a host keeps a
+    /// handful of images; the lock also makes concurrent lookups compile in turn.
+    identified: Mutex<HashMap<String, Option<(String, String)>>>,
 }
+
+/// Volume ids whose answers are kept; more distinct ids start the memo afresh.
+const IDENTIFIED_MAX: usize = 64;
 
 #[derive(Debug)]
 struct OsEntry {
@@ -138,6 +146,23 @@ impl OsDb {
     /// whole-id matches first, and among them media that need no volume size.
     pub fn identify(&self, volume_id: &str) -> Option<(String, String)> {
         let volume_id = volume_id.trim_end_matches(' ');
+        // A panic while holding the lock leaves only whole answers behind.
+        let mut identified = self
+            .identified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(answer) = identified.get(volume_id) {
+            return answer.clone();
+        }
+        let answer = self.match_patterns(volume_id);
+        if identified.len() >= IDENTIFIED_MAX {
+            identified.clear();
+        }
+        identified.insert(volume_id.to_string(), answer.clone());
+        answer
+    }
+
+    fn match_patterns(&self, volume_id: &str) -> Option<(String, String)> {
         // libosinfo also matches the volume size and the system, publisher and
         // application ids, which lets the database carry broad volume ids
         // ("CentOS", "1-x86_64") that match inside other distros' ids. A pattern
@@ -403,6 +428,21 @@ mod tests {
         // Mageia 1's "1-x86_64" also matches inside this id.
         assert_eq!(db.identify("Rocky-9-1-x86_64-dvd"), pair("rocky", "9"));
         assert_eq!(db.identify("MY RANDOM DISK"), None);
+    }
+
+    #[test]
+    fn answers_are_remembered_within_a_bound() {
+        let db = OsDb::load(Path::new(SYSTEM_DB));
+        let ubuntu = "Ubuntu-Server 22.04.1 LTS amd64";
+        assert_eq!(db.identify(&format!("{ubuntu}  ")), pair("ubuntu", "22.04"));
+        assert_eq!(db.identify(ubuntu), pair("ubuntu", "22.04"));
+        assert_eq!(db.identified.lock().unwrap().len(), 1);
+        for i in 0..IDENTIFIED_MAX {
+            assert_eq!(db.identify(&format!("DISK {i}")), None);
+        }
+        assert!(db.identified.lock().unwrap().len() <= IDENTIFIED_MAX);
+        assert_eq!(db.identify(ubuntu), pair("ubuntu", "22.04"));
+        assert_eq!(db.identify("Debian 11.6.0 amd64 n"), pair("debian", "11"));
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Vms {
 
     /// VMs sorted by name, case-insensitively, as Kimchi listed them.
     pub fn list(&self) -> Vec<VmInfo> {
-        self.model.vms().iter().map(|r| self.info(r)).collect()
+        self.model.map_vms(|r| self.info(r))
     }
 
     pub fn get(&self, name: &str) -> Result<VmInfo> {

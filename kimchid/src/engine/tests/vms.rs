@@ -16,6 +16,18 @@ use crate::engine::tasks::Wait;
 use crate::engine::vms::{create_guest, NewDisk};
 use crate::error::{Error, Result};
 
+// ---- listing ----
+
+#[tokio::test]
+async fn vms_are_listed_by_name_ignoring_case() {
+    let h = harness().await;
+    for name in ["web", "Zeta", "alpha", "Émile", "Beta", "db"] {
+        adopt(&h, name, VmState::Shutoff).await;
+    }
+    let names: Vec<String> = h.engine.vms.list().into_iter().map(|vm| vm.name).collect();
+    assert_eq!(names, ["alpha", "Beta", "db", "web", "Zeta", "Émile"]);
+}
+
 // ---- power ----
 
 /// `action` asked of the engine for the VM named `name`.
