@@ -54,7 +54,7 @@ pub struct Args {
     )]
     pub idle_timeout_secs: Option<u64>,
 
-    /// Log filter (error, warn, info, debug, trace, or tracing directives); RUST_LOG wins.
+    /// Log filter (error, warn, info, debug, trace, or levels per target); RUST_LOG wins.
     #[arg(long, env = "KIMCHI_LOG_LEVEL")]
     pub log_level: Option<String>,
 }

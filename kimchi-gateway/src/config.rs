@@ -25,7 +25,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Seconds a connection may stay open without a request before it is closed.
     pub idle_timeout_secs: u64,
-    /// Log filter: a level or tracing directives; `RUST_LOG` wins when set.
+    /// Log filter: a level, or levels per target ("info,kimchid=debug"); `RUST_LOG` wins when set.
     pub log_level: String,
 }
 
@@ -122,7 +122,8 @@ impl Config {
         if self.idle_timeout_secs == 0 {
             return Err("idle_timeout_secs must be at least 1".into());
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+        self.log_level
+            .parse::<tracing_subscriber::filter::Targets>()
             .map_err(|e| format!("log_level '{}' is not a valid filter: {e}", self.log_level))?;
         Ok(())
     }

@@ -24,7 +24,9 @@ use std::time::Duration;
 use clap::Parser;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::app::App;
 use crate::config::Config;
@@ -83,14 +85,20 @@ fn main() -> ExitCode {
 
 /// Logs to stderr; `RUST_LOG` wins over `level` (already checked to be a valid filter).
 fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for people, not for log files.
-        .with_ansi(std::io::stderr().is_terminal())
+    // Levels per target, as kimchid's (no regex engine for span and field filters).
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only for people, not for log files.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }
 

@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     pub session_max_secs: Option<u64>,
 
-    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    /// Log filter (error, warn, info, debug, trace, or levels per target).
     #[arg(long)]
     pub log_level: Option<String>,
 

@@ -22,7 +22,7 @@ pub struct Config {
     pub session_idle_secs: u64,
     /// Seconds after login after which a web session ends.
     pub session_max_secs: u64,
-    /// Log filter: a level or tracing directives; `RUST_LOG` wins when set.
+    /// Log filter: a level, or levels per target ("info,kimchid=debug"); `RUST_LOG` wins when set.
     pub log_level: String,
     /// Where kimchi-url-check.socket listens (template ISO URLs are checked there).
     pub url_check_socket: PathBuf,
@@ -111,7 +111,8 @@ impl Config {
                 self.session_idle_secs, self.session_max_secs
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+        self.log_level
+            .parse::<tracing_subscriber::filter::Targets>()
             .map_err(|e| format!("log_level '{}' is not a valid filter: {e}", self.log_level))?;
         Ok(())
     }
