@@ -41,8 +41,8 @@ impl LogControl {
 }
 
 /// `RUST_LOG` when it parses, else `level` (checked when the configuration loaded).
-/// Levels per target, not EnvFilter's span and field matching: that pulls a regex
-/// engine into the daemon's resident code for filters nobody writes for it.
+/// Levels per target, not EnvFilter's span and field matching, which would bring a
+/// regex engine (half a megabyte of resident code) into the daemon.
 fn filter_for(level: &str) -> Targets {
     std::env::var("RUST_LOG")
         .ok()

@@ -69,10 +69,10 @@ pub struct OsDb {
     by_id: HashMap<String, usize>,
     /// Volume id patterns in the order `identify` tries them.
     media: Vec<Media>,
-    /// Answers by volume id. One lookup compiles two thousand patterns (tens of
-    /// milliseconds and thousands of short-lived allocations, which leave the heap
-    /// fragmented when template creations run side by side), while a host keeps a
-    /// handful of images; the lock also makes concurrent lookups compile in turn.
+    /// Answers by volume id. One lookup compiles two thousand patterns, thousands of
+    /// short-lived allocations that left the heap fragmented when template creations
+    /// ran side by side, while a host keeps a handful of images; the lock also makes
+    /// concurrent lookups compile in turn.
     identified: Mutex<HashMap<String, Option<(String, String)>>>,
 }
 
